@@ -1,0 +1,101 @@
+"""Errors every part of Metallica shares.
+
+Each error carries a stable ``code`` (the last part of its problem+json ``type``), an HTTP
+``status`` and a ``title``; the docstring is the default detail. The HTTP layer turns them into
+RFC 9457 problem documents (see :mod:`metallica.web.problems`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MetallicaError(Exception):
+    """Something went wrong in Metallica."""
+
+    code: ClassVar[str] = "internal-error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        self.detail = detail or (self.__doc__ or self.title).strip()
+        self.extensions = extensions
+        super().__init__(self.detail)
+
+
+class BadRequest(MetallicaError):
+    """The request is malformed."""
+
+    code = "bad-request"
+    status = 400
+    title = "Bad request"
+
+
+class MissingIdempotencyKey(BadRequest):
+    """The Idempotency-Key header is required: 1 to 255 printable ASCII characters."""
+
+    code = "idempotency-key-missing"
+    title = "Idempotency-Key required"
+
+
+class Unauthorized(MetallicaError):
+    """A valid 'Authorization: Bearer <token>' header is required."""
+
+    code = "unauthorized"
+    status = 401
+    title = "Unauthorized"
+
+
+class NotFound(MetallicaError):
+    """No such resource."""
+
+    code = "not-found"
+    status = 404
+    title = "Not found"
+
+
+class InvalidInput(MetallicaError):
+    """The request body is not valid."""
+
+    code = "invalid-body"
+    status = 422
+    title = "Invalid request body"
+
+
+class InvalidUsername(InvalidInput):
+    """A username is 1 to 64 characters: a letter or digit, then letters, digits, '.', '_' or '-'."""
+
+    code = "invalid-username"
+    title = "Invalid username"
+
+
+class KeyReusedWithOtherBody(MetallicaError):
+    """This Idempotency-Key was already used with another request body."""
+
+    code = "idempotency-key-reused"
+    status = 422
+    title = "Idempotency-Key reused"
+
+
+class UsernameTaken(MetallicaError):
+    """This username already has a password."""
+
+    code = "username-taken"
+    status = 409
+    title = "Username taken"
+
+
+class CommandInProgress(MetallicaError):
+    """A request with this Idempotency-Key is still being processed; retry later."""
+
+    code = "command-in-progress"
+    status = 409
+    title = "Command in progress"
+
+
+class ServiceUnavailable(MetallicaError):
+    """The service cannot answer right now; retry later."""
+
+    code = "service-unavailable"
+    status = 503
+    title = "Service unavailable"

@@ -1,0 +1,40 @@
+"""Storage: one interface (:mod:`.ports`), a SQLite and a PostgreSQL adapter, migrations."""
+
+from __future__ import annotations
+
+from metallica.storage.errors import (
+    SchemaTooOld,
+    StorageBusy,
+    StorageError,
+    StorageUnavailable,
+    UniqueViolation,
+    UnsupportedDatabaseUrl,
+)
+from metallica.storage.ports import Database, Row, Transaction
+
+
+def open_database(url: str, schema: str, *, pool_size: int = 8) -> Database:
+    """Open the database named by ``url`` for one service ``schema``; the scheme picks the backend."""
+    if url.startswith("sqlite:"):
+        from metallica.storage.sqlite import SQLiteDatabase
+
+        return SQLiteDatabase(url, schema, pool_size=pool_size)
+    if url.startswith(("postgresql://", "postgres://")):
+        from metallica.storage.postgres import PostgresDatabase
+
+        return PostgresDatabase(url, schema, pool_size=pool_size)
+    raise UnsupportedDatabaseUrl()
+
+
+__all__ = [
+    "Database",
+    "Row",
+    "SchemaTooOld",
+    "StorageBusy",
+    "StorageError",
+    "StorageUnavailable",
+    "Transaction",
+    "UniqueViolation",
+    "UnsupportedDatabaseUrl",
+    "open_database",
+]

@@ -1,0 +1,48 @@
+"""Storage errors, translated from the drivers' own at the adapter edge."""
+
+from __future__ import annotations
+
+from metallica.errors import MetallicaError
+
+
+class StorageError(MetallicaError):
+    """The database failed."""
+
+    code = "storage-error"
+    status = 503
+    title = "Storage error"
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now; retry later."""
+
+    code = "storage-unavailable"
+
+
+class StorageBusy(StorageError):
+    """The database is busy (lock timeout, serialization failure); retry later."""
+
+    code = "storage-busy"
+
+
+class UniqueViolation(StorageError):
+    """A unique constraint refused the write."""
+
+    code = "unique-violation"
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(f"unique constraint {constraint!r} refused the write")
+        self.constraint = constraint
+
+
+class SchemaTooOld(StorageError):
+    """The database schema is older than this code; run `metallica migrate`."""
+
+    code = "schema-too-old"
+
+
+class UnsupportedDatabaseUrl(MetallicaError):
+    """METALLICA_DATABASE_URL must start with sqlite:/// or postgresql://."""
+
+    code = "unsupported-database-url"
+    status = 500

@@ -1,0 +1,47 @@
+"""The storage interface every service codes against, whatever the backend.
+
+A :class:`Database` hands out :class:`Transaction` objects; a transaction runs *named* queries,
+loaded from ``sql/<dialect>/<schema>/queries.sql``. Repositories (event store, outbox, command
+store, password store) are written once against this interface; each backend differs only in its
+SQL files and in the few methods below.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+
+
+class Transaction(Protocol):
+    """One database transaction: everything done through it commits or rolls back together."""
+
+    def execute(self, query: str, /, **params: Any) -> int:
+        """Run a named query; return the number of rows it changed."""
+
+    def fetch_one(self, query: str, /, **params: Any) -> Row | None:
+        """Run a named query; return its first row, or None."""
+
+    def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
+        """Run a named query; return all its rows."""
+
+    def run_script(self, sql: str, /) -> None:
+        """Run a multi-statement script without parameters (migrations)."""
+
+    def lock_migrations(self) -> None:
+        """Serialize concurrent migrators until this transaction ends."""
+
+
+class Database(Protocol):
+    """A connection pool to one service's database."""
+
+    dialect: str
+    schema: str
+
+    def transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
+        """Open a transaction; ``write=False`` for read-only work."""
+
+    def close(self) -> None:
+        """Close every connection."""
+

@@ -1,0 +1,111 @@
+"""PostgreSQL adapter: psycopg 3 with a connection pool.
+
+The pool checks a connection before lending it, so a service reconnects by itself after the
+server restarts. Transactions run at READ COMMITTED; concurrency control is in the SQL (unique
+constraints, ``FOR UPDATE SKIP LOCKED``, advisory locks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from metallica.storage import errors
+from metallica.storage.ports import Row
+from metallica.storage.queries import load_queries
+
+# Every migrator takes this advisory lock, so replicas that start together migrate one by one.
+MIGRATION_LOCK_ID = 0x6D65_7461_6C6C
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Turn psycopg's exceptions into :mod:`metallica.storage.errors`."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as error:
+        raise errors.UniqueViolation(error.diag.constraint_name or "unknown") from error
+    except (
+        psycopg.errors.SerializationFailure,
+        psycopg.errors.DeadlockDetected,
+        psycopg.errors.LockNotAvailable,
+    ) as error:
+        raise errors.StorageBusy(type(error).__name__) from error
+    except (psycopg.OperationalError, PoolTimeout) as error:
+        raise errors.StorageUnavailable(type(error).__name__) from error
+    except psycopg.Error as error:
+        raise errors.StorageError(type(error).__name__) from error
+
+
+class PostgresTransaction:
+    """A transaction on one pooled connection."""
+
+    def __init__(self, cursor: psycopg.Cursor[Row], queries: dict[str, str]) -> None:
+        self._cursor = cursor
+        self._queries = queries
+
+    def execute(self, query: str, /, **params: Any) -> int:
+        with _translated_errors():
+            self._cursor.execute(self._queries[query], params)  # type: ignore[arg-type]
+        return self._cursor.rowcount
+
+    def fetch_one(self, query: str, /, **params: Any) -> Row | None:
+        with _translated_errors():
+            self._cursor.execute(self._queries[query], params)  # type: ignore[arg-type]
+            return self._cursor.fetchone()
+
+    def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
+        with _translated_errors():
+            self._cursor.execute(self._queries[query], params)  # type: ignore[arg-type]
+            return self._cursor.fetchall()
+
+    def run_script(self, sql: str, /) -> None:
+        with _translated_errors():
+            self._cursor.execute(sql.encode())
+
+    def lock_migrations(self) -> None:
+        with _translated_errors():
+            self._cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+
+
+class PostgresDatabase:
+    """A pool of connections to one PostgreSQL database."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, schema: str, *, pool_size: int = 8) -> None:
+        self.schema = schema
+        self._queries = load_queries(self.dialect, schema)
+        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"row_factory": dict_row, "connect_timeout": 5},
+            check=ConnectionPool.check_connection,
+            timeout=10,
+            reconnect_timeout=3600,
+            open=False,
+        )
+        with _translated_errors():
+            self._pool.open(wait=True, timeout=10)
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[PostgresTransaction]:
+        with _translated_errors(), self._pool.connection() as connection:
+            if not write:
+                connection.read_only = True
+            try:
+                with connection.transaction(), connection.cursor() as cursor:
+                    yield PostgresTransaction(cursor, self._queries)
+            finally:
+                if not write and not connection.closed:
+                    connection.read_only = False
+
+    def close(self) -> None:
+        self._pool.close()

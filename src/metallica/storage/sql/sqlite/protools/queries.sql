@@ -1,0 +1,79 @@
+-- name: append_event
+-- Append one event; the unique (stream_id, version) is the optimistic lock: no row back means
+-- another writer took this version first.
+INSERT INTO events (stream_id, version, type, data, recorded_at)
+VALUES (:stream_id, :version, :type, :data, :recorded_at)
+ON CONFLICT (stream_id, version) DO NOTHING
+RETURNING global_position;
+
+-- name: read_stream
+-- One stream's events in version order.
+SELECT global_position, stream_id, version, type, data, recorded_at
+FROM events WHERE stream_id = :stream_id ORDER BY version;
+
+-- name: read_all
+-- The global log after a position, in order (catch-up reads).
+SELECT global_position, stream_id, version, type, data, recorded_at
+FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit;
+
+-- name: list_streams
+-- The newest streams first, by their first event.
+SELECT stream_id, data, recorded_at FROM events
+WHERE version = 1 ORDER BY global_position DESC LIMIT :limit;
+
+-- name: enqueue_message
+-- Put a message in the outbox, in the transaction that recorded the events implying it.
+INSERT INTO outbox (stream_id, step, destination, payload, available_at, created_at)
+VALUES (:stream_id, :step, :destination, :payload, :available_at, :created_at)
+RETURNING id;
+
+-- name: claim_message
+-- Lease one message for immediate delivery, unless another relay holds a live lease on it.
+UPDATE outbox
+SET lease_owner = :owner, lease_expires_at = :lease_expires_at, attempts = attempts + 1
+WHERE id = :id AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+RETURNING id, stream_id, step, destination, payload, attempts, available_at, created_at;
+
+-- name: claim_due_messages
+-- Lease the due messages nobody holds (or whose holder's lease ran out). Runs under
+-- BEGIN IMMEDIATE, so two relays never claim the same row.
+UPDATE outbox
+SET lease_owner = :owner, lease_expires_at = :lease_expires_at, attempts = attempts + 1
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE available_at <= :now AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY available_at LIMIT :limit
+)
+RETURNING id, stream_id, step, destination, payload, attempts, available_at, created_at;
+
+-- name: delete_message
+-- The message's outcome is recorded: it leaves the outbox.
+DELETE FROM outbox WHERE id = :id;
+
+-- name: reschedule_message
+-- Deliver again later: release the lease and set the next attempt's time.
+UPDATE outbox SET available_at = :available_at, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id;
+
+-- name: next_due_time
+-- When the next message falls due (or a lease runs out), for the relay's sleep.
+SELECT min(CASE WHEN lease_expires_at IS NOT NULL AND lease_expires_at > available_at
+                THEN lease_expires_at ELSE available_at END) AS due
+FROM outbox;
+
+-- name: pending_messages
+-- Every message still in the outbox (operators, tests).
+SELECT id, stream_id, step, destination, attempts, available_at, lease_owner, lease_expires_at
+FROM outbox ORDER BY id;
+
+-- name: insert_command
+-- Record a client command; the first writer of a key wins, a repeat gets no row back.
+INSERT INTO commands (idempotency_key, fingerprint, workflow_id, created_at)
+VALUES (:idempotency_key, :fingerprint, :workflow_id, :created_at)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING workflow_id;
+
+-- name: get_command
+-- A recorded client command.
+SELECT idempotency_key, fingerprint, workflow_id, created_at
+FROM commands WHERE idempotency_key = :idempotency_key;

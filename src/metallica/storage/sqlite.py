@@ -1,0 +1,134 @@
+"""SQLite adapter: the embedded default, one file per service, WAL mode.
+
+Writes take the database lock up front with ``BEGIN IMMEDIATE`` so two writers never deadlock
+upgrading a read lock; ``busy_timeout`` makes a writer wait for the lock instead of failing.
+Connections are pooled in a queue and used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from metallica.storage import errors
+from metallica.storage.ports import Row
+from metallica.storage.queries import load_queries
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` to a path."""
+    if not url.startswith("sqlite:///"):
+        raise errors.UnsupportedDatabaseUrl(f"not a SQLite URL: {url.split(':', 1)[0]}:...")
+    return Path(url.removeprefix("sqlite:///"))
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Turn sqlite3's exceptions into :mod:`metallica.storage.errors`."""
+    try:
+        yield
+    except sqlite3.IntegrityError as error:
+        message = str(error)
+        if message.startswith("UNIQUE constraint failed: "):
+            raise errors.UniqueViolation(message.removeprefix("UNIQUE constraint failed: ")) from error
+        raise errors.StorageError(message) from error
+    except sqlite3.OperationalError as error:
+        message = str(error)
+        if "locked" in message or "busy" in message:
+            raise errors.StorageBusy(message) from error
+        raise errors.StorageError(message) from error
+
+
+class SQLiteTransaction:
+    """A transaction on one pooled connection."""
+
+    def __init__(self, connection: sqlite3.Connection, queries: dict[str, str]) -> None:
+        self._connection = connection
+        self._queries = queries
+
+    def execute(self, query: str, /, **params: Any) -> int:
+        with _translated_errors():
+            return self._connection.execute(self._queries[query], params).rowcount
+
+    def fetch_one(self, query: str, /, **params: Any) -> Row | None:
+        with _translated_errors():
+            row = self._connection.execute(self._queries[query], params).fetchone()
+        return dict(row) if row is not None else None
+
+    def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
+        with _translated_errors():
+            rows = self._connection.execute(self._queries[query], params).fetchall()
+        return [dict(row) for row in rows]
+
+    def run_script(self, sql: str, /) -> None:
+        statement = ""
+        with _translated_errors():
+            for line in sql.splitlines(keepends=True):
+                statement += line
+                if sqlite3.complete_statement(statement):
+                    self._connection.execute(statement)
+                    statement = ""
+            if statement.strip():
+                self._connection.execute(statement)
+
+    def lock_migrations(self) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already holds the only write lock."""
+
+
+class SQLiteDatabase:
+    """A pool of connections to one SQLite file."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, schema: str, *, pool_size: int = 8) -> None:
+        self.schema = schema
+        self.path = path_from_url(url)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._queries = load_queries(self.dialect, schema)
+        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._connections: list[sqlite3.Connection] = []
+        for _ in range(pool_size):
+            connection = self._connect()
+            self._connections.append(connection)
+            self._pool.put(connection)
+
+    def _connect(self) -> sqlite3.Connection:
+        with _translated_errors():
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            connection.row_factory = sqlite3.Row
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[SQLiteTransaction]:
+        connection = self._pool.get()
+        try:
+            with _translated_errors():
+                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield SQLiteTransaction(connection, self._queries)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            with _translated_errors():
+                connection.execute("COMMIT")
+        finally:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            self._pool.put(connection)
+
+    def close(self) -> None:
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
