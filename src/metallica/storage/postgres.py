@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+import psycopg.sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -109,3 +110,17 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def schema_url(url: str, schema: str) -> str:
+    """``url`` with its ``search_path`` set to ``schema`` (one database, a schema per service)."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"
+
+
+def ensure_schema(url: str, schema: str) -> None:
+    """Create ``schema`` in the database of ``url`` if it does not exist."""
+    with _translated_errors(), psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(
+            psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema))
+        )

@@ -1,0 +1,16 @@
+"""Mail addresses: a pragmatic check (one @, no spaces, brackets or line breaks)."""
+
+from __future__ import annotations
+
+import re
+
+from metallica.errors import InvalidInput
+
+_ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def validate(address: str, field: str) -> str:
+    """Return ``address`` if it looks like a mail address, else raise :class:`InvalidInput`."""
+    if len(address) > 254 or not _ADDRESS.fullmatch(address):
+        raise InvalidInput(f"'{field}' must be a mail address", field=field)
+    return address

@@ -1,0 +1,313 @@
+"""The ``metallica`` command: serve a service, migrate, run the stack, use it, run the demo.
+
+Every service setting is a flag and an environment variable (``METALLICA_*``); flags win.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_DATA_DIR = Path(".metallica")
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _urls(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _token_from(data_dir: Path) -> str | None:
+    path = data_dir / "api-token"
+    return path.read_text().strip() if path.exists() else None
+
+
+def _require(name: str, value: Any) -> Any:
+    if value in (None, "", ()):
+        raise click.UsageError(f"{name} is required (set the variable or pass the flag)")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="metallica")
+def main() -> None:
+    """Metallica: a password-creation workflow that stays correct when the network misbehaves.
+
+    protools orchestrates; the generator makes passwords; the mailer writes mails to a Maildir.
+    Start with `metallica demo`, or `metallica up` and then `metallica password create NAME`.
+    """
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+SERVICE_NAMES = click.Choice(["protools", "generator", "mailer"])
+
+
+def service_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--database-url", envvar="METALLICA_DATABASE_URL", help="This service's database: sqlite:///path.db or postgresql://... [METALLICA_DATABASE_URL]"),
+        click.option("--api-token", envvar="METALLICA_API_TOKEN", help="Bearer token clients and protools present. [METALLICA_API_TOKEN]"),
+        click.option("--generator-urls", envvar="METALLICA_GENERATOR_URLS", help="protools: comma-separated generator base URLs, one per replica. [METALLICA_GENERATOR_URLS]"),
+        click.option("--mailer-urls", envvar="METALLICA_MAILER_URLS", help="protools: comma-separated mailer base URLs, one per replica. [METALLICA_MAILER_URLS]"),
+        click.option("--maildir", envvar="METALLICA_MAILDIR", type=click.Path(path_type=Path), help="mailer: the Maildir mails are written to. [METALLICA_MAILDIR]"),
+        click.option("--mail-domain", envvar="METALLICA_MAIL_DOMAIN", default="example.com", show_default=True, help="protools: mails go to <username>@<domain> when no email is given. [METALLICA_MAIL_DOMAIN]"),
+        click.option("--mail-from", envvar="METALLICA_MAIL_FROM", default="Metallica <no-reply@metallica.local>", show_default=True, help="mailer: the From header. [METALLICA_MAIL_FROM]"),
+        click.option("--call-timeout", envvar="METALLICA_CALL_TIMEOUT", type=float, default=3.0, show_default=True, help="protools: seconds to wait for a service's answer. [METALLICA_CALL_TIMEOUT]"),
+        click.option("--connect-timeout", envvar="METALLICA_CONNECT_TIMEOUT", type=float, default=1.0, show_default=True, help="protools: seconds to connect to a service. [METALLICA_CONNECT_TIMEOUT]"),
+        click.option("--retry-initial", envvar="METALLICA_RETRY_INITIAL", type=float, default=0.2, show_default=True, help="protools: first retry backoff ceiling, seconds (full jitter). [METALLICA_RETRY_INITIAL]"),
+        click.option("--retry-max", envvar="METALLICA_RETRY_MAX", type=float, default=10.0, show_default=True, help="protools: backoff cap, seconds. [METALLICA_RETRY_MAX]"),
+        click.option("--lease-seconds", envvar="METALLICA_LEASE_SECONDS", type=float, default=15.0, show_default=True, help="protools: how long a replica holds a claimed call; a dead replica's work is taken over after it. [METALLICA_LEASE_SECONDS]"),
+        click.option("--poll-interval", envvar="METALLICA_POLL_INTERVAL", type=float, default=1.0, show_default=True, help="protools: how often the relay looks for due work it was not told about. [METALLICA_POLL_INTERVAL]"),
+        click.option("--wait-default", envvar="METALLICA_WAIT_DEFAULT", type=float, default=5.0, show_default=True, help="protools: seconds a create waits for the result without a Prefer: wait header. [METALLICA_WAIT_DEFAULT]"),
+        click.option("--wait-max", envvar="METALLICA_WAIT_MAX", type=float, default=30.0, show_default=True, help="protools: the longest Prefer: wait honoured. [METALLICA_WAIT_MAX]"),
+        click.option("--workflow-deadline", envvar="METALLICA_WORKFLOW_DEADLINE", type=float, default=300.0, show_default=True, help="protools: seconds a workflow may take before it stops starting steps. [METALLICA_WORKFLOW_DEADLINE]"),
+        click.option("--replica-id", envvar="METALLICA_REPLICA_ID", default="", help="protools: this replica's name in events and leases (default: random). [METALLICA_REPLICA_ID]"),
+        click.option("--password-length", envvar="METALLICA_PASSWORD_LENGTH", type=int, default=20, show_default=True, help="generator: password length. [METALLICA_PASSWORD_LENGTH]"),
+        click.option("--password-classes", envvar="METALLICA_PASSWORD_CLASSES", default="letters,digits,symbols", show_default=True, help="generator: character classes, each used at least once. [METALLICA_PASSWORD_CLASSES]"),
+        click.option("--faults/--no-faults", envvar="METALLICA_FAULTS", default=False, help="Enable the /v1/faults endpoint (tests and the fault lab only). [METALLICA_FAULTS]"),
+        click.option("--log-level", envvar="METALLICA_LOG_LEVEL", default="INFO", show_default=True, help="[METALLICA_LOG_LEVEL]"),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def build_app(service: str, options: dict[str, Any]) -> Any:
+    """The ASGI app of ``service`` from the serve options; a missing setting is a usage error."""
+    database_url = _require("METALLICA_DATABASE_URL", options["database_url"])
+    token = _require("METALLICA_API_TOKEN", options["api_token"])
+    if service == "protools":
+        from metallica.protools.http import create_app
+        from metallica.protools.settings import ProtoolsSettings
+
+        return create_app(
+            ProtoolsSettings(
+                database_url=database_url,
+                api_token=token,
+                generator_urls=_require("METALLICA_GENERATOR_URLS", _urls(options["generator_urls"])),
+                mailer_urls=_require("METALLICA_MAILER_URLS", _urls(options["mailer_urls"])),
+                mail_domain=options["mail_domain"],
+                call_timeout=options["call_timeout"],
+                connect_timeout=options["connect_timeout"],
+                retry_initial=options["retry_initial"],
+                retry_max=options["retry_max"],
+                lease_seconds=options["lease_seconds"],
+                poll_interval=options["poll_interval"],
+                wait_default=options["wait_default"],
+                wait_max=options["wait_max"],
+                workflow_deadline=options["workflow_deadline"],
+                replica_id=options["replica_id"],
+            )
+        )
+    if service == "generator":
+        from metallica.password_generator.domain import PasswordPolicy
+        from metallica.password_generator.http import create_app as create_generator
+        from metallica.password_generator.settings import GeneratorSettings
+
+        try:
+            policy = PasswordPolicy.parse(options["password_length"], options["password_classes"])
+        except ValueError as error:
+            raise click.UsageError(f"METALLICA_PASSWORD_*: {error}") from None
+        return create_generator(
+            GeneratorSettings(database_url, token, policy, faults_enabled=options["faults"])
+        )
+    from metallica.mail_sender.http import create_app as create_mailer
+    from metallica.mail_sender.settings import MailerSettings
+
+    maildir = _require("METALLICA_MAILDIR", options["maildir"])
+    return create_mailer(
+        MailerSettings(database_url, token, maildir, options["mail_from"], faults_enabled=options["faults"])
+    )
+
+
+@main.command()
+@click.argument("service", type=SERVICE_NAMES)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
+@service_options
+def serve(service: str, host: str, port: int, **options: Any) -> None:
+    """Run one service process (protools, generator or mailer) until stopped."""
+    import uvicorn
+
+    from metallica.web import logging as json_logging
+
+    json_logging.configure(options["log_level"])
+    app = build_app(service, options)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+
+
+@main.command()
+@click.argument("service", type=SERVICE_NAMES)
+@click.option("--database-url", envvar="METALLICA_DATABASE_URL", required=True, help="[METALLICA_DATABASE_URL]")
+def migrate(service: str, database_url: str) -> None:
+    """Apply the pending migrations of SERVICE's database (safe while replicas run)."""
+    from metallica.storage import open_database
+    from metallica.storage.migrate import migrate as apply
+
+    database = open_database(database_url, service, pool_size=1)
+    try:
+        applied = apply(database)
+    finally:
+        database.close()
+    click.echo(f"{service}: applied {applied}" if applied else f"{service}: up to date")
+
+
+# --- the stack --------------------------------------------------------------------------------
+
+
+def _database_urls(database_url: str | None) -> dict[str, str]:
+    """Per-service URLs: one PostgreSQL database, a schema per service; or SQLite files."""
+    if not database_url:
+        return {}
+    if database_url.startswith("sqlite"):
+        raise click.UsageError("--database-url takes a PostgreSQL URL; SQLite is the default")
+    from metallica.storage.postgres import ensure_schema, schema_url
+
+    for service in ("protools", "generator", "mailer"):
+        ensure_schema(database_url, service)
+    return {service: schema_url(database_url, service) for service in ("protools", "generator", "mailer")}
+
+
+@main.command()
+@click.option("--replicas", type=click.IntRange(1, 16), default=1, show_default=True, help="Replicas of each service.")
+@click.option("--database-url", envvar="METALLICA_DATABASE_URL", help="A PostgreSQL database for all three (a schema each); default: SQLite files in the data dir.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True, help="Databases, Maildir, logs and the API token.")
+@click.option("--port", type=int, default=8000, show_default=True, help="protools' first port; generators at +100, mailers at +200.")
+def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> None:
+    """Run the whole stack as local processes until Ctrl-C."""
+    from metallica.stack import LocalStack
+
+    token = os.environ.get("METALLICA_API_TOKEN") or _token_from(data_dir) or secrets.token_urlsafe(24)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token_file = data_dir / "api-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    stack = LocalStack(data_dir, token, replicas, _database_urls(database_url), base_port=port)
+    click.echo(f"starting {replicas} replica(s) of each service ...")
+    with stack:
+        for service in ("protools", "generator", "mailer"):
+            click.echo(f"{service:<10} {'  '.join(stack.urls(service))}")
+        click.echo(f"maildir    {stack.maildir}")
+        click.echo(f"logs       {data_dir / 'logs'}")
+        click.echo(f"API token  in {token_file} (the client commands read it from there)")
+        click.echo("Ctrl-C to stop.")
+        stopped = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stopped
+            stopped = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            while not stopped:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        click.echo("stopping ...")
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+def client_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option("--url", envvar="METALLICA_URL", default=DEFAULT_URL, show_default=True, help="protools' base URL. [METALLICA_URL]")
+    @click.option("--token", envvar="METALLICA_API_TOKEN", help="API token [METALLICA_API_TOKEN]; default: the one `metallica up` wrote in .metallica/api-token.")
+    @functools.wraps(function)
+    def wrapper(url: str, token: str | None, **kwargs: Any) -> Any:
+        from metallica.client import ProtoolsClient
+
+        resolved = token or _token_from(DEFAULT_DATA_DIR)
+        if not resolved:
+            raise click.UsageError("no API token: set METALLICA_API_TOKEN or pass --token")
+        with ProtoolsClient(url, resolved) as client:
+            try:
+                return function(client, **kwargs)
+            except Exception as error:
+                import httpx
+
+                if isinstance(error, httpx.HTTPError):
+                    raise click.ClickException(f"cannot reach protools at {url}: {error}") from None
+                raise
+
+    return wrapper
+
+
+def _fail_with_problem(response: Any) -> None:
+    try:
+        problem = response.json()
+        message = f"{problem.get('title')}: {problem.get('detail')} ({problem.get('type')})"
+    except ValueError:
+        message = response.text[:200]
+    raise click.ClickException(f"HTTP {response.status_code}: {message}")
+
+
+@main.group()
+def password() -> None:
+    """Create passwords through protools."""
+
+
+@password.command("create")
+@click.argument("username")
+@click.option("--email", help="Where the mail goes (default: <username>@<mail domain>).")
+@click.option("--key", help="Idempotency-Key: reuse one to repeat a command safely (default: new).")
+@click.option("--wait", type=float, default=5.0, show_default=True, help="Seconds to wait for the result.")
+@client_options
+def password_create(client: Any, username: str, email: str | None, key: str | None, wait: float) -> None:
+    """Create a password for USERNAME; prints it, or the workflow id if it is still running."""
+    response = client.create_password(username, email=email, key=key, wait=wait)
+    if response.status_code == 200:
+        click.echo(response.json()["password"])
+    elif response.status_code == 202:
+        body = response.json()
+        click.echo(f"still running: workflow {body['workflow_id']} (metallica workflow show {body['workflow_id']})")
+    else:
+        _fail_with_problem(response)
+
+
+@main.group()
+def workflow() -> None:
+    """Inspect workflows."""
+
+
+@workflow.command("show")
+@click.argument("workflow_id")
+@client_options
+def workflow_show(client: Any, workflow_id: str) -> None:
+    """Status and event history of a workflow, as a table."""
+    from metallica.client import describe_event, format_table
+
+    state = client.workflow(workflow_id)
+    if state.status_code != 200:
+        _fail_with_problem(state)
+    events = client.events(workflow_id)
+    if events.status_code != 200:
+        _fail_with_problem(events)
+    click.echo(f"workflow {workflow_id}: {state.json()['status']}")
+    rows = [
+        [str(event["version"]), event["time"], event["type"], describe_event(event)]
+        for event in events.json()["events"]
+    ]
+    click.echo(format_table(["v", "time", "event", "what happened"], rows))
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Keep the demo's files here (default: a temporary directory).")
+def demo(data_dir: Path | None) -> None:
+    """Start the stack on SQLite, create a password, show its history and mail, show two errors."""
+    from metallica.demo import run_demo
+
+    sys.exit(run_demo(data_dir))
+
+
+if __name__ == "__main__":
+    main()
+
+

@@ -1,0 +1,85 @@
+"""A small client of protools' API, for the CLI and the demo."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+
+class ProtoolsClient:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 40.0) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def create_password(
+        self,
+        username: str | None,
+        *,
+        email: str | None = None,
+        key: str | None = None,
+        wait: float = 5.0,
+    ) -> httpx.Response:
+        body: dict[str, Any] = {}
+        if username is not None:
+            body["username"] = username
+        if email is not None:
+            body["email"] = email
+        return self._http.post(
+            "/v1/workflows/password-creation",
+            json=body,
+            headers={"Idempotency-Key": key or str(uuid.uuid4()), "Prefer": f"wait={wait:g}"},
+        )
+
+    def workflow(self, workflow_id: str, *, wait: float = 0) -> httpx.Response:
+        return self._http.get(f"/v1/workflows/{workflow_id}", headers={"Prefer": f"wait={wait:g}"})
+
+    def events(self, workflow_id: str) -> httpx.Response:
+        return self._http.get(f"/v1/workflows/{workflow_id}/events")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ProtoolsClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain text table with aligned columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+             for line in [headers, ["-" * width for width in widths], *rows]]
+    return "\n".join(lines)
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """One line saying what an event means."""
+    data = event["data"]
+    kind = event["type"]
+    if kind == "WorkflowStarted":
+        given = data["input"]
+        return f"{data['workflow']} for {given['username']!r}, mail to {given['recipient']}"
+    if kind == "StepSucceeded":
+        return (
+            f"{data['step']} attempt {data['attempt']} ok via {data['replica']} "
+            f"in {data['elapsed_ms']:.0f} ms"
+        )
+    if kind == "StepAttemptFailed":
+        doubt = ", in doubt" if data.get("in_doubt") else ""
+        return (
+            f"{data['step']} attempt {data['attempt']} failed via {data['replica']} after "
+            f"{data['elapsed_ms']:.0f} ms: {data['reason']}{doubt}; retry in {data['retry_in']:.2f} s"
+        )
+    if kind == "WorkflowFailed":
+        error = data.get("error") or {}
+        return f"failed at {data.get('step')}: {error.get('title')} ({error.get('detail')})"
+    if kind == "WorkflowCompleted":
+        return "completed"
+    return ""

@@ -1,0 +1,56 @@
+"""mail-sender HTTP API: ``POST /v1/mails``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from metallica.faults import FaultPoints
+from metallica.mail_sender.maildir import Maildir
+from metallica.mail_sender.service import MailService
+from metallica.mail_sender.settings import MailerSettings
+from metallica.storage import open_database
+from metallica.storage.migrate import migrate
+from metallica.web.app import authenticated, service_app
+from metallica.web.faults import fault_routes
+from metallica.web.requests import idempotency_key, json_object, string_field
+
+FAULT_POINTS = ("before_write", "after_write")
+
+
+def create_app(settings: MailerSettings) -> Starlette:
+    faults = FaultPoints(FAULT_POINTS, enabled=settings.faults_enabled)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = await run_in_threadpool(open_database, settings.database_url, "mailer")
+        await run_in_threadpool(migrate, database)
+        app.state.service = MailService(
+            database, Maildir(settings.maildir), sender=settings.sender, faults=faults
+        )
+        try:
+            yield
+        finally:
+            database.close()
+
+    async def send_mail(request: Request) -> Response:
+        key = idempotency_key(request)
+        body = await json_object(request)
+        to, subject, text = (string_field(body, name) for name in ("to", "subject", "body"))
+        assert to is not None and subject is not None and text is not None
+        service: MailService = request.app.state.service
+        mail_id, _ = await run_in_threadpool(service.send, key, to, subject, text)
+        return JSONResponse({"id": mail_id}, 202)
+
+    token = settings.api_token
+    routes = [
+        Route("/v1/mails", authenticated(token, send_mail), methods=["POST"]),
+        *fault_routes(token, faults),
+    ]
+    return service_app("mailer", routes, lifespan)

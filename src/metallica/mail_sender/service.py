@@ -1,0 +1,67 @@
+"""The mail use case: record the key, then deliver into the Maildir under the key's mail id.
+
+The key is claimed first (first writer wins, in the database); the delivery is idempotent by
+name, so a crash between the two, a retry, or two replicas at once all end with one mail.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from metallica.errors import KeyReusedWithOtherBody
+from metallica.faults import FaultPoints
+from metallica.mail_sender.domain import render, validate
+from metallica.mail_sender.maildir import Maildir
+from metallica.storage import Database
+from metallica.web.requests import fingerprint
+
+
+class MailService:
+    def __init__(
+        self,
+        database: Database,
+        maildir: Maildir,
+        *,
+        sender: str,
+        faults: FaultPoints | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
+        self._maildir = maildir
+        self._sender = sender
+        self._faults = faults or FaultPoints()
+        self._clock = clock
+
+    def send(self, idempotency_key: str, to: str, subject: str, body: str) -> tuple[str, Path]:
+        """Write the mail once; return its id and where it is."""
+        mail = validate(to, subject, body)
+        body_fingerprint = fingerprint({"to": to, "subject": subject, "body": body})
+        with self._database.transaction() as tx:
+            tx.execute(
+                "insert_mail",
+                idempotency_key=idempotency_key,
+                fingerprint=body_fingerprint,
+                mail_id=uuid.uuid4().hex,
+                created_at=self._clock(),
+            )
+            record = tx.fetch_one("get_mail", idempotency_key=idempotency_key)
+        assert record is not None
+        if record["fingerprint"] != body_fingerprint:
+            raise KeyReusedWithOtherBody()
+        mail_id, created_at = str(record["mail_id"]), float(record["created_at"])
+        name = Maildir.name_for(mail_id, created_at)
+        if record["delivered_at"] is not None:
+            found = self._maildir.find(name)
+            if found is not None:
+                return mail_id, found
+        self._faults.hit("before_write")
+        path = self._maildir.deliver(
+            name, render(mail, sender=self._sender, mail_id=mail_id, sent_at=created_at)
+        )
+        self._faults.hit("after_write")
+        with self._database.transaction() as tx:
+            tx.execute("mark_delivered", mail_id=mail_id, delivered_at=self._clock())
+        return mail_id, path

@@ -1,0 +1,53 @@
+"""password-generator HTTP API: ``POST /v1/passwords``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from metallica.faults import FaultPoints
+from metallica.password_generator.service import PasswordService
+from metallica.password_generator.settings import GeneratorSettings
+from metallica.storage import open_database
+from metallica.storage.migrate import migrate
+from metallica.web.app import authenticated, service_app
+from metallica.web.faults import fault_routes
+from metallica.web.requests import idempotency_key, json_object, string_field
+
+FAULT_POINTS = ("before_persist", "during_persist", "after_persist")
+
+
+def create_app(settings: GeneratorSettings) -> Starlette:
+    faults = FaultPoints(FAULT_POINTS, enabled=settings.faults_enabled)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = await run_in_threadpool(open_database, settings.database_url, "generator")
+        await run_in_threadpool(migrate, database)
+        app.state.service = PasswordService(database, settings.policy, faults=faults)
+        try:
+            yield
+        finally:
+            database.close()
+
+    async def create_password(request: Request) -> Response:
+        key = idempotency_key(request)
+        body = await json_object(request)
+        username = string_field(body, "username")
+        assert username is not None
+        service: PasswordService = request.app.state.service
+        created = await run_in_threadpool(service.create, key, username)
+        return JSONResponse({"username": created.username, "password": created.password}, 201)
+
+    token = settings.api_token
+    routes = [
+        Route("/v1/passwords", authenticated(token, create_password), methods=["POST"]),
+        *fault_routes(token, faults),
+    ]
+    return service_app("generator", routes, lifespan)

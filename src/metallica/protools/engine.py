@@ -1,0 +1,328 @@
+"""The workflow engine, pure: events, the fold of a workflow's state, and its decisions.
+
+A workflow is a definition (ordered steps, each a call to a service, with a retry policy) and an
+event stream. Its state is the fold of its events (:func:`evolve`); what to do next is decided
+from the state alone (:func:`start`, :func:`decide_attempt`, :func:`decide_outcome`), returning
+the events to append and the outbox message to send, which the service layer commits in one
+transaction. Nothing here does I/O: the clock, the random source and the ids are parameters.
+
+Events of a workflow stream::
+
+    WorkflowStarted    {workflow, input, deadline}
+    StepAttemptFailed  {step, attempt, reason, detail, in_doubt, retry_in, replica, elapsed_ms}
+    StepSucceeded      {step, attempt, result, replica, elapsed_ms}
+    WorkflowCompleted  {}
+    WorkflowFailed     {step, error}
+
+A step whose last outcome is unknown (the call timed out, the connection broke, the service
+failed) is *in doubt*: the workflow never ends while a step is in doubt; past its deadline it
+starts no new step but keeps asking the in-doubt one, with the same key, until it learns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metallica.protools.store import NewEvent, RecordedEvent
+
+STARTED = "WorkflowStarted"
+ATTEMPT_FAILED = "StepAttemptFailed"
+SUCCEEDED = "StepSucceeded"
+COMPLETED = "WorkflowCompleted"
+FAILED = "WorkflowFailed"
+
+RUNNING, COMPLETED_STATUS, FAILED_STATUS = "running", "completed", "failed"
+
+
+# --- definitions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff
+    and Jitter"): the n-th retry waits a uniform random time in [0, min(maximum, initial * 2^(n-1))].
+    """
+
+    initial: float = 0.2
+    maximum: float = 10.0
+
+    def delay(self, attempt: int, random: Callable[[], float]) -> float:
+        ceiling = min(self.maximum, self.initial * 2 ** max(attempt - 1, 0))
+        return random() * ceiling
+
+
+@dataclass(frozen=True)
+class Call:
+    """An HTTP call to a service, as the outbox stores it."""
+
+    destination: str
+    method: str
+    path: str
+    body: Mapping[str, Any]
+    idempotency_key: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"body": dict(self.body)}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Call:
+        return cls(**payload)
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a service answered."""
+
+    status: int
+    body: Mapping[str, Any]
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    result: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Not done yet: try again. ``in_doubt`` when the service may have acted on the call."""
+
+    reason: str
+    detail: str = ""
+    in_doubt: bool = True
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Definitely not done, and retrying cannot help: the workflow fails with ``error``."""
+
+    error: Mapping[str, Any]
+
+
+Outcome = Succeeded | Retry | Failed
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call of a workflow.
+
+    ``request`` builds the call from the workflow's state; ``interpret`` classifies the answer.
+    ``finish_past_deadline``: once the workflow reaches this step it runs to the end even past
+    the deadline (the mail of a password that exists must go out).
+    """
+
+    name: str
+    destination: str
+    request: Callable[[WorkflowState], Call]
+    interpret: Callable[[Response], Outcome]
+    retry: RetryPolicy = RetryPolicy()
+    finish_past_deadline: bool = False
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    name: str
+    steps: tuple[Step, ...]
+    deadline_seconds: float
+    result: Callable[[WorkflowState], dict[str, Any]]
+
+    def step(self, name: str) -> Step:
+        return next(step for step in self.steps if step.name == name)
+
+    def step_after(self, name: str) -> Step | None:
+        names = [step.name for step in self.steps]
+        position = names.index(name) + 1
+        return self.steps[position] if position < len(self.steps) else None
+
+
+# --- state -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """A workflow as its events tell it."""
+
+    workflow_id: str
+    version: int = 0
+    definition: str = ""
+    input: Mapping[str, Any] = field(default_factory=dict)
+    status: str = RUNNING
+    started_at: float = 0.0
+    deadline: float = 0.0
+    finished_at: float | None = None
+    results: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    attempts: Mapping[str, int] = field(default_factory=dict)
+    in_doubt: frozenset[str] = frozenset()
+    error: Mapping[str, Any] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status != RUNNING
+
+
+def evolve(state: WorkflowState, event: RecordedEvent) -> WorkflowState:
+    """The state after one more event."""
+    data = event.data
+    state = dataclasses.replace(state, version=event.version)
+    if event.type == STARTED:
+        return dataclasses.replace(
+            state,
+            definition=data["workflow"],
+            input=data["input"],
+            started_at=event.recorded_at,
+            deadline=float(data["deadline"]),
+        )
+    if event.type == ATTEMPT_FAILED:
+        step = data["step"]
+        doubt = state.in_doubt | {step} if data["in_doubt"] else state.in_doubt
+        return dataclasses.replace(
+            state, attempts={**state.attempts, step: data["attempt"]}, in_doubt=doubt
+        )
+    if event.type == SUCCEEDED:
+        step = data["step"]
+        return dataclasses.replace(
+            state,
+            attempts={**state.attempts, step: data["attempt"]},
+            results={**state.results, step: data["result"]},
+            in_doubt=state.in_doubt - {step},
+        )
+    if event.type == COMPLETED:
+        return dataclasses.replace(state, status=COMPLETED_STATUS, finished_at=event.recorded_at)
+    if event.type == FAILED:
+        return dataclasses.replace(
+            state,
+            status=FAILED_STATUS,
+            finished_at=event.recorded_at,
+            error=data["error"],
+            in_doubt=frozenset(),
+        )
+    return state  # an event type this version does not know changes nothing it tracks
+
+
+def fold(workflow_id: str, events: Sequence[RecordedEvent]) -> WorkflowState | None:
+    """The state told by a stream's events; None for an empty stream."""
+    if not events:
+        return None
+    state = WorkflowState(workflow_id)
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to commit: events to append, and what becomes of the outbox message.
+
+    ``send``: a new message to enqueue (the next step). ``retry_at``: reschedule the current
+    message. Neither: the current message is done and leaves the outbox.
+    """
+
+    events: tuple[NewEvent, ...] = ()
+    send: Call | None = None
+    retry_at: float | None = None
+
+    @property
+    def finishes(self) -> bool:
+        return any(event.type in (COMPLETED, FAILED) for event in self.events)
+
+
+def deadline_exceeded(state: WorkflowState, step: str) -> dict[str, Any]:
+    return {
+        "type": "https://metallica.dev/problems/deadline-exceeded",
+        "title": "Deadline exceeded",
+        "status": 504,
+        "detail": f"the workflow's deadline passed before step {step!r} could run",
+    }
+
+
+def start(
+    definition: WorkflowDefinition, workflow_id: str, workflow_input: Mapping[str, Any], *, now: float
+) -> Decision:
+    """A new workflow: its first event and its first step's call."""
+    started = NewEvent(
+        STARTED,
+        {
+            "workflow": definition.name,
+            "input": dict(workflow_input),
+            "deadline": now + definition.deadline_seconds,
+        },
+    )
+    state = evolve(
+        WorkflowState(workflow_id),
+        RecordedEvent(0, workflow_id, 1, started.type, started.data, now),
+    )
+    return Decision(events=(started,), send=definition.steps[0].request(state))
+
+
+def is_current(state: WorkflowState, definition: WorkflowDefinition, step: str) -> bool:
+    """Whether ``step`` is the one the workflow is waiting on (a stale message is not)."""
+    if state.terminal or step in state.results:
+        return False
+    return all(earlier.name in state.results for earlier in definition.steps[: _index(definition, step)])
+
+
+def decide_attempt(
+    state: WorkflowState, definition: WorkflowDefinition, step: str, *, now: float
+) -> Decision | None:
+    """Before calling: None to go ahead, or the decision that ends the workflow instead."""
+    if now <= state.deadline or definition.step(step).finish_past_deadline or step in state.in_doubt:
+        return None
+    return Decision(events=(NewEvent(FAILED, {"step": step, "error": deadline_exceeded(state, step)}),))
+
+
+def decide_outcome(
+    state: WorkflowState,
+    definition: WorkflowDefinition,
+    step_name: str,
+    attempt: int,
+    outcome: Outcome,
+    *,
+    now: float,
+    replica: str,
+    elapsed_ms: float,
+    random: Callable[[], float],
+) -> Decision:
+    """The events (and next message) that record one attempt's outcome."""
+    step = definition.step(step_name)
+    common = {"step": step_name, "attempt": attempt, "replica": replica, "elapsed_ms": round(elapsed_ms, 1)}
+    if isinstance(outcome, Succeeded):
+        succeeded = NewEvent(SUCCEEDED, {**common, "result": dict(outcome.result)})
+        after = evolve(state, RecordedEvent(0, state.workflow_id, state.version + 1, SUCCEEDED, succeeded.data, now))
+        following = definition.step_after(step_name)
+        if following is None:
+            return Decision(events=(succeeded, NewEvent(COMPLETED, {})))
+        if now > state.deadline and not following.finish_past_deadline:
+            failed = NewEvent(FAILED, {"step": following.name, "error": deadline_exceeded(after, following.name)})
+            return Decision(events=(succeeded, failed))
+        return Decision(events=(succeeded,), send=following.request(after))
+    if isinstance(outcome, Failed):
+        return Decision(events=(NewEvent(FAILED, {"step": step_name, "error": dict(outcome.error)}),))
+    delay = step.retry.delay(attempt, random)
+    if outcome.retry_after is not None:
+        delay = max(delay, min(outcome.retry_after, step.retry.maximum))
+    in_doubt = outcome.in_doubt or step_name in state.in_doubt
+    failed_attempt = NewEvent(
+        ATTEMPT_FAILED,
+        {
+            **common,
+            "reason": outcome.reason,
+            "detail": outcome.detail,
+            "in_doubt": in_doubt,
+            "retry_in": round(delay, 3),
+        },
+    )
+    if now > state.deadline and not in_doubt and not step.finish_past_deadline:
+        ended = NewEvent(FAILED, {"step": step_name, "error": deadline_exceeded(state, step_name)})
+        return Decision(events=(failed_attempt, ended))
+    return Decision(events=(failed_attempt,), retry_at=now + delay)
+
+
+def _index(definition: WorkflowDefinition, step: str) -> int:
+    return [candidate.name for candidate in definition.steps].index(step)

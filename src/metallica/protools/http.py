@@ -1,0 +1,176 @@
+"""protools HTTP API: password-creation commands, workflow status, workflow events."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from metallica.errors import NotFound
+from metallica.protools import engine, password_workflow
+from metallica.protools.clients import ServiceClients
+from metallica.protools.relay import Relay, Watchers
+from metallica.protools.service import WorkflowService
+from metallica.protools.settings import ProtoolsSettings
+from metallica.storage import open_database
+from metallica.storage.migrate import migrate
+from metallica.web.app import authenticated, service_app
+from metallica.web.problems import MEDIA_TYPE
+from metallica.web.requests import idempotency_key, json_object, prefer_wait
+
+logger = logging.getLogger(__name__)
+
+# How often a waiter re-reads a workflow that another replica may be driving.
+WAITER_POLL_SECONDS = 0.25
+REDACTED = "***"
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every ``password`` field and mail body masked, for event listings."""
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if key in ("password", "body") and isinstance(item, str) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def representation(state: engine.WorkflowState, definition: engine.WorkflowDefinition) -> dict[str, Any]:
+    """A workflow as clients see it."""
+    body: dict[str, Any] = {"workflow_id": state.workflow_id, "status": state.status}
+    if state.status == engine.COMPLETED_STATUS:
+        body |= definition.result(state)
+    elif state.status == engine.FAILED_STATUS:
+        body["error"] = state.error
+    return body
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def create_app(settings: ProtoolsSettings) -> Starlette:
+    replica_id = settings.replica_id or f"protools-{uuid.uuid4().hex[:8]}"
+    definition = password_workflow.definition(
+        deadline_seconds=settings.workflow_deadline,
+        retry=engine.RetryPolicy(settings.retry_initial, settings.retry_max),
+    )
+    watchers = Watchers()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = await run_in_threadpool(open_database, settings.database_url, "protools")
+        await run_in_threadpool(migrate, database)
+        service = WorkflowService(
+            database,
+            definition,
+            replica_id=replica_id,
+            lease_seconds=settings.lease_seconds,
+            mail_domain=settings.mail_domain,
+        )
+        clients = ServiceClients(
+            {"generator": settings.generator_urls, "mailer": settings.mailer_urls},
+            token=settings.api_token,
+            connect_timeout=settings.connect_timeout,
+            call_timeout=settings.call_timeout,
+        )
+        relay = Relay(service, clients, watchers, poll_interval=settings.poll_interval)
+        app.state.service, app.state.relay = service, relay
+        loop_task = asyncio.get_running_loop().create_task(relay.run())
+        logger.info("metallica.protools_started", extra={"replica": replica_id})
+        try:
+            yield
+        finally:
+            loop_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await loop_task
+            await relay.aclose()
+            await clients.aclose()
+            database.close()
+
+    async def wait_for(
+        service: WorkflowService, workflow_id: str, seconds: float
+    ) -> engine.WorkflowState | None:
+        """The workflow's state once terminal, or when ``seconds`` have passed."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while True:
+            state = await run_in_threadpool(service.load, workflow_id)
+            remaining = until - loop.time()
+            if state is None or state.terminal or remaining <= 0:
+                return state
+            await watchers.wait(workflow_id, min(remaining, WAITER_POLL_SECONDS))
+
+    def answer(state: engine.WorkflowState, *, creating: bool) -> Response:
+        body = representation(state, definition)
+        if state.status == engine.RUNNING:
+            location = f"/v1/workflows/{state.workflow_id}"
+            return JSONResponse(body, 202, headers={"Location": location})
+        if state.status == engine.FAILED_STATUS and creating and state.error is not None:
+            problem = {**state.error, "workflow_id": state.workflow_id}
+            return JSONResponse(problem, int(state.error.get("status", 500)), media_type=MEDIA_TYPE)
+        return JSONResponse(body, 200)
+
+    async def create_password(request: Request) -> Response:
+        key = idempotency_key(request)
+        body = await json_object(request)
+        wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
+        service: WorkflowService = request.app.state.service
+        accepted = await run_in_threadpool(service.accept, key, body)
+        if accepted.message is not None:
+            request.app.state.relay.start_delivery(accepted.message)
+        state = await wait_for(service, accepted.workflow_id, wait)
+        assert state is not None
+        return answer(state, creating=True)
+
+    async def get_workflow(request: Request) -> Response:
+        wait = prefer_wait(request, default=0, maximum=settings.wait_max)
+        state = await wait_for(request.app.state.service, request.path_params["workflow_id"], wait)
+        if state is None:
+            raise NotFound("no workflow with this id")
+        return answer(state, creating=False)
+
+    async def get_events(request: Request) -> Response:
+        service: WorkflowService = request.app.state.service
+        events = await run_in_threadpool(service.history, request.path_params["workflow_id"])
+        if not events:
+            raise NotFound("no workflow with this id")
+        return JSONResponse(
+            {
+                "events": [
+                    {
+                        "version": event.version,
+                        "type": event.type,
+                        "time": _iso(event.recorded_at),
+                        "data": redact(event.data),
+                    }
+                    for event in events
+                ]
+            }
+        )
+
+    token = settings.api_token
+    routes = [
+        Route(
+            "/v1/workflows/password-creation",
+            authenticated(token, create_password),
+            methods=["POST"],
+        ),
+        Route("/v1/workflows/{workflow_id}", authenticated(token, get_workflow), methods=["GET"]),
+        Route(
+            "/v1/workflows/{workflow_id}/events", authenticated(token, get_events), methods=["GET"]
+        ),
+    ]
+    return service_app("protools", routes, lifespan)

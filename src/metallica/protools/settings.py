@@ -1,0 +1,24 @@
+"""protools settings, read once at start (see the CLI for the variables and their defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ProtoolsSettings:
+    database_url: str
+    api_token: str
+    generator_urls: tuple[str, ...]
+    mailer_urls: tuple[str, ...]
+    mail_domain: str = "example.com"
+    call_timeout: float = 3.0
+    connect_timeout: float = 1.0
+    retry_initial: float = 0.2
+    retry_max: float = 10.0
+    lease_seconds: float = 15.0
+    poll_interval: float = 1.0
+    wait_default: float = 5.0
+    wait_max: float = 30.0
+    workflow_deadline: float = 300.0
+    replica_id: str = field(default="")

@@ -1,0 +1,184 @@
+"""A local stack: N replicas of each service as real processes on 127.0.0.1.
+
+Used by ``metallica up``, ``metallica demo`` and the integration tests. Each process is
+``python -m metallica serve <service>`` with its own environment; the stack waits for every
+``/healthz``, can kill (SIGKILL) and restart one replica, and stops only the processes it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+SERVICES = ("generator", "mailer", "protools")
+# With a base port, protools listens on base, the generators on base+100, the mailers on base+200.
+PORT_OFFSETS = {"protools": 0, "generator": 100, "mailer": 200}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Replica:
+    service: str
+    index: int
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.index + 1}"
+
+
+@dataclass
+class LocalStack:
+    """The three services, ``replicas`` of each, with per-service databases under ``data_dir``.
+
+    ``database_urls`` maps a service to its database URL; by default each gets a SQLite file.
+    """
+
+    data_dir: Path
+    api_token: str
+    replicas: int = 1
+    database_urls: Mapping[str, str] = field(default_factory=dict)
+    base_port: int | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    members: dict[str, list[Replica]] = field(default_factory=dict)
+
+    @property
+    def maildir(self) -> Path:
+        return self.data_dir / "maildir"
+
+    def database_url(self, service: str) -> str:
+        return self.database_urls.get(service) or f"sqlite:///{self.data_dir / (service + '.db')}"
+
+    def urls(self, service: str) -> list[str]:
+        return [replica.url for replica in self.members[service]]
+
+    def _plan(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        for service in SERVICES:
+            offset = PORT_OFFSETS[service]
+            self.members[service] = [
+                Replica(
+                    service,
+                    index,
+                    self.base_port + offset + index if self.base_port else free_port(),
+                    {},
+                    self.data_dir / "logs" / f"{service}-{index + 1}.log",
+                )
+                for index in range(self.replicas)
+            ]
+        common = {
+            "METALLICA_API_TOKEN": self.api_token,
+            "METALLICA_MAILDIR": str(self.maildir),
+            "METALLICA_GENERATOR_URLS": ",".join(self.urls("generator")),
+            "METALLICA_MAILER_URLS": ",".join(self.urls("mailer")),
+            **self.extra_env,
+        }
+        for service, replicas in self.members.items():
+            for replica in replicas:
+                replica.env = {
+                    **common,
+                    "METALLICA_DATABASE_URL": self.database_url(service),
+                    **self.service_env.get(service, {}),
+                }
+                if service == "protools":
+                    replica.env.setdefault("METALLICA_REPLICA_ID", replica.name)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._plan()
+        for service in SERVICES:  # downstream first, so protools finds them up
+            for replica in self.members[service]:
+                self._spawn(replica)
+            for replica in self.members[service]:
+                self.wait_healthy(replica, timeout)
+
+    def _spawn(self, replica: Replica) -> None:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
+        env |= replica.env
+        log = open(replica.log_path, "ab")  # noqa: SIM115 (the child process owns it)
+        replica.process = subprocess.Popen(
+            [sys.executable, "-m", "metallica", "serve", replica.service, "--host", "127.0.0.1", "--port", str(replica.port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def wait_healthy(self, replica: Replica, timeout: float = 30.0) -> None:
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            assert replica.process is not None
+            if replica.process.poll() is not None:
+                raise RuntimeError(
+                    f"{replica.name} exited with {replica.process.returncode}; see {replica.log_path}"
+                )
+            try:
+                if httpx.get(replica.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{replica.name} not healthy after {timeout} s; see {replica.log_path}")
+
+    def kill(self, service: str, index: int = 0) -> None:
+        """SIGKILL one replica, as a crash would."""
+        replica = self.members[service][index]
+        if replica.process is not None and replica.process.poll() is None:
+            replica.process.send_signal(signal.SIGKILL)
+            replica.process.wait()
+
+    def stop_replica(self, service: str, index: int = 0, timeout: float = 10.0) -> None:
+        replica = self.members[service][index]
+        if replica.process is not None and replica.process.poll() is None:
+            replica.process.terminate()
+            try:
+                replica.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait()
+
+    def restart(self, service: str, index: int = 0, timeout: float = 30.0) -> None:
+        self.stop_replica(service, index)
+        replica = self.members[service][index]
+        self._spawn(replica)
+        self.wait_healthy(replica, timeout)
+
+    def stop(self) -> None:
+        """Stop every process this stack started (TERM, then KILL after 10 s)."""
+        for service in reversed(SERVICES):
+            for index in range(len(self.members.get(service, []))):
+                self.stop_replica(service, index)
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
