@@ -108,11 +108,11 @@ class LocalStack:
 
     def start(self, timeout: float = 30.0) -> None:
         self._plan()
-        for service in SERVICES:  # downstream first, so protools finds them up
-            for replica in self.members[service]:
-                self._spawn(replica)
-            for replica in self.members[service]:
-                self.wait_healthy(replica, timeout)
+        everyone = [replica for service in SERVICES for replica in self.members[service]]
+        for replica in everyone:  # all at once: protools retries until the others are up
+            self._spawn(replica)
+        for replica in everyone:
+            self.wait_healthy(replica, timeout)
 
     def _spawn(self, replica: Replica) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}

@@ -50,7 +50,8 @@ class RetryPolicy:
     maximum: float = 10.0
 
     def delay(self, attempt: int, random: Callable[[], float]) -> float:
-        ceiling = min(self.maximum, self.initial * 2 ** max(attempt - 1, 0))
+        doublings = min(max(attempt - 1, 0), 1000)  # 2 ** 1024 no longer converts to a float
+        ceiling = min(self.maximum, self.initial * 2**doublings)
         return random() * ceiling
 
 

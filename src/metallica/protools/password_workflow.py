@@ -81,7 +81,8 @@ def interpret_common(response: Response) -> Outcome | None:
 
 def _problem_or_generic(response: Response) -> Mapping[str, Any]:
     if "type" in response.body and "status" in response.body:
-        return response.body
+        # The service's request path means nothing to protools' clients.
+        return {key: value for key, value in response.body.items() if key != "instance"}
     return {
         "type": "https://metallica.dev/problems/downstream-refused",
         "title": "Downstream refused the call",

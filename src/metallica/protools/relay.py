@@ -29,19 +29,28 @@ class Watchers:
     """In-process wake-ups for whoever waits on a workflow (the creating request, a GET)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, tuple[asyncio.Event, int]] = {}
 
     async def wait(self, workflow_id: str, timeout: float) -> None:
-        event = self._events.setdefault(workflow_id, asyncio.Event())
+        """Return when the workflow changes here, or after ``timeout`` seconds."""
+        event, waiters = self._waiting.get(workflow_id, (asyncio.Event(), 0))
+        self._waiting[workflow_id] = (event, waiters + 1)
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
+        finally:
+            current = self._waiting.get(workflow_id)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._waiting[workflow_id]
+                else:
+                    self._waiting[workflow_id] = (event, current[1] - 1)
 
     def notify(self, workflow_id: str) -> None:
-        event = self._events.pop(workflow_id, None)
-        if event is not None:
-            event.set()
+        waiting = self._waiting.pop(workflow_id, None)
+        if waiting is not None:
+            waiting[0].set()
 
 
 class Relay:

@@ -31,3 +31,7 @@ SELECT username, password, created_at FROM passwords WHERE username_key = :usern
 -- name: count_passwords
 -- How many passwords exist.
 SELECT count(*) AS n FROM passwords;
+
+-- name: count_commands
+-- How many keys were ever presented (a request that was refused before storage adds none).
+SELECT count(*) AS n FROM commands;

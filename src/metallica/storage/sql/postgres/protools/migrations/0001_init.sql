@@ -33,12 +33,3 @@ CREATE TABLE commands (
     created_at DOUBLE PRECISION NOT NULL
 );
 
--- Relays sleep on this channel and wake when a message is enqueued (polling is the fallback).
-CREATE FUNCTION protools_notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('metallica_outbox', NEW.stream_id);
-    RETURN NULL;
-END;
-$$;
-CREATE TRIGGER outbox_notify AFTER INSERT OR UPDATE OF available_at ON outbox
-    FOR EACH ROW EXECUTE FUNCTION protools_notify_outbox();
