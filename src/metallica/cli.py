@@ -265,6 +265,7 @@ def password_create(client: Any, username: str, email: str | None, key: str | No
     response = client.create_password(username, email=email, key=key, wait=wait)
     if response.status_code == 200:
         click.echo(response.json()["password"])
+        click.echo(f"workflow {response.json()['workflow_id']}", err=True)
     elif response.status_code == 202:
         body = response.json()
         click.echo(f"still running: workflow {body['workflow_id']} (metallica workflow show {body['workflow_id']})")

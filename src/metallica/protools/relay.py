@@ -112,6 +112,12 @@ class Relay:
                 extra={"workflow_id": message.stream_id, "step": message.step, "error": error.code},
             )
             return None
+        except Exception:
+            logger.exception(
+                "metallica.relay_delivery_crashed",
+                extra={"workflow_id": message.stream_id, "step": message.step},
+            )
+            return None  # the lease runs out and another attempt is made
         logger.info(
             "metallica.step_attempted",
             extra={
