@@ -51,32 +51,71 @@ def main() -> None:
 SERVICE_NAMES = click.Choice(["protools", "generator", "mailer"])
 
 
+# (flag, type, default, help): each is also the variable METALLICA_<FLAG>, e.g.
+# --call-timeout and METALLICA_CALL_TIMEOUT. "protools:", "mailer:"... say who reads it.
+SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
+    ("database-url", str, None, "This service's database: sqlite:///path.db or postgresql://..."),
+    (
+        "api-token",
+        str,
+        None,
+        "Bearer token clients present to protools and protools to the others.",
+    ),
+    (
+        "generator-urls",
+        str,
+        None,
+        "protools: comma-separated generator base URLs, one per replica.",
+    ),
+    ("mailer-urls", str, None, "protools: comma-separated mailer base URLs, one per replica."),
+    ("maildir", click.Path(path_type=Path), None, "mailer: the Maildir mails are written to."),
+    ("mail-domain", str, "example.com", "protools: mails go to <username>@<domain> by default."),
+    ("mail-from", str, "Metallica <no-reply@metallica.local>", "mailer: the From header."),
+    ("call-timeout", float, 3.0, "protools: seconds to wait for a service's answer."),
+    ("connect-timeout", float, 1.0, "protools: seconds to connect to a service."),
+    ("retry-initial", float, 0.2, "protools: first retry's backoff ceiling, s (full jitter)."),
+    ("retry-max", float, 10.0, "protools: the backoff cap, seconds."),
+    ("lease-seconds", float, 15.0, "protools: a dead replica's claimed work is taken over after."),
+    (
+        "poll-interval",
+        float,
+        1.0,
+        "protools: how often the relay looks for work it was not told of.",
+    ),
+    ("wait-default", float, 5.0, "protools: seconds a create waits without Prefer: wait."),
+    ("wait-max", float, 30.0, "protools: the longest Prefer: wait honoured."),
+    ("workflow-deadline", float, 300.0, "protools: seconds before a workflow starts no new step."),
+    ("replica-id", str, "", "protools: this replica's name in leases and logs (default: random)."),
+    ("password-length", int, 20, "generator: password length."),
+    (
+        "password-classes",
+        str,
+        "letters,digits,symbols",
+        "generator: classes, each used once at least.",
+    ),
+    ("log-level", str, "INFO", "Log level; JSON lines on stderr."),
+]
+
+
 def service_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--database-url", envvar="METALLICA_DATABASE_URL", help="This service's database: sqlite:///path.db or postgresql://... [METALLICA_DATABASE_URL]"),
-        click.option("--api-token", envvar="METALLICA_API_TOKEN", help="Bearer token clients and protools present. [METALLICA_API_TOKEN]"),
-        click.option("--generator-urls", envvar="METALLICA_GENERATOR_URLS", help="protools: comma-separated generator base URLs, one per replica. [METALLICA_GENERATOR_URLS]"),
-        click.option("--mailer-urls", envvar="METALLICA_MAILER_URLS", help="protools: comma-separated mailer base URLs, one per replica. [METALLICA_MAILER_URLS]"),
-        click.option("--maildir", envvar="METALLICA_MAILDIR", type=click.Path(path_type=Path), help="mailer: the Maildir mails are written to. [METALLICA_MAILDIR]"),
-        click.option("--mail-domain", envvar="METALLICA_MAIL_DOMAIN", default="example.com", show_default=True, help="protools: mails go to <username>@<domain> when no email is given. [METALLICA_MAIL_DOMAIN]"),
-        click.option("--mail-from", envvar="METALLICA_MAIL_FROM", default="Metallica <no-reply@metallica.local>", show_default=True, help="mailer: the From header. [METALLICA_MAIL_FROM]"),
-        click.option("--call-timeout", envvar="METALLICA_CALL_TIMEOUT", type=float, default=3.0, show_default=True, help="protools: seconds to wait for a service's answer. [METALLICA_CALL_TIMEOUT]"),
-        click.option("--connect-timeout", envvar="METALLICA_CONNECT_TIMEOUT", type=float, default=1.0, show_default=True, help="protools: seconds to connect to a service. [METALLICA_CONNECT_TIMEOUT]"),
-        click.option("--retry-initial", envvar="METALLICA_RETRY_INITIAL", type=float, default=0.2, show_default=True, help="protools: first retry backoff ceiling, seconds (full jitter). [METALLICA_RETRY_INITIAL]"),
-        click.option("--retry-max", envvar="METALLICA_RETRY_MAX", type=float, default=10.0, show_default=True, help="protools: backoff cap, seconds. [METALLICA_RETRY_MAX]"),
-        click.option("--lease-seconds", envvar="METALLICA_LEASE_SECONDS", type=float, default=15.0, show_default=True, help="protools: how long a replica holds a claimed call; a dead replica's work is taken over after it. [METALLICA_LEASE_SECONDS]"),
-        click.option("--poll-interval", envvar="METALLICA_POLL_INTERVAL", type=float, default=1.0, show_default=True, help="protools: how often the relay looks for due work it was not told about. [METALLICA_POLL_INTERVAL]"),
-        click.option("--wait-default", envvar="METALLICA_WAIT_DEFAULT", type=float, default=5.0, show_default=True, help="protools: seconds a create waits for the result without a Prefer: wait header. [METALLICA_WAIT_DEFAULT]"),
-        click.option("--wait-max", envvar="METALLICA_WAIT_MAX", type=float, default=30.0, show_default=True, help="protools: the longest Prefer: wait honoured. [METALLICA_WAIT_MAX]"),
-        click.option("--workflow-deadline", envvar="METALLICA_WORKFLOW_DEADLINE", type=float, default=300.0, show_default=True, help="protools: seconds a workflow may take before it stops starting steps. [METALLICA_WORKFLOW_DEADLINE]"),
-        click.option("--replica-id", envvar="METALLICA_REPLICA_ID", default="", help="protools: this replica's name in events and leases (default: random). [METALLICA_REPLICA_ID]"),
-        click.option("--password-length", envvar="METALLICA_PASSWORD_LENGTH", type=int, default=20, show_default=True, help="generator: password length. [METALLICA_PASSWORD_LENGTH]"),
-        click.option("--password-classes", envvar="METALLICA_PASSWORD_CLASSES", default="letters,digits,symbols", show_default=True, help="generator: character classes, each used at least once. [METALLICA_PASSWORD_CLASSES]"),
-        click.option("--faults/--no-faults", envvar="METALLICA_FAULTS", default=False, help="Enable the /v1/faults endpoint (tests and the fault lab only). [METALLICA_FAULTS]"),
-        click.option("--log-level", envvar="METALLICA_LOG_LEVEL", default="INFO", show_default=True, help="[METALLICA_LOG_LEVEL]"),
-    ]
-    for option in reversed(options):
-        function = option(function)
+    """Add every service setting to a command, as a flag and an environment variable."""
+    function = click.option(
+        "--faults/--no-faults",
+        envvar="METALLICA_FAULTS",
+        default=False,
+        show_envvar=True,
+        help="Enable the /v1/faults endpoints (tests and the fault lab only).",
+    )(function)
+    for flag, kind, default, text in reversed(SERVICE_SETTINGS):
+        function = click.option(
+            f"--{flag}",
+            envvar=f"METALLICA_{flag.upper().replace('-', '_')}",
+            type=kind,
+            default=default,
+            show_default=default not in (None, ""),
+            show_envvar=True,
+            help=text,
+        )(function)
     return function
 
 
@@ -92,7 +131,9 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
             ProtoolsSettings(
                 database_url=database_url,
                 api_token=token,
-                generator_urls=_require("METALLICA_GENERATOR_URLS", _urls(options["generator_urls"])),
+                generator_urls=_require(
+                    "METALLICA_GENERATOR_URLS", _urls(options["generator_urls"])
+                ),
                 mailer_urls=_require("METALLICA_MAILER_URLS", _urls(options["mailer_urls"])),
                 mail_domain=options["mail_domain"],
                 call_timeout=options["call_timeout"],
@@ -105,6 +146,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 wait_max=options["wait_max"],
                 workflow_deadline=options["workflow_deadline"],
                 replica_id=options["replica_id"],
+                faults_enabled=options["faults"],
             )
         )
     if service == "generator":
@@ -124,7 +166,9 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
 
     maildir = _require("METALLICA_MAILDIR", options["maildir"])
     return create_mailer(
-        MailerSettings(database_url, token, maildir, options["mail_from"], faults_enabled=options["faults"])
+        MailerSettings(
+            database_url, token, maildir, options["mail_from"], faults_enabled=options["faults"]
+        )
     )
 
 
@@ -141,12 +185,19 @@ def serve(service: str, host: str, port: int, **options: Any) -> None:
 
     json_logging.configure(options["log_level"])
     app = build_app(service, options)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+    )
 
 
 @main.command()
 @click.argument("service", type=SERVICE_NAMES)
-@click.option("--database-url", envvar="METALLICA_DATABASE_URL", required=True, help="[METALLICA_DATABASE_URL]")
+@click.option(
+    "--database-url",
+    envvar="METALLICA_DATABASE_URL",
+    required=True,
+    help="[METALLICA_DATABASE_URL]",
+)
 def migrate(service: str, database_url: str) -> None:
     """Apply the pending migrations of SERVICE's database (safe while replicas run)."""
     from metallica.storage import open_database
@@ -173,19 +224,46 @@ def _database_urls(database_url: str | None) -> dict[str, str]:
 
     for service in ("protools", "generator", "mailer"):
         ensure_schema(database_url, service)
-    return {service: schema_url(database_url, service) for service in ("protools", "generator", "mailer")}
+    return {
+        service: schema_url(database_url, service)
+        for service in ("protools", "generator", "mailer")
+    }
 
 
 @main.command()
-@click.option("--replicas", type=click.IntRange(1, 16), default=1, show_default=True, help="Replicas of each service.")
-@click.option("--database-url", envvar="METALLICA_DATABASE_URL", help="A PostgreSQL database for all three (a schema each); default: SQLite files in the data dir.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True, help="Databases, Maildir, logs and the API token.")
-@click.option("--port", type=int, default=8000, show_default=True, help="protools' first port; generators at +100, mailers at +200.")
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Replicas of each service.",
+)
+@click.option(
+    "--database-url",
+    envvar="METALLICA_DATABASE_URL",
+    help="A PostgreSQL database for all three (a schema each); default: SQLite files.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Databases, Maildir, logs and the API token.",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="protools' first port; generators at +100, mailers at +200.",
+)
 def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> None:
     """Run the whole stack as local processes until Ctrl-C."""
     from metallica.stack import LocalStack
 
-    token = os.environ.get("METALLICA_API_TOKEN") or _token_from(data_dir) or secrets.token_urlsafe(24)
+    token = (
+        os.environ.get("METALLICA_API_TOKEN") or _token_from(data_dir) or secrets.token_urlsafe(24)
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     token_file = data_dir / "api-token"
     token_file.write_text(token)
@@ -218,8 +296,18 @@ def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> No
 
 
 def client_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    @click.option("--url", envvar="METALLICA_URL", default=DEFAULT_URL, show_default=True, help="protools' base URL. [METALLICA_URL]")
-    @click.option("--token", envvar="METALLICA_API_TOKEN", help="API token [METALLICA_API_TOKEN]; default: the one `metallica up` wrote in .metallica/api-token.")
+    @click.option(
+        "--url",
+        envvar="METALLICA_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help="protools' base URL. [METALLICA_URL]",
+    )
+    @click.option(
+        "--token",
+        envvar="METALLICA_API_TOKEN",
+        help="API token [METALLICA_API_TOKEN]; default: .metallica/api-token (from `up`).",
+    )
     @functools.wraps(function)
     def wrapper(url: str, token: str | None, **kwargs: Any) -> Any:
         from metallica.client import ProtoolsClient
@@ -258,9 +346,13 @@ def password() -> None:
 @click.argument("username")
 @click.option("--email", help="Where the mail goes (default: <username>@<mail domain>).")
 @click.option("--key", help="Idempotency-Key: reuse one to repeat a command safely (default: new).")
-@click.option("--wait", type=float, default=5.0, show_default=True, help="Seconds to wait for the result.")
+@click.option(
+    "--wait", type=float, default=5.0, show_default=True, help="Seconds to wait for the result."
+)
 @client_options
-def password_create(client: Any, username: str, email: str | None, key: str | None, wait: float) -> None:
+def password_create(
+    client: Any, username: str, email: str | None, key: str | None, wait: float
+) -> None:
     """Create a password for USERNAME; prints it, or the workflow id if it is still running."""
     response = client.create_password(username, email=email, key=key, wait=wait)
     if response.status_code == 200:
@@ -268,7 +360,10 @@ def password_create(client: Any, username: str, email: str | None, key: str | No
         click.echo(f"workflow {response.json()['workflow_id']}", err=True)
     elif response.status_code == 202:
         body = response.json()
-        click.echo(f"still running: workflow {body['workflow_id']} (metallica workflow show {body['workflow_id']})")
+        click.echo(
+            f"still running: workflow {body['workflow_id']} "
+            f"(metallica workflow show {body['workflow_id']})"
+        )
     else:
         _fail_with_problem(response)
 
@@ -300,7 +395,11 @@ def workflow_show(client: Any, workflow_id: str) -> None:
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Keep the demo's files here (default: a temporary directory).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Keep the demo's files here (default: a temporary directory).",
+)
 def demo(data_dir: Path | None) -> None:
     """Start the stack on SQLite, create a password, show its history and mail, show two errors."""
     from metallica.demo import run_demo
@@ -310,5 +409,3 @@ def demo(data_dir: Path | None) -> None:
 
 if __name__ == "__main__":
     main()
-
-

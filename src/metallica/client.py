@@ -54,8 +54,10 @@ class ProtoolsClient:
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
     """A plain text table with aligned columns."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-             for line in [headers, ["-" * width for width in widths], *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, ["-" * width for width in widths], *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -75,7 +77,8 @@ def describe_event(event: dict[str, Any]) -> str:
         doubt = ", in doubt" if data.get("in_doubt") else ""
         return (
             f"{data['step']} attempt {data['attempt']} failed via {data['replica']} after "
-            f"{data['elapsed_ms']:.0f} ms: {data['reason']}{doubt}; retry in {data['retry_in']:.2f} s"
+            f"{data['elapsed_ms']:.0f} ms: {data['reason']}{doubt}; "
+            f"retry in {data['retry_in']:.2f} s"
         )
     if kind == "WorkflowFailed":
         error = data.get("error") or {}

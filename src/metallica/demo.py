@@ -27,7 +27,9 @@ def run_demo(data_dir: Path | None) -> int:
     started = time.monotonic()
     try:
         with LocalStack(root, token, replicas=1) as stack:
-            click.echo(f"up in {time.monotonic() - started:.1f} s: protools at {stack.urls('protools')[0]}")
+            click.echo(
+                f"up in {time.monotonic() - started:.1f} s: protools at {stack.urls('protools')[0]}"
+            )
             with ProtoolsClient(stack.urls("protools")[0], token) as client:
                 return _scenario(client, stack)
     finally:
@@ -64,7 +66,10 @@ def _scenario(client: ProtoolsClient, stack: LocalStack) -> int:
 
     _say("The same command again (same Idempotency-Key): the same answer, nothing redone")
     again = client.create_password("alice", key="demo-alice-1")
-    click.echo(f"HTTP {again.status_code}, same workflow: {again.json().get('workflow_id') == body['workflow_id']}")
+    click.echo(
+        f"HTTP {again.status_code}, "
+        f"same workflow: {again.json().get('workflow_id') == body['workflow_id']}"
+    )
 
     _say("Error: the same username, another command -> 409 username-taken")
     taken = client.create_password("alice", key="demo-alice-2")

@@ -63,7 +63,7 @@ class InvalidInput(MetallicaError):
 
 
 class InvalidUsername(InvalidInput):
-    """A username is 1 to 64 characters: a letter or digit, then letters, digits, '.', '_' or '-'."""
+    """A username is 1 to 64 characters: a letter or digit, then letters, digits, . _ or -."""
 
     code = "invalid-username"
     title = "Invalid username"

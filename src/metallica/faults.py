@@ -1,23 +1,40 @@
 """Named fault points: places inside a service where a test can make it misbehave.
 
-Inert unless the service was started with faults enabled and a point was armed. A service
-calls :meth:`FaultPoints.hit` at each named point; an armed point delays, fails, or kills the
-process there, ``count`` times (DBOS ``_debug_trigger.py`` in spirit).
+Inert unless the service was started with faults enabled (``METALLICA_FAULTS=1``) and a point
+was armed (``POST /v1/faults``). A service calls :meth:`FaultPoints.hit` at each named point; an
+armed point then, ``count`` times:
+
+- ``delay``: sleeps ``delay_ms``;
+- ``error``: fails the request with ``status`` (500 or 503);
+- ``drop``: closes the connection without an answer;
+- ``crash``: kills the process on the spot with SIGKILL, as ``kill -9`` would.
+
+A fault may be limited to one attempt number: protools sends each call's attempt in the
+``Metallica-Attempt`` header, so "delay every first attempt" lets each retry through, whichever
+replica it lands on (DBOS ``_debug_trigger.py`` in spirit).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
 
-from metallica.errors import MetallicaError
+from metallica.errors import MetallicaError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("delay", "error", "drop", "crash")
+ATTEMPT_HEADER = "Metallica-Attempt"
+
+# The attempt number of the request being served, when the caller said (protools does).
+current_attempt: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "metallica_current_attempt", default=None
+)
 
 
 class InjectedFault(MetallicaError):
@@ -28,8 +45,14 @@ class InjectedFault(MetallicaError):
     title = "Injected fault"
 
 
+class InjectedUnavailable(ServiceUnavailable):
+    """A fault was injected here on purpose: the service pretends to be unavailable."""
+
+    code = "injected-unavailable"
+
+
 class InjectedDrop(Exception):
-    """Close the connection without an answer (the HTTP layer does it)."""
+    """Close the connection without an answer (:mod:`metallica.web.app` does it)."""
 
 
 @dataclass
@@ -39,6 +62,10 @@ class Fault:
     delay_ms: int = 0
     count: int = 1
     status: int = 500
+    attempt: int | None = None
+
+    def applies(self) -> bool:
+        return self.attempt is None or self.attempt == current_attempt.get()
 
 
 class FaultPoints:
@@ -60,10 +87,15 @@ class FaultPoints:
         with self._lock:
             self._armed.clear()
 
+    @property
+    def armed(self) -> bool:
+        """Whether any point is armed (a cheap check before hitting points off the event loop)."""
+        return bool(self._armed)
+
     def _take(self, point: str) -> Fault | None:
         with self._lock:
             fault = self._armed.get(point)
-            if fault is None:
+            if fault is None or not fault.applies():
                 return None
             fault.count -= 1
             if fault.count <= 0:
@@ -77,14 +109,18 @@ class FaultPoints:
         fault = self._take(point)
         if fault is None:
             return
-        logger.warning("metallica.fault_injected", extra={"point": point, "action": fault.action})
+        logger.warning(
+            "metallica.fault_injected",
+            extra={"point": point, "action": fault.action, "attempt": current_attempt.get()},
+        )
         if fault.action == "delay":
             time.sleep(fault.delay_ms / 1000)
         elif fault.action == "error":
-            error = InjectedFault(f"fault injected at {point}")
-            error.status = fault.status  # type: ignore[misc]
-            raise error
+            if fault.status == 503:
+                raise InjectedUnavailable(f"fault injected at {point}", retry_after=1)
+            raise InjectedFault(f"fault injected at {point}")
         elif fault.action == "drop":
             raise InjectedDrop(point)
         elif fault.action == "crash":
-            os._exit(137)
+            logging.shutdown()
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -119,7 +119,17 @@ class LocalStack:
         env |= replica.env
         log = open(replica.log_path, "ab")  # noqa: SIM115 (the child process owns it)
         replica.process = subprocess.Popen(
-            [sys.executable, "-m", "metallica", "serve", replica.service, "--host", "127.0.0.1", "--port", str(replica.port)],
+            [
+                sys.executable,
+                "-m",
+                "metallica",
+                "serve",
+                replica.service,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(replica.port),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -133,7 +143,8 @@ class LocalStack:
             assert replica.process is not None
             if replica.process.poll() is not None:
                 raise RuntimeError(
-                    f"{replica.name} exited with {replica.process.returncode}; see {replica.log_path}"
+                    f"{replica.name} exited with {replica.process.returncode}; "
+                    f"see {replica.log_path}"
                 )
             try:
                 if httpx.get(replica.url + "/healthz", timeout=1).status_code == 200:

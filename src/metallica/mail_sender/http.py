@@ -43,7 +43,9 @@ def create_app(settings: MailerSettings) -> Starlette:
         key = idempotency_key(request)
         body = await json_object(request)
         to, subject, text = (string_field(body, name) for name in ("to", "subject", "body"))
-        assert to is not None and subject is not None and text is not None
+        assert to is not None
+        assert subject is not None
+        assert text is not None
         service: MailService = request.app.state.service
         mail_id, _ = await run_in_threadpool(service.send, key, to, subject, text)
         return JSONResponse({"id": mail_id}, 202)

@@ -25,10 +25,13 @@ class PasswordPolicy:
         unknown = set(self.classes) - CHARACTER_CLASSES.keys()
         if unknown or not self.classes:
             raise ValueError(
-                f"password classes must be among {sorted(CHARACTER_CLASSES)}, got {list(self.classes)}"
+                f"password classes must be among {sorted(CHARACTER_CLASSES)}, "
+                f"got {list(self.classes)}"
             )
         if not len(self.classes) <= self.length <= 1024:
-            raise ValueError(f"password length must be {len(self.classes)}..1024, got {self.length}")
+            raise ValueError(
+                f"password length must be {len(self.classes)}..1024, got {self.length}"
+            )
 
     @classmethod
     def parse(cls, length: int, classes: str) -> PasswordPolicy:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from metallica.password_generator.domain import PasswordPolicy
 
@@ -11,5 +11,5 @@ from metallica.password_generator.domain import PasswordPolicy
 class GeneratorSettings:
     database_url: str
     api_token: str
-    policy: PasswordPolicy = PasswordPolicy()
+    policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     faults_enabled: bool = False

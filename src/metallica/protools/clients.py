@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
+from metallica.faults import ATTEMPT_HEADER
 from metallica.protools.engine import Call, Outcome, Response, Retry
 
 
@@ -38,10 +39,14 @@ class ServiceClients:
         call_timeout: float,
         max_connections: int = 100,
     ) -> None:
-        self._replicas = {name: [url.rstrip("/") for url in urls] for name, urls in replicas.items()}
+        self._replicas = {
+            name: [url.rstrip("/") for url in urls] for name, urls in replicas.items()
+        }
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         timeout = httpx.Timeout(call_timeout, connect=connect_timeout, pool=connect_timeout)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._clients = {
             name: httpx.AsyncClient(timeout=timeout, limits=limits) for name in self._replicas
         }
@@ -63,7 +68,11 @@ class ServiceClients:
                 call.method,
                 base + call.path,
                 content=json.dumps(call.body).encode(),
-                headers={**self._headers, "Idempotency-Key": call.idempotency_key},
+                headers={
+                    **self._headers,
+                    "Idempotency-Key": call.idempotency_key,
+                    ATTEMPT_HEADER: str(attempt),
+                },
             )
         except httpx.ConnectTimeout:
             return base, Retry("connect-timeout", "no connection within the connect timeout", False)

@@ -9,7 +9,8 @@ transaction. Nothing here does I/O: the clock, the random source and the ids are
 Events of a workflow stream::
 
     WorkflowStarted    {workflow, input, deadline}
-    StepAttemptFailed  {step, attempt, reason, detail, in_doubt, retry_in, replica, elapsed_ms}
+    StepAttemptFailed  {step, attempt, reason, detail, in_doubt, retry_in, replica, next_replica,
+                        elapsed_ms}
     StepSucceeded      {step, attempt, result, replica, elapsed_ms}
     WorkflowCompleted  {}
     WorkflowFailed     {step, error}
@@ -43,7 +44,7 @@ RUNNING, COMPLETED_STATUS, FAILED_STATUS = "running", "completed", "failed"
 @dataclass(frozen=True)
 class RetryPolicy:
     """Capped exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff
-    and Jitter"): the n-th retry waits a uniform random time in [0, min(maximum, initial * 2^(n-1))].
+    and Jitter"): retry n waits a uniform random time in [0, min(maximum, initial * 2^(n-1))].
     """
 
     initial: float = 0.2
@@ -52,7 +53,7 @@ class RetryPolicy:
     def delay(self, attempt: int, random: Callable[[], float]) -> float:
         doublings = min(max(attempt - 1, 0), 1000)  # 2 ** 1024 no longer converts to a float
         ceiling = min(self.maximum, self.initial * 2**doublings)
-        return random() * ceiling
+        return float(random() * ceiling)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,11 @@ def deadline_exceeded(state: WorkflowState, step: str) -> dict[str, Any]:
 
 
 def start(
-    definition: WorkflowDefinition, workflow_id: str, workflow_input: Mapping[str, Any], *, now: float
+    definition: WorkflowDefinition,
+    workflow_id: str,
+    workflow_input: Mapping[str, Any],
+    *,
+    now: float,
 ) -> Decision:
     """A new workflow: its first event and its first step's call."""
     started = NewEvent(
@@ -266,16 +271,24 @@ def is_current(state: WorkflowState, definition: WorkflowDefinition, step: str) 
     """Whether ``step`` is the one the workflow is waiting on (a stale message is not)."""
     if state.terminal or step in state.results:
         return False
-    return all(earlier.name in state.results for earlier in definition.steps[: _index(definition, step)])
+    return all(
+        earlier.name in state.results for earlier in definition.steps[: _index(definition, step)]
+    )
 
 
 def decide_attempt(
     state: WorkflowState, definition: WorkflowDefinition, step: str, *, now: float
 ) -> Decision | None:
     """Before calling: None to go ahead, or the decision that ends the workflow instead."""
-    if now <= state.deadline or definition.step(step).finish_past_deadline or step in state.in_doubt:
+    if (
+        now <= state.deadline
+        or definition.step(step).finish_past_deadline
+        or step in state.in_doubt
+    ):
         return None
-    return Decision(events=(NewEvent(FAILED, {"step": step, "error": deadline_exceeded(state, step)}),))
+    return Decision(
+        events=(NewEvent(FAILED, {"step": step, "error": deadline_exceeded(state, step)}),)
+    )
 
 
 def decide_outcome(
@@ -289,22 +302,35 @@ def decide_outcome(
     replica: str,
     elapsed_ms: float,
     random: Callable[[], float],
+    next_replica: str | None = None,
 ) -> Decision:
     """The events (and next message) that record one attempt's outcome."""
     step = definition.step(step_name)
-    common = {"step": step_name, "attempt": attempt, "replica": replica, "elapsed_ms": round(elapsed_ms, 1)}
+    common = {
+        "step": step_name,
+        "attempt": attempt,
+        "replica": replica,
+        "elapsed_ms": round(elapsed_ms, 1),
+    }
     if isinstance(outcome, Succeeded):
         succeeded = NewEvent(SUCCEEDED, {**common, "result": dict(outcome.result)})
-        after = evolve(state, RecordedEvent(0, state.workflow_id, state.version + 1, SUCCEEDED, succeeded.data, now))
+        after = evolve(
+            state,
+            RecordedEvent(0, state.workflow_id, state.version + 1, SUCCEEDED, succeeded.data, now),
+        )
         following = definition.step_after(step_name)
         if following is None:
             return Decision(events=(succeeded, NewEvent(COMPLETED, {})))
         if now > state.deadline and not following.finish_past_deadline:
-            failed = NewEvent(FAILED, {"step": following.name, "error": deadline_exceeded(after, following.name)})
+            failed = NewEvent(
+                FAILED, {"step": following.name, "error": deadline_exceeded(after, following.name)}
+            )
             return Decision(events=(succeeded, failed))
         return Decision(events=(succeeded,), send=following.request(after))
     if isinstance(outcome, Failed):
-        return Decision(events=(NewEvent(FAILED, {"step": step_name, "error": dict(outcome.error)}),))
+        return Decision(
+            events=(NewEvent(FAILED, {"step": step_name, "error": dict(outcome.error)}),)
+        )
     delay = step.retry.delay(attempt, random)
     if outcome.retry_after is not None:
         delay = max(delay, min(outcome.retry_after, step.retry.maximum))
@@ -317,6 +343,7 @@ def decide_outcome(
             "detail": outcome.detail,
             "in_doubt": in_doubt,
             "retry_in": round(delay, 3),
+            "next_replica": next_replica,
         },
     )
     if now > state.deadline and not in_doubt and not step.finish_past_deadline:

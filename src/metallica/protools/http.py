@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metallica.errors import NotFound
+from metallica.faults import FaultPoints
 from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
 from metallica.protools.relay import Relay, Watchers
@@ -25,11 +26,14 @@ from metallica.protools.settings import ProtoolsSettings
 from metallica.storage import open_database
 from metallica.storage.migrate import migrate
 from metallica.web.app import authenticated, service_app
+from metallica.web.faults import fault_routes
 from metallica.web.problems import MEDIA_TYPE
 from metallica.web.requests import idempotency_key, json_object, prefer_wait
 
 logger = logging.getLogger(__name__)
 
+# Where a test may crash or stall protools: after a command's commit, around an outcome's commit.
+FAULT_POINTS = ("after_accept", "before_record", "after_record")
 # How often a waiter re-reads a workflow that another replica may be driving.
 WAITER_POLL_SECONDS = 0.25
 REDACTED = "***"
@@ -47,7 +51,9 @@ def redact(value: Any) -> Any:
     return value
 
 
-def representation(state: engine.WorkflowState, definition: engine.WorkflowDefinition) -> dict[str, Any]:
+def representation(
+    state: engine.WorkflowState, definition: engine.WorkflowDefinition
+) -> dict[str, Any]:
     """A workflow as clients see it."""
     body: dict[str, Any] = {"workflow_id": state.workflow_id, "status": state.status}
     if state.status == engine.COMPLETED_STATUS:
@@ -58,7 +64,9 @@ def representation(state: engine.WorkflowState, definition: engine.WorkflowDefin
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="milliseconds")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(
+        timespec="milliseconds"
+    )
 
 
 def create_app(settings: ProtoolsSettings) -> Starlette:
@@ -68,6 +76,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         retry=engine.RetryPolicy(settings.retry_initial, settings.retry_max),
     )
     watchers = Watchers()
+    faults = FaultPoints(FAULT_POINTS, enabled=settings.faults_enabled)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,7 +95,9 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             connect_timeout=settings.connect_timeout,
             call_timeout=settings.call_timeout,
         )
-        relay = Relay(service, clients, watchers, poll_interval=settings.poll_interval)
+        relay = Relay(
+            service, clients, watchers, poll_interval=settings.poll_interval, faults=faults
+        )
         app.state.service, app.state.relay = service, relay
         loop_task = asyncio.get_running_loop().create_task(relay.run())
         logger.info("metallica.protools_started", extra={"replica": replica_id})
@@ -129,6 +140,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         service: WorkflowService = request.app.state.service
         accepted = await run_in_threadpool(service.accept, key, body)
+        if faults.armed:
+            await run_in_threadpool(faults.hit, "after_accept")
         if accepted.message is not None:
             request.app.state.relay.start_delivery(accepted.message)
         state = await wait_for(service, accepted.workflow_id, wait)
@@ -172,5 +185,6 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         Route(
             "/v1/workflows/{workflow_id}/events", authenticated(token, get_events), methods=["GET"]
         ),
+        *fault_routes(token, faults),
     ]
     return service_app("protools", routes, lifespan)

@@ -66,9 +66,16 @@ def interpret_common(response: Response) -> Outcome | None:
     """How any service's non-2xx answer reads; None when the step must decide."""
     status = response.status
     if status == 409 and code_of(response.body) == "command-in-progress":
-        return Retry("in-progress", "the service is still processing this key", False, response.retry_after)
+        return Retry(
+            "in-progress", "the service is still processing this key", False, response.retry_after
+        )
     if status in (429, 503):
-        return Retry("overloaded" if status == 429 else "unavailable", f"HTTP {status}", False, response.retry_after)
+        return Retry(
+            "overloaded" if status == 429 else "unavailable",
+            f"HTTP {status}",
+            False,
+            response.retry_after,
+        )
     if status in (401, 403):
         # A configuration error (wrong token): retried until the deadline so an operator can fix it.
         return Retry("unauthorized", f"HTTP {status}", False, response.retry_after)
@@ -93,7 +100,9 @@ def _problem_or_generic(response: Response) -> Mapping[str, Any]:
 
 def _interpret_generate(response: Response) -> Outcome:
     if response.status in (200, 201) and isinstance(response.body.get("password"), str):
-        return Succeeded({"username": response.body["username"], "password": response.body["password"]})
+        return Succeeded(
+            {"username": response.body["username"], "password": response.body["password"]}
+        )
     return interpret_common(response) or Retry("unexpected-answer", f"HTTP {response.status}", True)
 
 

@@ -10,12 +10,14 @@ falls due, or ``poll_interval`` at most, since other replicas' changes are not s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
+from metallica.faults import FaultPoints
 from metallica.protools import store
 from metallica.protools.clients import ServiceClients
 from metallica.protools.engine import Call
@@ -61,6 +63,7 @@ class Relay:
         watchers: Watchers,
         *,
         poll_interval: float,
+        faults: FaultPoints | None = None,
         batch_size: int = 32,
         concurrency: int = 256,
         clock: Callable[[], float] = time.time,
@@ -69,6 +72,7 @@ class Relay:
         self._clients = clients
         self._watchers = watchers
         self._poll_interval = poll_interval
+        self._faults = faults or FaultPoints()
         self._batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
         self._clock = clock
@@ -93,7 +97,9 @@ class Relay:
     async def _attempt(self, message: store.OutboxMessage) -> store.OutboxMessage | None:
         definition = self._service.definition
         try:
-            if message.attempts > 1 and not await run_in_threadpool(self._service.may_attempt, message):
+            if message.attempts > 1 and not await run_in_threadpool(
+                self._service.may_attempt, message
+            ):
                 self._watchers.notify(message.stream_id)
                 return None
             step = definition.step(message.step)
@@ -102,9 +108,18 @@ class Relay:
                 Call.from_payload(message.payload), message.attempts, step.interpret
             )
             elapsed_ms = (time.monotonic() - started) * 1000
+            await self._hit("before_record")
             recorded = await run_in_threadpool(
-                self._service.record, message, outcome, replica=replica, elapsed_ms=elapsed_ms
+                self._service.record,
+                message,
+                outcome,
+                replica=replica,
+                elapsed_ms=elapsed_ms,
+                next_replica=self._clients.replica_for(
+                    Call.from_payload(message.payload), message.attempts + 1
+                ),
             )
+            await self._hit("after_record")
         except StorageError as error:
             # The lease runs out and the message is claimed again: nothing is lost.
             logger.warning(
@@ -134,19 +149,21 @@ class Relay:
             self.wake()
         return recorded.message
 
+    async def _hit(self, point: str) -> None:
+        if self._faults.armed:
+            await run_in_threadpool(self._faults.hit, point)
+
     async def run(self) -> None:
         """Claim and deliver due messages until cancelled."""
         while True:
+            self._wake.clear()  # before looking, so a wake-up while we look is not lost
             try:
                 delay = await self._deliver_due()
             except StorageError as error:
                 logger.warning("metallica.relay_poll_failed", extra={"error": error.code})
                 delay = self._poll_interval
-            self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def _deliver_due(self) -> float:
         """Start delivering every due message; return how long to sleep."""

@@ -90,7 +90,10 @@ class WorkflowService:
         body_fingerprint = fingerprint({"username": username, "email": email})
         workflow_id, now = self._new_id(), self._clock()
         decision = engine.start(
-            self.definition, workflow_id, workflow_input(username, email, self._mail_domain), now=now
+            self.definition,
+            workflow_id,
+            workflow_input(username, email, self._mail_domain),
+            now=now,
         )
         with self.database.transaction() as tx:
             command = store.record_command(
@@ -120,7 +123,9 @@ class WorkflowService:
             now=now,
             lease=self._lease(now),
         )
-        return store.OutboxMessage(message_id, workflow_id, step, call.destination, payload, 1, now, now)
+        return store.OutboxMessage(
+            message_id, workflow_id, step, call.destination, payload, 1, now, now
+        )
 
     # --- delivery ------------------------------------------------------------------------------
 
@@ -160,6 +165,7 @@ class WorkflowService:
         *,
         replica: str,
         elapsed_ms: float,
+        next_replica: str | None = None,
     ) -> Recorded:
         """Commit one attempt's outcome: its events, the outbox change, the next call."""
         for _ in range(CONFLICT_RETRIES):
@@ -180,6 +186,7 @@ class WorkflowService:
                         replica=replica,
                         elapsed_ms=elapsed_ms,
                         random=self._random,
+                        next_replica=next_replica,
                     )
                     store.append(tx, message.stream_id, state.version, decision.events, now=now)
                     if decision.retry_at is not None:
@@ -187,7 +194,9 @@ class WorkflowService:
                     else:
                         store.complete(tx, message.id)
                     following = (
-                        self._send(tx, message.stream_id, decision.send, now) if decision.send else None
+                        self._send(tx, message.stream_id, decision.send, now)
+                        if decision.send
+                        else None
                     )
                 return Recorded(following, decision.finishes, decision.retry_at)
             except store.VersionConflict:

@@ -22,3 +22,4 @@ class ProtoolsSettings:
     wait_max: float = 30.0
     workflow_deadline: float = 300.0
     replica_id: str = field(default="")
+    faults_enabled: bool = False

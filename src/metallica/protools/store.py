@@ -187,7 +187,11 @@ def enqueue(
 def claim(tx: Transaction, message_id: int, lease: Lease, *, now: float) -> OutboxMessage | None:
     """Lease one message, unless another relay holds a live lease on it (or it is gone)."""
     row = tx.fetch_one(
-        "claim_message", id=message_id, owner=lease.owner, lease_expires_at=lease.expires_at, now=now
+        "claim_message",
+        id=message_id,
+        owner=lease.owner,
+        lease_expires_at=lease.expires_at,
+        now=now,
     )
     return _message(row) if row is not None else None
 
@@ -195,7 +199,11 @@ def claim(tx: Transaction, message_id: int, lease: Lease, *, now: float) -> Outb
 def claim_due(tx: Transaction, lease: Lease, *, now: float, limit: int) -> list[OutboxMessage]:
     """Lease up to ``limit`` due messages that no live lease holds."""
     rows = tx.fetch_all(
-        "claim_due_messages", owner=lease.owner, lease_expires_at=lease.expires_at, now=now, limit=limit
+        "claim_due_messages",
+        owner=lease.owner,
+        lease_expires_at=lease.expires_at,
+        now=now,
+        limit=limit,
     )
     return sorted((_message(row) for row in rows), key=lambda message: message.available_at)
 
@@ -236,7 +244,9 @@ def record_command(tx: Transaction, command: Command) -> Command:
     if inserted is not None:
         return command
     existing = find_command(tx, command.idempotency_key)
-    assert existing is not None, "a conflicting command row must be visible once its writer committed"
+    assert existing is not None, (
+        "a conflicting command row must be visible once its writer committed"
+    )
     return existing
 
 

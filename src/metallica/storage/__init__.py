@@ -14,7 +14,7 @@ from metallica.storage.ports import Database, Row, Transaction
 
 
 def open_database(url: str, schema: str, *, pool_size: int = 8) -> Database:
-    """Open the database named by ``url`` for one service ``schema``; the scheme picks the backend."""
+    """Open the database of ``url`` for one service ``schema``; the scheme picks the backend."""
     if url.startswith("sqlite:"):
         from metallica.storage.sqlite import SQLiteDatabase
 

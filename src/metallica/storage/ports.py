@@ -44,4 +44,3 @@ class Database(Protocol):
 
     def close(self) -> None:
         """Close every connection."""
-

@@ -53,17 +53,17 @@ class PostgresTransaction:
 
     def execute(self, query: str, /, **params: Any) -> int:
         with _translated_errors():
-            self._cursor.execute(self._queries[query], params)  # type: ignore[arg-type]
+            self._cursor.execute(self._queries[query], params)
         return self._cursor.rowcount
 
     def fetch_one(self, query: str, /, **params: Any) -> Row | None:
         with _translated_errors():
-            self._cursor.execute(self._queries[query], params)  # type: ignore[arg-type]
+            self._cursor.execute(self._queries[query], params)
             return self._cursor.fetchone()
 
     def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
         with _translated_errors():
-            self._cursor.execute(self._queries[query], params)  # type: ignore[arg-type]
+            self._cursor.execute(self._queries[query], params)
             return self._cursor.fetchall()
 
     def run_script(self, sql: str, /) -> None:
@@ -120,7 +120,10 @@ def schema_url(url: str, schema: str) -> str:
 
 def ensure_schema(url: str, schema: str) -> None:
     """Create ``schema`` in the database of ``url`` if it does not exist."""
-    with _translated_errors(), psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+    with (
+        _translated_errors(),
+        psycopg.connect(url, autocommit=True, connect_timeout=5) as connection,
+    ):
         connection.execute(
             psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema))
         )

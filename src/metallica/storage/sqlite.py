@@ -36,7 +36,9 @@ def _translated_errors() -> Iterator[None]:
     except sqlite3.IntegrityError as error:
         message = str(error)
         if message.startswith("UNIQUE constraint failed: "):
-            raise errors.UniqueViolation(message.removeprefix("UNIQUE constraint failed: ")) from error
+            raise errors.UniqueViolation(
+                message.removeprefix("UNIQUE constraint failed: ")
+            ) from error
         raise errors.StorageError(message) from error
     except sqlite3.OperationalError as error:
         message = str(error)
@@ -101,7 +103,10 @@ class SQLiteDatabase:
     def _connect(self) -> sqlite3.Connection:
         with _translated_errors():
             connection = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
             )
             connection.row_factory = sqlite3.Row
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

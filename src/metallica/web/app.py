@@ -7,10 +7,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
 from metallica.web.auth import require_token
 from metallica.web.problems import exception_handlers
 
@@ -32,6 +35,47 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "service": request.app.state.service_name})
 
 
+class FaultContextMiddleware:
+    """Tells fault points which attempt a request is, and carries out ``drop`` faults.
+
+    A drop starts a response it never finishes: the server then closes the connection, and the
+    caller sees it break without an answer. It sits inside Starlette's error middleware, which
+    would otherwise turn the exception into a 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._header = ATTEMPT_HEADER.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        attempt = next((value for name, value in scope["headers"] if name == self._header), b"")
+        token = current_attempt.set(int(attempt) if attempt.isdigit() else None)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except InjectedDrop:
+            if not started:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-length", b"64")],
+                    }
+                )
+            raise  # the response cannot complete: the server closes the connection
+        finally:
+            current_attempt.reset(token)
+
+
 def service_app(
     name: str,
     routes: Sequence[BaseRoute],
@@ -41,6 +85,7 @@ def service_app(
     app = Starlette(
         routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
         exception_handlers=exception_handlers(),
+        middleware=[Middleware(FaultContextMiddleware)],
         lifespan=lifespan,
     )
     app.state.service_name = name

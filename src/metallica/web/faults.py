@@ -24,10 +24,15 @@ def fault_routes(token: str, faults: FaultPoints) -> list[Route]:
             raise InvalidInput(f"'point' must be one of {list(faults.points)}", field="point")
         if action not in ACTIONS:
             raise InvalidInput(f"'action' must be one of {list(ACTIONS)}", field="action")
-        delay_ms, count, status = body.get("delay_ms", 0), body.get("count", 1), body.get("status", 500)
-        if not all(isinstance(v, int) and v >= 0 for v in (delay_ms, count, status)):
-            raise InvalidInput("'delay_ms', 'count' and 'status' must be non-negative integers")
-        faults.arm(Fault(point, action, delay_ms, max(count, 1), status))
+        delay_ms, count = body.get("delay_ms", 0), body.get("count", 1)
+        status, attempt = body.get("status", 500), body.get("attempt")
+        if not all(isinstance(v, int) and v >= 0 for v in (delay_ms, count)):
+            raise InvalidInput("'delay_ms' and 'count' must be non-negative integers")
+        if status not in (500, 503):
+            raise InvalidInput("'status' must be 500 or 503", field="status")
+        if attempt is not None and not (isinstance(attempt, int) and attempt >= 1):
+            raise InvalidInput("'attempt' must be a positive integer", field="attempt")
+        faults.arm(Fault(point, action, delay_ms, max(count, 1), status, attempt))
         return JSONResponse({"armed": point, "action": action}, 201)
 
     async def clear(request: Request) -> Response:

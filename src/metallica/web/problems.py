@@ -32,9 +32,7 @@ _HTTP_CODES = {
 }
 
 
-def problem(
-    status: int, code: str, title: str, detail: str, **extensions: Any
-) -> dict[str, Any]:
+def problem(status: int, code: str, title: str, detail: str, **extensions: Any) -> dict[str, Any]:
     """A problem document as a dict."""
     return {
         "type": PROBLEM_TYPE_BASE + code,
@@ -58,7 +56,9 @@ def code_of(document: Mapping[str, Any]) -> str:
     return str(document.get("type", "")).rsplit("/", 1)[-1]
 
 
-def problem_response(document: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> JSONResponse:
+def problem_response(
+    document: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         dict(document), status_code=int(document["status"]), media_type=MEDIA_TYPE, headers=headers
     )
@@ -71,7 +71,9 @@ async def _on_metallica_error(request: Request, exc: Exception) -> Response:
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     if exc.status >= 500:
-        logger.warning("metallica.request_failed", extra={"code": exc.code, "path": request.url.path})
+        logger.warning(
+            "metallica.request_failed", extra={"code": exc.code, "path": request.url.path}
+        )
     return problem_response(from_error(exc, instance=request.url.path), headers)
 
 
