@@ -61,9 +61,7 @@ StackFactory = Callable[..., LocalStack]
 
 
 @pytest.fixture
-def stack_factory(
-    tmp_path: Path, database_url: Callable[[str], str]
-) -> Iterator[StackFactory]:
+def stack_factory(tmp_path: Path, database_url: Callable[[str], str]) -> Iterator[StackFactory]:
     """``make(replicas=1, **env)``: start a stack on the test's backend; stopped at the end."""
     started: list[LocalStack] = []
 

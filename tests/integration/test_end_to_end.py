@@ -116,7 +116,9 @@ def test_authentication_and_bad_input_get_problem_json(stack: LocalStack) -> Non
     assert no_token.status_code == 401
     assert no_token.headers["content-type"] == "application/problem+json"
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    no_key = httpx.post(base + "/v1/workflows/password-creation", json={"username": "x"}, headers=auth)
+    no_key = httpx.post(
+        base + "/v1/workflows/password-creation", json={"username": "x"}, headers=auth
+    )
     assert no_key.status_code == 400
     bad_json = httpx.post(
         base + "/v1/workflows/password-creation",

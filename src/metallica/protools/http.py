@@ -126,7 +126,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     def answer(state: engine.WorkflowState, *, creating: bool) -> Response:
         body = representation(state, definition)
-        if state.status == engine.RUNNING:
+        if state.status == engine.RUNNING and creating:
             location = f"/v1/workflows/{state.workflow_id}"
             return JSONResponse(body, 202, headers={"Location": location})
         if state.status == engine.FAILED_STATUS and creating and state.error is not None:

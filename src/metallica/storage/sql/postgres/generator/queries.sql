@@ -35,3 +35,7 @@ SELECT count(*) AS n FROM passwords;
 -- name: count_commands
 -- How many keys were ever presented (a request that was refused before storage adds none).
 SELECT count(*) AS n FROM commands;
+
+-- name: all_passwords
+-- Every password (the invariant checker).
+SELECT username_key, username, password, created_at FROM passwords ORDER BY created_at;

@@ -77,3 +77,7 @@ RETURNING workflow_id;
 -- A recorded client command.
 SELECT idempotency_key, fingerprint, workflow_id, created_at
 FROM commands WHERE idempotency_key = :idempotency_key;
+
+-- name: all_commands
+-- Every client command (the invariant checker).
+SELECT idempotency_key, fingerprint, workflow_id, created_at FROM commands ORDER BY created_at;

@@ -1,0 +1,291 @@
+"""The invariant checker: what clients were told, against what the system holds.
+
+It reads the final state from the three places that hold it (protools' event store and command
+store, the generator's database, the Maildir) and checks the invariants of DESIGN.md:
+
+- no accepted command lost: every command protools recorded has a workflow, and it is terminal;
+- no duplicate password or mail: one mail per completed workflow, no mail or password without one;
+- returned == stored == mailed, for every completed workflow and every client told "ok";
+- every workflow terminal within its deadline;
+- per-stream versions gap-free (1..n), global positions increasing.
+
+A violation names the command and carries its history. The same checker serves tests and the CLI.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metallica.mail_sender.maildir import Maildir
+from metallica.protools import engine, store
+from metallica.storage import open_database
+
+_PASSWORD_LINE = re.compile(r"^Your new password is: (?P<password>\S+)$", re.MULTILINE)
+
+OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
+
+
+@dataclass
+class ClientRecord:
+    """One client command and what its client was told in the end."""
+
+    key: str
+    username: str
+    told: str = UNKNOWN
+    workflow_id: str | None = None
+    password: str | None = None
+    error: str | None = None
+    statuses: list[int | str] = field(default_factory=list)
+    posts: int = 0
+
+
+@dataclass(frozen=True)
+class Mail:
+    path: Path
+    to: str
+    password: str | None
+
+
+@dataclass
+class Snapshot:
+    """The system's final state, read from its stores."""
+
+    events: dict[str, list[store.RecordedEvent]]
+    global_positions: list[int]
+    commands: dict[str, str]  # idempotency key -> workflow id
+    passwords: dict[str, str]  # username key -> password
+    mails: list[Mail]
+
+    def workflow(self, workflow_id: str) -> engine.WorkflowState | None:
+        return engine.fold(workflow_id, self.events.get(workflow_id, []))
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    subject: str
+    detail: str
+    history: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        lines = [f"[{self.invariant}] {self.subject}: {self.detail}"]
+        lines += [f"    {line}" for line in self.history]
+        return "\n".join(lines)
+
+
+INVARIANTS = (
+    "no accepted command lost",
+    "no duplicate password or mail",
+    "returned == stored == mailed",
+    "terminal within deadline",
+    "versions gap-free",
+)
+
+
+@dataclass
+class Report:
+    checked: tuple[str, ...]
+    violations: list[Violation]
+    workflows: int
+    completed: int
+    failed: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def read_mail(path: Path) -> Mail:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    body = message.get_body(("plain",))
+    text = body.get_content() if body is not None else ""
+    match = _PASSWORD_LINE.search(str(text))
+    return Mail(path, str(message["To"]), match["password"] if match else None)
+
+
+def read_snapshot(protools_url: str, generator_url: str, maildir: Path) -> Snapshot:
+    """Read the final state of a stack from its databases and its Maildir."""
+    protools = open_database(protools_url, "protools", pool_size=1)
+    try:
+        events: dict[str, list[store.RecordedEvent]] = defaultdict(list)
+        positions: list[int] = []
+        with protools.transaction(write=False) as tx:
+            after = 0
+            while batch := store.read_all(tx, after=after, limit=5000):
+                for event in batch:
+                    events[event.stream_id].append(event)
+                    positions.append(event.global_position)
+                after = batch[-1].global_position
+            commands = {
+                row["idempotency_key"]: row["workflow_id"] for row in tx.fetch_all("all_commands")
+            }
+    finally:
+        protools.close()
+    generator = open_database(generator_url, "generator", pool_size=1)
+    try:
+        with generator.transaction(write=False) as tx:
+            passwords = {
+                row["username_key"]: row["password"] for row in tx.fetch_all("all_passwords")
+            }
+    finally:
+        generator.close()
+    mails = [read_mail(path) for path in Maildir(maildir).mails()]
+    return Snapshot(dict(events), positions, commands, passwords, mails)
+
+
+def history(snapshot: Snapshot, workflow_id: str | None) -> tuple[str, ...]:
+    """A workflow's events, one line each, passwords masked."""
+    if workflow_id is None:
+        return ("(no workflow)",)
+    lines = []
+    for event in snapshot.events.get(workflow_id, []):
+        data = {key: value for key, value in event.data.items() if key not in ("result", "input")}
+        lines.append(f"v{event.version} {event.type} {data}")
+    return tuple(lines) or ("(no events)",)
+
+
+def check(snapshot: Snapshot, records: Sequence[ClientRecord]) -> Report:
+    """Check every invariant; return what was checked and every violation found."""
+    violations: list[Violation] = []
+    states = {wid: snapshot.workflow(wid) for wid in snapshot.events}
+    completed = {
+        wid: s for wid, s in states.items() if s is not None and s.status == engine.COMPLETED_STATUS
+    }
+    failed = sum(1 for s in states.values() if s is not None and s.status == engine.FAILED_STATUS)
+
+    def violation(invariant: str, subject: str, detail: str, workflow_id: str | None) -> None:
+        violations.append(Violation(invariant, subject, detail, history(snapshot, workflow_id)))
+
+    # 1. No accepted command lost.
+    for key, workflow_id in snapshot.commands.items():
+        state = states.get(workflow_id)
+        if state is None:
+            violation(
+                INVARIANTS[0],
+                f"command {key!r}",
+                "accepted, but its workflow has no events",
+                workflow_id,
+            )
+        elif not state.terminal:
+            violation(
+                INVARIANTS[0],
+                f"command {key!r}",
+                f"workflow {workflow_id} is still running",
+                workflow_id,
+            )
+    for record in records:
+        if record.told == OK and record.key not in snapshot.commands:
+            violation(INVARIANTS[0], f"command {record.key!r}", "told ok but never recorded", None)
+
+    # 2. No duplicate password or mail; no password or mail without a completed workflow.
+    mails_by_password = Counter(mail.password for mail in snapshot.mails)
+    completed_by_user = Counter(engine_username(state).lower() for state in completed.values())
+    for username, count in completed_by_user.items():
+        if count > 1:
+            violation(INVARIANTS[1], f"username {username!r}", f"{count} completed workflows", None)
+    for count in mails_by_password.values():
+        if count > 1:
+            violation(INVARIANTS[1], "mail", f"{count} mails carry the same password", None)
+    completed_passwords = {
+        state.results["generate_password"]["password"] for state in completed.values()
+    }
+    for mail in snapshot.mails:
+        if mail.password not in completed_passwords:
+            violation(
+                INVARIANTS[1], f"mail {mail.path.name}", "no completed workflow returned it", None
+            )
+    for username_key, password in snapshot.passwords.items():
+        if password not in completed_passwords:
+            violation(
+                INVARIANTS[1],
+                f"username {username_key!r}",
+                "a password exists that no completed workflow received",
+                None,
+            )
+
+    # 3. Returned == stored == mailed.
+    mailed = {mail.password: mail for mail in snapshot.mails}
+    for workflow_id, state in completed.items():
+        username = engine_username(state)
+        returned = state.results["generate_password"]["password"]
+        stored = snapshot.passwords.get(username.lower())
+        found = mailed.get(returned)
+        if stored != returned:
+            violation(
+                INVARIANTS[2],
+                f"workflow {workflow_id}",
+                "stored password differs from returned",
+                workflow_id,
+            )
+        if found is None:
+            violation(
+                INVARIANTS[2],
+                f"workflow {workflow_id}",
+                "no mail carries the returned password",
+                workflow_id,
+            )
+        elif found.to != state.input["recipient"]:
+            violation(
+                INVARIANTS[2], f"workflow {workflow_id}", f"mail went to {found.to}", workflow_id
+            )
+    for record in records:
+        if record.told == OK:
+            stored = snapshot.passwords.get(record.username.lower())
+            if record.password != stored or record.password not in mailed:
+                violation(
+                    INVARIANTS[2],
+                    f"command {record.key!r}",
+                    "the client was told another password than stored and mailed",
+                    record.workflow_id,
+                )
+
+    # 4. Terminal within deadline.
+    for workflow_id, state in states.items():
+        if (
+            state is not None
+            and state.finished_at is not None
+            and state.finished_at > state.deadline
+        ):
+            late = state.finished_at - state.deadline
+            violation(
+                INVARIANTS[3],
+                f"workflow {workflow_id}",
+                f"ended {late:.1f} s past its deadline",
+                workflow_id,
+            )
+
+    # 5. Versions gap-free, global order increasing.
+    for workflow_id, events in snapshot.events.items():
+        versions = [event.version for event in events]
+        if versions != list(range(1, len(versions) + 1)):
+            violation(INVARIANTS[4], f"workflow {workflow_id}", f"versions {versions}", workflow_id)
+    if snapshot.global_positions != sorted(set(snapshot.global_positions)):
+        violations.append(Violation(INVARIANTS[4], "global log", "positions repeat or go back"))
+
+    return Report(INVARIANTS, violations, len(states), len(completed), failed)
+
+
+def engine_username(state: engine.WorkflowState) -> str:
+    return str(state.input["username"])
+
+
+def summarize(records: Iterable[ClientRecord]) -> dict[str, int]:
+    """How many clients were told ok, failed, unknown."""
+    told = Counter(record.told for record in records)
+    return {outcome: told.get(outcome, 0) for outcome in (OK, FAILED, UNKNOWN)}
+
+
+def as_dict(report: Report) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "checked": list(report.checked),
+        "violations": [str(v) for v in report.violations],
+        "workflows": report.workflows,
+    }

@@ -1,0 +1,742 @@
+"""The storage conformance suite: what every backend must do, written once.
+
+Like eventsourcing's persistence test cases, the suite is a set of abstract classes that know
+nothing of SQLite or PostgreSQL: they receive a :class:`DatabaseFactory` (the ``make_db``
+fixture) and work through :func:`metallica.storage.open_database`, the migrator and
+:mod:`metallica.protools.store`. ``test_conformance.py`` binds them to every backend.
+
+Times passed as ``now`` are made up on purpose: the stores take the clock as a parameter, so
+lease expiry and due times are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+
+from metallica.protools import store
+from metallica.storage import (
+    Database,
+    SchemaTooOld,
+    StorageBusy,
+    StorageError,
+    StorageUnavailable,
+    Transaction,
+    UniqueViolation,
+    open_database,
+)
+from metallica.storage.migrate import latest_version, migrate, verify
+from metallica.storage.queries import migration_files
+
+T = TypeVar("T")
+
+SCHEMAS = ("protools", "generator", "mailer")
+THREAD_TIMEOUT = 60.0
+NOW = 1_700_000_000.25
+
+# One read-only query per schema that only works once its tables exist.
+SMOKE_QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "protools": ("read_stream", {"stream_id": "nothing"}),
+    "generator": ("get_password", {"username_key": "nobody"}),
+    "mailer": ("get_mail", {"idempotency_key": "nothing"}),
+}
+
+
+class DatabaseFactory:
+    """``make_db``: opens databases on the test's backend, closes them when the test ends."""
+
+    def __init__(self, backend: str, make_url: Callable[[str], str]) -> None:
+        self.backend = backend
+        self._make_url = make_url
+        self._opened: list[Database] = []
+
+    def url(self, name: str = "db") -> str:
+        """The URL of database ``name`` (created empty on first use)."""
+        return self._make_url(name)
+
+    def __call__(
+        self,
+        name: str = "db",
+        schema: str = "protools",
+        *,
+        pool_size: int = 8,
+        migrated: bool = True,
+    ) -> Database:
+        """Open database ``name`` for ``schema``, migrated to the latest version by default."""
+        return self.open_url(self.url(name), schema, pool_size=pool_size, migrated=migrated)
+
+    def open_url(
+        self, url: str, schema: str, *, pool_size: int = 8, migrated: bool = True
+    ) -> Database:
+        """Open any URL (closed with the others when the test ends)."""
+        database = open_database(url, schema, pool_size=pool_size)
+        self._opened.append(database)
+        if migrated:
+            migrate(database)
+        return database
+
+    def close_all(self) -> None:
+        while self._opened:
+            self._opened.pop().close()
+
+
+def run_concurrently(worker: Callable[[int], T], count: int) -> list[T]:
+    """Run ``worker(0)`` .. ``worker(count - 1)`` in threads released together; their results.
+
+    The first failure is re-raised, after every thread has finished.
+    """
+    barrier = threading.Barrier(count)
+
+    def start(index: int) -> T:
+        barrier.wait(timeout=THREAD_TIMEOUT)
+        return worker(index)
+
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="conformance") as pool:
+        futures = [pool.submit(start, index) for index in range(count)]
+        return [future.result(timeout=THREAD_TIMEOUT) for future in futures]
+
+
+def backoff(attempt: int) -> None:
+    """Sleep a little, longer after each failed attempt (jittered, at most ~20 ms)."""
+    time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+
+
+def applied_versions(database: Database) -> list[int]:
+    with database.transaction(write=False) as tx:
+        return [int(row["version"]) for row in tx.fetch_all("applied_migrations")]
+
+
+def shipped_versions(database: Database) -> list[int]:
+    return [version for version, _, _ in migration_files(database.dialect, database.schema)]
+
+
+def event(type_: str, **data: Any) -> store.NewEvent:
+    return store.NewEvent(type=type_, data=data)
+
+
+def enqueue(
+    tx: Transaction, stream_id: str, *, step: str = "send", available_at: float = NOW
+) -> int:
+    return store.enqueue(
+        tx,
+        stream_id=stream_id,
+        step=step,
+        destination="mailer",
+        payload={"stream": stream_id, "step": step},
+        now=NOW,
+        available_at=available_at,
+    )
+
+
+def pending_by_id(database: Database) -> dict[int, dict[str, Any]]:
+    with database.transaction(write=False) as tx:
+        return {int(row["id"]): row for row in store.pending(tx)}
+
+
+# --- migrations ----------------------------------------------------------------------------------
+
+
+class MigrationsConformance:
+    """Empty to latest, idempotent, verified, safe when replicas migrate together."""
+
+    @pytest.mark.parametrize("schema", SCHEMAS)
+    def test_migrate_takes_an_empty_database_to_the_latest_version(
+        self, make_db: DatabaseFactory, schema: str
+    ) -> None:
+        database = make_db(schema=schema, migrated=False)
+        shipped = shipped_versions(database)
+        assert shipped, f"no migrations shipped for {schema}"
+
+        assert migrate(database) == shipped
+        assert applied_versions(database) == shipped
+        assert max(shipped) == latest_version(database)
+        query, params = SMOKE_QUERIES[schema]
+        with database.transaction(write=False) as tx:
+            assert tx.fetch_all(query, **params) == []
+
+    @pytest.mark.parametrize("schema", SCHEMAS)
+    def test_a_second_migrate_applies_nothing(self, make_db: DatabaseFactory, schema: str) -> None:
+        database = make_db(schema=schema, migrated=False)
+        migrate(database)
+
+        assert migrate(database) == []
+        # Another process (another pool) finds nothing to do either.
+        assert migrate(make_db(schema=schema, migrated=False)) == []
+        assert applied_versions(database) == shipped_versions(database)
+
+    @pytest.mark.parametrize("schema", SCHEMAS)
+    def test_verify_refuses_an_unmigrated_database_and_accepts_a_migrated_one(
+        self, make_db: DatabaseFactory, schema: str
+    ) -> None:
+        database = make_db(schema=schema, migrated=False)
+        with pytest.raises(SchemaTooOld, match=schema):
+            verify(database)
+
+        migrate(database)
+
+        verify(database)
+
+    @pytest.mark.parametrize("schema", SCHEMAS)
+    def test_concurrent_migrators_apply_each_migration_exactly_once(
+        self, make_db: DatabaseFactory, schema: str
+    ) -> None:
+        url = make_db.url("shared")
+
+        def migrator(_: int) -> list[int]:
+            database = open_database(url, schema, pool_size=1)
+            try:
+                return migrate(database)
+            finally:
+                database.close()
+
+        applied = run_concurrently(migrator, 10)
+
+        database = make_db("shared", schema=schema, migrated=False)
+        shipped = shipped_versions(database)
+        assert sorted(version for versions in applied for version in versions) == shipped
+        assert applied_versions(database) == shipped
+        verify(database)
+
+
+# --- event store ---------------------------------------------------------------------------------
+
+
+class EventStoreConformance:
+    """Append-only streams with optimistic versions, and one global log."""
+
+    def test_appended_events_read_back_in_order_with_their_data(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        data = {
+            "text": 'héllo ✓ "quoted" \\ back',
+            "int": 2**53,
+            "float": 0.1,
+            "flag": True,
+            "nothing": None,
+            "nested": {"list": [1, "two", None, {"three": 3.5}], "empty": {}},
+        }
+        with database.transaction() as tx:
+            first = store.append(
+                tx, "wf-1", 0, [event("Started", **data), event("Called")], now=NOW
+            )
+            other = store.append(tx, "wf-2", 0, [event("Started", n=2)], now=NOW + 1)
+        with database.transaction() as tx:
+            later = store.append(tx, "wf-1", 2, [event("Answered", status=201)], now=NOW + 2)
+
+        with database.transaction(write=False) as tx:
+            stream = store.read_stream(tx, "wf-1")
+            missing = store.read_stream(tx, "never-written")
+
+        assert [(e.version, e.type) for e in stream] == [
+            (1, "Started"),
+            (2, "Called"),
+            (3, "Answered"),
+        ]
+        assert {e.stream_id for e in stream} == {"wf-1"}
+        assert stream[0].data == data
+        assert stream[1].data == {}
+        assert stream[2].data == {"status": 201}
+        assert [e.recorded_at for e in stream] == [NOW, NOW, NOW + 2]
+        assert [e.global_position for e in stream] == first + later
+        assert first[0] < first[1] < other[0] < later[0]
+        assert missing == []
+
+    def test_append_at_a_taken_version_conflicts_and_rolls_back_the_whole_transaction(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            store.append(tx, "wf-1", 0, [event("Started"), event("Called")], now=NOW)
+
+        def conflicting() -> None:
+            with database.transaction() as tx:
+                # Everything this transaction did before the conflict must vanish with it.
+                store.append(tx, "wf-2", 0, [event("Started")], now=NOW)
+                enqueue(tx, "wf-2")
+                store.record_command(tx, store.Command("key-2", "fp", "wf-2", NOW))
+                store.append(tx, "wf-1", 1, [event("Late"), event("Later")], now=NOW)
+
+        with pytest.raises(store.VersionConflict) as conflict:
+            conflicting()
+
+        assert (conflict.value.stream_id, conflict.value.version) == ("wf-1", 2)
+        with database.transaction(write=False) as tx:
+            assert [e.type for e in store.read_stream(tx, "wf-1")] == ["Started", "Called"]
+            assert store.read_stream(tx, "wf-2") == []
+            assert store.pending(tx) == []
+            assert store.find_command(tx, "key-2") is None
+            assert len(store.read_all(tx)) == 2
+
+    def test_concurrent_writers_on_one_stream_leave_no_gap_and_no_duplicate(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        writers, appends = 10, 20
+        replicas = [make_db(pool_size=5), make_db(pool_size=5, migrated=False)]
+
+        def writer(index: int) -> None:
+            database = replicas[index % len(replicas)]
+            for n in range(appends):
+                for attempt in range(1, 1000):
+                    try:
+                        with database.transaction() as tx:
+                            version = len(store.read_stream(tx, "hot"))
+                            store.append(
+                                tx, "hot", version, [event("Wrote", writer=index, n=n)], now=NOW
+                            )
+                        break
+                    except (store.VersionConflict, StorageBusy):
+                        backoff(attempt)
+                else:
+                    raise AssertionError(f"writer {index} never appended its event {n}")
+
+        run_concurrently(writer, writers)
+
+        with replicas[0].transaction(write=False) as tx:
+            stream = store.read_stream(tx, "hot")
+            log = store.read_all(tx)
+        total = writers * appends
+        assert [e.version for e in stream] == list(range(1, total + 1))
+        written = [(e.data["writer"], e.data["n"]) for e in stream]
+        assert sorted(written) == [(w, n) for w in range(writers) for n in range(appends)]
+        for index in range(writers):  # each writer's own events keep their order
+            assert [n for w, n in written if w == index] == list(range(appends))
+        positions = [e.global_position for e in log]
+        assert positions == sorted(set(positions))
+        assert [(e.stream_id, e.version) for e in log] == [("hot", v) for v in range(1, total + 1)]
+
+    def test_read_all_pages_through_the_global_log_in_order(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        for round_ in range(5):
+            with database.transaction() as tx:
+                for stream in ("a", "b", "c"):
+                    store.append(tx, stream, round_, [event("E", round=round_)], now=NOW)
+
+        seen: list[store.RecordedEvent] = []
+        with database.transaction(write=False) as tx:
+            whole = store.read_all(tx)
+            after = 0
+            while page := store.read_all(tx, after=after, limit=4):
+                assert len(page) <= 4
+                seen.extend(page)
+                after = page[-1].global_position
+
+        assert seen == whole
+        assert len(whole) == 15
+        assert [e.global_position for e in whole] == sorted({e.global_position for e in whole})
+        assert [(e.stream_id, e.version) for e in whole] == [
+            (stream, round_ + 1) for round_ in range(5) for stream in ("a", "b", "c")
+        ]
+
+    def test_list_streams_gives_the_newest_streams_first(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        for index in range(3):
+            with database.transaction() as tx:
+                store.append(
+                    tx,
+                    f"wf-{index}",
+                    0,
+                    [event("Started", n=index), event("More")],
+                    now=NOW + index,
+                )
+
+        with database.transaction(write=False) as tx:
+            streams = store.list_streams(tx, limit=2)
+
+        assert streams == [("wf-2", {"n": 2}, NOW + 2), ("wf-1", {"n": 1}, NOW + 1)]
+
+
+# --- outbox --------------------------------------------------------------------------------------
+
+
+class OutboxConformance:
+    """Messages leased to one relay at a time; leases run out; delivery is rescheduled or done."""
+
+    def test_claim_due_leases_due_messages_in_due_order_with_their_payload(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            late = enqueue(tx, "wf-1", available_at=NOW + 5)
+            early = enqueue(tx, "wf-2", available_at=NOW - 5)
+            future = enqueue(tx, "wf-3", available_at=NOW + 100)
+
+        with database.transaction() as tx:
+            claimed = store.claim_due(tx, store.Lease("relay-a", NOW + 60), now=NOW + 10, limit=10)
+
+        assert [m.id for m in claimed] == [early, late]
+        assert claimed[0] == store.OutboxMessage(
+            id=early,
+            stream_id="wf-2",
+            step="send",
+            destination="mailer",
+            payload={"stream": "wf-2", "step": "send"},
+            attempts=1,
+            available_at=NOW - 5,
+            created_at=NOW,
+        )
+        rows = pending_by_id(database)
+        assert rows[early]["lease_owner"] == rows[late]["lease_owner"] == "relay-a"
+        assert rows[early]["lease_expires_at"] == NOW + 60
+        assert rows[future]["lease_owner"] is None
+        assert rows[future]["attempts"] == 0
+
+    def test_claim_due_respects_its_limit(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            for index in range(5):
+                enqueue(tx, f"wf-{index}", available_at=NOW + index)
+
+        with database.transaction() as tx:
+            first = store.claim_due(tx, store.Lease("relay-a", NOW + 60), now=NOW + 10, limit=2)
+            rest = store.claim_due(tx, store.Lease("relay-a", NOW + 60), now=NOW + 10, limit=10)
+
+        assert [m.stream_id for m in first] == ["wf-0", "wf-1"]
+        assert [m.stream_id for m in rest] == ["wf-2", "wf-3", "wf-4"]
+
+    def test_relays_racing_on_one_database_claim_each_message_once(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        messages, relays = 200, 4
+        replicas = [make_db("relays", pool_size=2), make_db("relays", pool_size=2, migrated=False)]
+        with replicas[0].transaction() as tx:
+            enqueued = {enqueue(tx, f"wf-{index}") for index in range(messages)}
+        lease_expiry = NOW + 600
+
+        def relay(index: int) -> list[int]:
+            database, owner = replicas[index % len(replicas)], f"relay-{index}"
+            claimed: list[int] = []
+            for attempt in range(1, 10_000):
+                try:
+                    with database.transaction() as tx:
+                        batch = store.claim_due(
+                            tx,
+                            store.Lease(owner, lease_expiry),
+                            now=NOW,
+                            limit=random.randint(1, 7),
+                        )
+                except StorageBusy:
+                    backoff(attempt)
+                    continue
+                if not batch:
+                    return claimed
+                claimed.extend(message.id for message in batch)
+            raise AssertionError(f"{owner} never ran out of messages")
+
+        claims = run_concurrently(relay, relays)
+
+        counted = Counter(message_id for batch in claims for message_id in batch)
+        assert [message_id for message_id, times in counted.items() if times > 1] == []
+        assert set(counted) == enqueued
+        rows = pending_by_id(replicas[1])
+        for index, batch in enumerate(claims):
+            assert {rows[message_id]["lease_owner"] for message_id in batch} <= {f"relay-{index}"}
+        assert {row["attempts"] for row in rows.values()} == {1}
+        with replicas[1].transaction() as tx:  # every lease is live: nothing left to claim
+            assert store.claim_due(tx, store.Lease("late", lease_expiry), now=NOW, limit=1000) == []
+
+    def test_a_live_lease_keeps_others_out_and_an_expired_one_lets_them_in(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            message_id = enqueue(tx, "wf-1")
+        with database.transaction() as tx:
+            (claimed,) = store.claim_due(tx, store.Lease("relay-a", NOW + 30), now=NOW, limit=10)
+        assert claimed.id == message_id
+
+        with database.transaction() as tx:
+            assert (
+                store.claim_due(tx, store.Lease("relay-b", NOW + 90), now=NOW + 29, limit=10) == []
+            )
+            assert (
+                store.claim(tx, message_id, store.Lease("relay-b", NOW + 90), now=NOW + 29) is None
+            )
+        assert pending_by_id(database)[message_id]["lease_owner"] == "relay-a"
+
+        with database.transaction() as tx:  # relay-a died; its lease ran out
+            (reclaimed,) = store.claim_due(
+                tx, store.Lease("relay-b", NOW + 90), now=NOW + 31, limit=10
+            )
+        assert (reclaimed.id, reclaimed.attempts) == (message_id, 2)
+        assert pending_by_id(database)[message_id]["lease_owner"] == "relay-b"
+
+        with database.transaction() as tx:  # and claim() by id works the same way
+            assert (
+                store.claim(tx, message_id, store.Lease("relay-c", NOW + 200), now=NOW + 89) is None
+            )
+            taken = store.claim(tx, message_id, store.Lease("relay-c", NOW + 200), now=NOW + 91)
+        assert taken is not None
+        assert (taken.id, taken.attempts, taken.payload) == (
+            message_id,
+            3,
+            {"stream": "wf-1", "step": "send"},
+        )
+        assert pending_by_id(database)[message_id]["lease_owner"] == "relay-c"
+
+    def test_enqueue_with_a_lease_claims_the_message_for_its_caller(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            message_id = store.enqueue(
+                tx,
+                stream_id="wf-1",
+                step="send",
+                destination="mailer",
+                payload={},
+                now=NOW,
+                lease=store.Lease("api", NOW + 30),
+            )
+
+        row = pending_by_id(database)[message_id]
+        assert (row["lease_owner"], row["lease_expires_at"], row["attempts"]) == (
+            "api",
+            NOW + 30,
+            1,
+        )
+        with database.transaction() as tx:
+            assert store.claim_due(tx, store.Lease("relay", NOW + 60), now=NOW + 1, limit=10) == []
+
+    def test_reschedule_releases_the_lease_and_sets_the_due_time(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            message_id = enqueue(tx, "wf-1")
+            assert (
+                store.claim(tx, message_id, store.Lease("relay-a", NOW + 30), now=NOW) is not None
+            )
+
+        with database.transaction() as tx:
+            store.reschedule(tx, message_id, available_at=NOW + 120)
+
+        row = pending_by_id(database)[message_id]
+        assert (row["lease_owner"], row["lease_expires_at"], row["available_at"]) == (
+            None,
+            None,
+            NOW + 120,
+        )
+        with database.transaction() as tx:
+            assert store.next_due_time(tx) == NOW + 120
+            # Not due yet, although no lease holds it any more...
+            assert (
+                store.claim_due(tx, store.Lease("relay-b", NOW + 60), now=NOW + 1, limit=10) == []
+            )
+        with database.transaction() as tx:
+            (due,) = store.claim_due(tx, store.Lease("relay-b", NOW + 200), now=NOW + 120, limit=10)
+        assert (due.id, due.attempts, due.available_at) == (message_id, 2, NOW + 120)
+
+    def test_claim_by_id_ignores_the_due_time(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            message_id = enqueue(tx, "wf-1", available_at=NOW + 3600)
+            claimed = store.claim(tx, message_id, store.Lease("api", NOW + 30), now=NOW)
+        assert claimed is not None
+        assert claimed.attempts == 1
+
+    def test_complete_removes_the_message(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            done = enqueue(tx, "wf-1", step="send")
+            kept = enqueue(tx, "wf-1", step="notify")
+            store.claim(tx, done, store.Lease("relay-a", NOW + 30), now=NOW)
+        with database.transaction() as tx:
+            store.complete(tx, done)
+            store.complete(tx, done)  # completing twice is harmless
+
+        assert list(pending_by_id(database)) == [kept]
+        with database.transaction() as tx:
+            assert store.claim(tx, done, store.Lease("relay-b", NOW + 30), now=NOW + 60) is None
+            assert [
+                m.id for m in store.claim_due(tx, store.Lease("b", NOW + 90), now=NOW, limit=9)
+            ] == [kept]
+
+    def test_next_due_time_is_the_next_due_message_or_lease_expiry(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            assert store.next_due_time(tx) is None
+            first = enqueue(tx, "wf-1", available_at=NOW + 50)
+            enqueue(tx, "wf-2", available_at=NOW + 100)
+            assert store.next_due_time(tx) == NOW + 50
+
+            # Leased until after the other one is due: the other one is next.
+            store.claim(tx, first, store.Lease("relay-a", NOW + 300), now=NOW)
+            assert store.next_due_time(tx) == NOW + 100
+
+        with database.transaction() as tx:
+            enqueue(tx, "wf-3", available_at=NOW + 400)
+            third = enqueue(tx, "wf-4", available_at=NOW + 500)
+            store.claim(tx, third, store.Lease("relay-a", NOW + 20), now=NOW)
+            # A lease that ends before the message is due does not make it due earlier.
+            assert store.next_due_time(tx) == NOW + 100
+
+        with database.transaction() as tx:
+            for message_id in pending_by_id(database):
+                store.complete(tx, message_id)
+            assert store.next_due_time(tx) is None
+
+
+# --- command store -------------------------------------------------------------------------------
+
+
+class CommandStoreConformance:
+    """The first writer of an idempotency key wins, and everyone gets its command back."""
+
+    def test_find_command_finds_what_was_recorded(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        command = store.Command("key-1", "sha256:abc", "wf-1", NOW)
+        with database.transaction() as tx:
+            assert store.find_command(tx, "key-1") is None
+            assert store.record_command(tx, command) == command
+
+        with database.transaction(write=False) as tx:
+            assert store.find_command(tx, "key-1") == command
+            assert store.find_command(tx, "KEY-1") is None
+
+    def test_a_repeated_key_gets_the_first_command_back(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        first = store.Command("key-1", "fp-1", "wf-1", NOW)
+        with database.transaction() as tx:
+            store.record_command(tx, first)
+        with database.transaction() as tx:
+            assert (
+                store.record_command(tx, store.Command("key-1", "fp-2", "wf-2", NOW + 1)) == first
+            )
+        with database.transaction(write=False) as tx:
+            assert store.find_command(tx, "key-1") == first
+
+    def test_concurrent_writers_of_one_key_all_get_the_same_command(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        writers = 10
+        replicas = [make_db(pool_size=5), make_db(pool_size=5, migrated=False)]
+
+        def writer(index: int) -> store.Command:
+            candidate = store.Command("key-1", f"fp-{index}", f"wf-{index}", NOW + index)
+            for attempt in range(1, 1000):
+                try:
+                    with replicas[index % len(replicas)].transaction() as tx:
+                        recorded = store.record_command(tx, candidate)
+                        time.sleep(0.01)  # hold the key uncommitted while the others try it
+                    return recorded
+                except StorageBusy:
+                    backoff(attempt)
+            raise AssertionError(f"writer {index} never got an answer")
+
+        answers = run_concurrently(writer, writers)
+
+        assert len(set(answers)) == 1
+        (winner,) = set(answers)
+        assert winner in {
+            store.Command("key-1", f"fp-{i}", f"wf-{i}", NOW + i) for i in range(writers)
+        }
+        with replicas[0].transaction(write=False) as tx:
+            assert store.find_command(tx, "key-1") == winner
+
+
+# --- transactions and error translation ----------------------------------------------------------
+
+
+class TransactionConformance:
+    """All or nothing; the driver's exceptions come out as :mod:`metallica.storage.errors`."""
+
+    def test_an_exception_rolls_back_and_comes_out_unchanged(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        class Boom(Exception):
+            pass
+
+        database = make_db()
+
+        def failing() -> None:
+            with database.transaction() as tx:
+                store.append(tx, "wf-1", 0, [event("Started")], now=NOW)
+                enqueue(tx, "wf-1")
+                raise Boom
+
+        with pytest.raises(Boom):
+            failing()
+
+        with database.transaction(write=False) as tx:
+            assert store.read_all(tx) == []
+            assert store.pending(tx) == []
+
+    def test_a_unique_violation_is_translated_and_rolls_back(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+
+        def recording_twice() -> None:
+            with database.transaction() as tx:
+                store.append(tx, "wf-1", 0, [event("Started")], now=NOW)
+                tx.execute("record_migration", version=9999, name="twice")
+                tx.execute("record_migration", version=9999, name="twice")
+
+        with pytest.raises(UniqueViolation) as violation:
+            recording_twice()
+
+        assert isinstance(violation.value, StorageError)
+        assert "schema_migrations" in violation.value.constraint
+        assert violation.value.__cause__ is not None  # the driver's error, kept for the logs
+        assert 9999 not in applied_versions(database)
+        with database.transaction(write=False) as tx:
+            assert store.read_all(tx) == []
+
+    def test_a_duplicate_outbox_step_is_a_unique_violation(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            enqueue(tx, "wf-1", step="send")
+        with pytest.raises(UniqueViolation) as violation, database.transaction() as tx:
+            enqueue(tx, "wf-1", step="send")
+        assert "outbox" in violation.value.constraint
+        assert len(pending_by_id(database)) == 1
+
+    def test_other_constraint_failures_are_storage_errors(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with pytest.raises(StorageError) as failure, database.transaction() as tx:
+            store.append(tx, "wf-1", -1, [event("Zeroth")], now=NOW)  # CHECK (version >= 1)
+        assert not isinstance(failure.value, UniqueViolation | StorageBusy | StorageUnavailable)
+
+    def test_a_missing_table_is_a_storage_error(self, make_db: DatabaseFactory) -> None:
+        database = make_db(migrated=False)
+        with pytest.raises(StorageError) as failure, database.transaction(write=False) as tx:
+            store.read_stream(tx, "wf-1")
+        assert not isinstance(failure.value, UniqueViolation | StorageBusy | StorageUnavailable)
+        with database.transaction(write=False) as tx:  # the connection went back healthy
+            assert tx.fetch_one("migrations_table_exists") is None
+
+    def test_a_read_only_transaction_leaves_its_connection_writable(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db(pool_size=1)
+        with database.transaction() as tx:
+            store.append(tx, "wf-1", 0, [event("Started")], now=NOW)
+        with database.transaction(write=False) as tx:
+            assert len(store.read_stream(tx, "wf-1")) == 1
+        with database.transaction() as tx:  # the same, only connection
+            store.append(tx, "wf-1", 1, [event("Next")], now=NOW)
+        with database.transaction(write=False) as tx:
+            assert len(store.read_stream(tx, "wf-1")) == 2
+
+    def test_more_threads_than_connections_wait_their_turn(self, make_db: DatabaseFactory) -> None:
+        database = make_db(pool_size=2)
+
+        def worker(index: int) -> None:
+            with database.transaction() as tx:
+                store.append(tx, f"wf-{index}", 0, [event("Started")], now=NOW)
+                time.sleep(0.01)
+
+        run_concurrently(worker, 8)
+
+        with database.transaction(write=False) as tx:
+            assert len(store.read_all(tx)) == 8

@@ -1,0 +1,25 @@
+"""The conformance suite, run on every backend (the ``backend`` fixture: SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+from tests.storage import conformance
+
+
+class TestMigrations(conformance.MigrationsConformance):
+    pass
+
+
+class TestEventStore(conformance.EventStoreConformance):
+    pass
+
+
+class TestOutbox(conformance.OutboxConformance):
+    pass
+
+
+class TestCommandStore(conformance.CommandStoreConformance):
+    pass
+
+
+class TestTransactions(conformance.TransactionConformance):
+    pass

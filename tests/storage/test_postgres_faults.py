@@ -1,0 +1,87 @@
+"""PostgreSQL only: the pool survives connections killed under it and a server crash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from metallica.protools import store
+from metallica.storage import Database, StorageUnavailable, open_database
+from metallica.storage.migrate import migrate
+from tests.pg_admin import (
+    create_database,
+    database_name,
+    drop_database,
+    terminate_backends,
+    with_database,
+)
+from tests.pg_cluster import ThrowawayCluster
+from tests.storage.conformance import NOW, DatabaseFactory, event
+
+pytestmark = pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+
+
+def append_and_count(database: Database, stream_id: str) -> int:
+    with database.transaction() as tx:
+        version = len(store.read_stream(tx, stream_id))
+        store.append(tx, stream_id, version, [event("Tick")], now=NOW)
+    with database.transaction(write=False) as tx:
+        return len(store.read_stream(tx, stream_id))
+
+
+def test_the_pool_replaces_connections_killed_between_transactions(
+    make_db: DatabaseFactory, postgres_server_url: str
+) -> None:
+    database = make_db(pool_size=3)
+    url = make_db.url()
+    assert append_and_count(database, "wf-1") == 1
+
+    assert terminate_backends(postgres_server_url, database_name(url)) >= 1
+
+    # More transactions than the pool has connections, so every dead one is met and replaced.
+    for expected in range(2, 7):
+        assert append_and_count(database, "wf-1") == expected
+
+
+def test_a_connection_killed_mid_transaction_is_unavailable_then_the_pool_recovers(
+    make_db: DatabaseFactory, postgres_server_url: str
+) -> None:
+    database = make_db(pool_size=1)
+    url = make_db.url()
+
+    def killed_midway() -> None:
+        with database.transaction() as tx:
+            store.append(tx, "wf-1", 0, [event("Lost")], now=NOW)
+            terminate_backends(postgres_server_url, database_name(url))
+            store.read_stream(tx, "wf-1")
+
+    with pytest.raises(StorageUnavailable):
+        killed_midway()
+
+    assert append_and_count(database, "wf-1") == 1  # the killed transaction left nothing
+
+
+@pytest.fixture
+def crash_database(postgres_cluster: ThrowawayCluster) -> Iterator[Database]:
+    """A migrated database on the cluster this session controls (the one a crash test restarts)."""
+    dbname = create_database(postgres_cluster.url)
+    database = open_database(with_database(postgres_cluster.url, dbname), "protools", pool_size=2)
+    try:
+        migrate(database)
+        yield database
+    finally:
+        database.close()
+        drop_database(postgres_cluster.url, dbname)
+
+
+def test_the_pool_reconnects_after_the_server_crashes_and_restarts(
+    backend: str, crash_database: Database, postgres_cluster: ThrowawayCluster
+) -> None:
+    assert append_and_count(crash_database, "wf-1") == 1
+
+    postgres_cluster.restart_immediate()
+
+    assert append_and_count(crash_database, "wf-1") == 2

@@ -1,0 +1,99 @@
+"""Usernames, and the parsing of a password-creation command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from metallica import usernames
+from metallica.errors import InvalidInput, InvalidUsername
+from metallica.protools.service import parse_command
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "Z", "7", "alice", "Alice.Smith", "a_b-c.d", "0day", "x" * 64, "a" + "-" * 63]
+)
+def test_valid_usernames(name: str) -> None:
+    assert usernames.validate(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        ".alice",
+        "-alice",
+        "_alice",
+        "x" * 65,
+        "alice smith",
+        "alice@example.com",
+        "alice\n",
+        "\nalice",
+        "alice/bob",
+        "élodie",
+        "\uff41lice",  # fullwidth 'a': a Unicode letter, not an ASCII one
+        "alice\x00",
+    ],
+)
+def test_invalid_usernames(name: str) -> None:
+    with pytest.raises(InvalidUsername) as caught:
+        usernames.validate(name)
+    assert caught.value.status == 422
+    assert caught.value.code == "invalid-username"
+    assert caught.value.extensions == {"field": "username"}
+
+
+def test_the_key_ignores_case() -> None:
+    assert usernames.key("Alice") == usernames.key("alice") == usernames.key("ALICE") == "alice"
+    assert usernames.key("alice") != usernames.key("alice2")
+    assert usernames.key("A.B_C-D") == "a.b_c-d"
+
+
+# --- parse_command -------------------------------------------------------------------------
+
+
+def test_a_command_with_a_username() -> None:
+    assert parse_command({"username": "alice"}) == ("alice", None)
+    assert parse_command({"username": "alice", "email": None}) == ("alice", None)
+
+
+def test_a_command_with_an_email() -> None:
+    assert parse_command({"username": "Alice", "email": "a@corp.example"}) == (
+        "Alice",
+        "a@corp.example",
+    )
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_command({"username": "alice", "role": "admin", "admin": True})
+    assert caught.value.status == 422
+    assert caught.value.extensions["field"] == "admin"
+    assert "role" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"email": "a@b.example"}, {"username": None}, {"username": 42}, {"username": ["alice"]}],
+)
+def test_a_missing_or_non_string_username_is_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidUsername) as caught:
+        parse_command(body)
+    assert caught.value.extensions["field"] == "username"
+
+
+@pytest.mark.parametrize("username", ["", "-x", "a b", "x" * 65])
+def test_an_invalid_username_is_refused(username: str) -> None:
+    with pytest.raises(InvalidUsername):
+        parse_command({"username": username})
+
+
+@pytest.mark.parametrize(
+    "email", ["nope", "a@", "a@b@c.example", "a@b.example\r\nBcc: e@evil.example", 7, ["a@b.c"]]
+)
+def test_a_bad_email_is_refused(email: Any) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_command({"username": "alice", "email": email})
+    assert caught.value.extensions["field"] == "email"
+    assert not isinstance(caught.value, InvalidUsername)

@@ -1,0 +1,197 @@
+"""Reading requests (Idempotency-Key, Prefer: wait, bodies), fingerprints, and redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.types import Message
+
+from metallica.errors import BadRequest, InvalidInput, MissingIdempotencyKey
+from metallica.protools.http import REDACTED, redact
+from metallica.web import requests
+
+
+def request(headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b"") -> Request:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": headers or [],
+    }
+    return Request(scope, receive)
+
+
+def with_key(key: bytes) -> Request:
+    return request([(b"idempotency-key", key)])
+
+
+# --- Idempotency-Key -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"k", b"wf-1/generate_password", b"a b c", b"~" * 255, b"!\"#$%&'()*+,-./:;<=>?@[]^_`{|}"],
+)
+def test_a_valid_key_is_returned_as_given(key: bytes) -> None:
+    assert requests.idempotency_key(with_key(key)) == key.decode()
+
+
+def test_a_missing_key_is_a_400() -> None:
+    with pytest.raises(MissingIdempotencyKey) as caught:
+        requests.idempotency_key(request())
+    assert caught.value.status == 400
+    assert caught.value.code == "idempotency-key-missing"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        b"",
+        b"k" * 256,
+        b" leading",
+        b"trailing ",
+        b"tab\there",
+        b"nul\x00",
+        b"del\x7f",
+        b"bell\x07",
+        "café".encode(),
+        b"\xff",
+    ],
+)
+def test_a_bad_key_is_refused(key: bytes) -> None:
+    with pytest.raises(MissingIdempotencyKey):
+        requests.idempotency_key(with_key(key))
+
+
+# --- Prefer: wait ----------------------------------------------------------------------------
+
+
+def prefer(value: str | None) -> float:
+    headers = [] if value is None else [(b"prefer", value.encode())]
+    return requests.prefer_wait(request(headers), default=5.0, maximum=30.0)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, 5.0),
+        ("", 5.0),
+        ("wait=3", 3.0),
+        ("wait=0", 0.0),
+        ("wait=2.5", 2.5),
+        ("respond-async, wait=10", 10.0),
+        ("return=minimal; wait=7", 7.0),
+        ("WAIT = 4", 4.0),
+        ("wait=31", 30.0),
+        ("wait=100000", 30.0),
+        ("wait=abc", 5.0),
+        ("wait=-1", 5.0),
+        ("nowait=1", 5.0),
+        ("respond-async", 5.0),
+    ],
+)
+def test_prefer_wait(header: str | None, seconds: float) -> None:
+    assert prefer(header) == seconds
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+def body_of(raw: bytes) -> dict[str, Any]:
+    return asyncio.run(requests.json_object(request(body=raw)))
+
+
+def test_a_json_object_is_read() -> None:
+    assert body_of(b'{"username": "alice", "n": [1, 2]}') == {"username": "alice", "n": [1, 2]}
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b"\xff\xfe", b"[1, 2]", b'"s"', b"null"])
+def test_anything_but_a_json_object_is_a_422(raw: bytes) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        body_of(raw)
+    assert caught.value.status == 422
+
+
+def test_an_oversized_body_is_refused() -> None:
+    raw = b'{"x": "' + b"a" * requests.MAX_BODY_BYTES + b'"}'
+    with pytest.raises(BadRequest):
+        body_of(raw)
+
+
+def test_string_fields() -> None:
+    body: dict[str, Any] = {"username": "alice", "n": 3}
+    assert requests.string_field(body, "username") == "alice"
+    assert requests.string_field(body, "email", required=False) is None
+    with pytest.raises(InvalidInput) as missing:
+        requests.string_field(body, "email")
+    assert missing.value.extensions["field"] == "email"
+    with pytest.raises(InvalidInput) as wrong:
+        requests.string_field(body, "n")
+    assert wrong.value.extensions["field"] == "n"
+
+
+# --- fingerprints ----------------------------------------------------------------------------
+
+
+def test_a_fingerprint_ignores_key_order() -> None:
+    assert requests.fingerprint({"username": "alice", "email": None}) == requests.fingerprint(
+        {"email": None, "username": "alice"}
+    )
+    nested_a = {"a": {"x": 1, "y": [1, {"p": 1, "q": 2}]}, "b": "é"}
+    nested_b = {"b": "é", "a": {"y": [1, {"q": 2, "p": 1}], "x": 1}}
+    assert requests.fingerprint(nested_a) == requests.fingerprint(nested_b)
+
+
+def test_a_fingerprint_is_a_stable_digest() -> None:
+    # Stored fingerprints outlive the process: the digest must not depend on it (no hash()).
+    canonical = b'{"email":null,"username":"alice"}'
+    expected = hashlib.sha256(canonical).hexdigest()
+    assert requests.fingerprint({"username": "alice", "email": None}) == expected
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"username": "Alice"},
+        {"username": "alice", "email": None},
+        {"username": "alice "},
+        {"user": "alice"},
+        {"username": ["alice"]},
+    ],
+)
+def test_a_different_body_has_a_different_fingerprint(other: dict[str, Any]) -> None:
+    assert requests.fingerprint(other) != requests.fingerprint({"username": "alice"})
+
+
+# --- redaction -------------------------------------------------------------------------------
+
+
+def test_redact_masks_passwords_and_mail_bodies_at_any_depth() -> None:
+    data: dict[str, Any] = {
+        "step": "generate_password",
+        "result": {"username": "alice", "password": "s3cret"},
+        "call": {"body": {"to": "a@b.example", "body": "Your password is s3cret"}},
+        "history": [{"password": "old"}, {"nested": [{"password": "older"}]}, "s"],
+        "password": None,
+        "attempt": 2,
+    }
+    original = copy.deepcopy(data)
+    assert redact(data) == {
+        "step": "generate_password",
+        "result": {"username": "alice", "password": REDACTED},
+        "call": {"body": {"to": "a@b.example", "body": REDACTED}},
+        "history": [{"password": REDACTED}, {"nested": [{"password": REDACTED}]}, "s"],
+        "password": None,
+        "attempt": 2,
+    }
+    assert data == original  # the event itself is left alone
+    assert "s3cret" not in repr(redact(data))
