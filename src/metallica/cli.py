@@ -121,7 +121,13 @@ def service_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_app(service: str, options: dict[str, Any]) -> Any:
     """The ASGI app of ``service`` from the serve options; a missing setting is a usage error."""
+    from metallica.storage import UnsupportedDatabaseUrl, check_url
+
     database_url = _require("METALLICA_DATABASE_URL", options["database_url"])
+    try:
+        check_url(database_url)
+    except UnsupportedDatabaseUrl as error:
+        raise click.UsageError(f"METALLICA_DATABASE_URL: {error.detail}") from None
     token = _require("METALLICA_API_TOKEN", options["api_token"])
     if service == "protools":
         from metallica.protools.http import create_app

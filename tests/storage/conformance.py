@@ -704,8 +704,18 @@ class TransactionConformance:
     def test_other_constraint_failures_are_storage_errors(self, make_db: DatabaseFactory) -> None:
         database = make_db()
         with pytest.raises(StorageError) as failure, database.transaction() as tx:
-            store.append(tx, "wf-1", -1, [event("Zeroth")], now=NOW)  # CHECK (version >= 1)
+            tx.execute("record_migration", version=99, name=None)  # NOT NULL
         assert not isinstance(failure.value, UniqueViolation | StorageBusy | StorageUnavailable)
+
+    def test_an_append_that_would_leave_a_gap_is_a_conflict(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            store.append(tx, "wf-1", 0, [event("First")], now=NOW)
+        for expected in (2, 5, -1):
+            with pytest.raises(store.VersionConflict), database.transaction() as tx:
+                store.append(tx, "wf-1", expected, [event("Later")], now=NOW)
+        with database.transaction(write=False) as tx:
+            assert [e.version for e in store.read_stream(tx, "wf-1")] == [1]
 
     def test_a_missing_table_is_a_storage_error(self, make_db: DatabaseFactory) -> None:
         database = make_db(migrated=False)

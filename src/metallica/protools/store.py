@@ -107,7 +107,8 @@ def append(
     *,
     now: float,
 ) -> list[int]:
-    """Append ``events`` after ``expected_version``; raise :class:`VersionConflict` if taken.
+    """Append ``events`` after ``expected_version``; raise :class:`VersionConflict` if taken
+    (or if ``expected_version`` is past the end of the stream: versions never leave a gap).
 
     Returns the global positions of the new events.
     """

@@ -13,6 +13,13 @@ from metallica.storage.errors import (
 from metallica.storage.ports import Database, Row, Transaction
 
 
+def check_url(url: str) -> str:
+    """Return ``url`` if a backend supports it, else raise :class:`UnsupportedDatabaseUrl`."""
+    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return url
+    raise UnsupportedDatabaseUrl()
+
+
 def open_database(url: str, schema: str, *, pool_size: int = 8) -> Database:
     """Open the database of ``url`` for one service ``schema``; the scheme picks the backend."""
     if url.startswith("sqlite:"):
@@ -36,5 +43,6 @@ __all__ = [
     "Transaction",
     "UniqueViolation",
     "UnsupportedDatabaseUrl",
+    "check_url",
     "open_database",
 ]

@@ -1,8 +1,11 @@
 -- name: append_event
 -- Append one event; the unique (stream_id, version) is the optimistic lock: no row back means
--- another writer took this version first.
+-- another writer took this version first, or the version would leave a gap.
 INSERT INTO events (stream_id, version, type, data, recorded_at)
-VALUES (:stream_id, :version, :type, :data, :recorded_at)
+SELECT :stream_id, :version, :type, :data, :recorded_at
+WHERE :version = 1 OR EXISTS (
+    SELECT 1 FROM events WHERE stream_id = :stream_id AND version = :version - 1
+)
 ON CONFLICT (stream_id, version) DO NOTHING
 RETURNING global_position;
 
