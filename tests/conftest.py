@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from metallica.lab.pg_cluster import ThrowawayCluster
 from tests.pg_admin import create_database, drop_database, with_database
-from tests.pg_cluster import ThrowawayCluster
 
 POSTGRES_URL_VARIABLE = "METALLICA_TEST_POSTGRES_URL"
 _external_postgres_url = pytest.StashKey[str | None]()
@@ -105,3 +105,12 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     finally:
         for dbname in created:
             drop_database(server_url, dbname)
+
+
+@pytest.fixture(scope="session")
+def restartable_cluster(request: pytest.FixtureRequest) -> ThrowawayCluster | None:
+    """The cluster behind ``postgres_server_url`` when it is ours to restart; None otherwise."""
+    if request.config.stash[_external_postgres_url]:
+        return None
+    cluster: ThrowawayCluster = request.getfixturevalue("postgres_cluster")
+    return cluster

@@ -12,8 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Replica:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    stopped_on_purpose: bool = False
 
     @property
     def url(self) -> str:
@@ -53,6 +55,9 @@ class LocalStack:
     """The three services, ``replicas`` of each, with per-service databases under ``data_dir``.
 
     ``database_urls`` maps a service to its database URL; by default each gets a SQLite file.
+    ``route`` gives the URL protools uses for a generator or mailer replica (a fault proxy in
+    front of it, say); by default its own URL. With ``supervise``, a replica that dies without
+    being stopped is started again, as a container runtime's restart policy would.
     """
 
     data_dir: Path
@@ -62,7 +67,13 @@ class LocalStack:
     base_port: int | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    route: Callable[[Replica], str] | None = None
+    supervise: bool = False
     members: dict[str, list[Replica]] = field(default_factory=dict)
+    restarts: int = 0
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _supervisor: threading.Thread | None = None
+    _closing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def maildir(self) -> Path:
@@ -73,6 +84,10 @@ class LocalStack:
 
     def urls(self, service: str) -> list[str]:
         return [replica.url for replica in self.members[service]]
+
+    def _routes(self, service: str) -> list[str]:
+        route = self.route or (lambda replica: replica.url)
+        return [route(replica) for replica in self.members[service]]
 
     def _plan(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,8 +107,8 @@ class LocalStack:
         common = {
             "METALLICA_API_TOKEN": self.api_token,
             "METALLICA_MAILDIR": str(self.maildir),
-            "METALLICA_GENERATOR_URLS": ",".join(self.urls("generator")),
-            "METALLICA_MAILER_URLS": ",".join(self.urls("mailer")),
+            "METALLICA_GENERATOR_URLS": ",".join(self._routes("generator")),
+            "METALLICA_MAILER_URLS": ",".join(self._routes("mailer")),
             **self.extra_env,
         }
         for service, replicas in self.members.items():
@@ -113,8 +128,29 @@ class LocalStack:
             self._spawn(replica)
         for replica in everyone:
             self.wait_healthy(replica, timeout)
+        if self.supervise:
+            self._supervisor = threading.Thread(
+                target=self._watch, name="stack-supervisor", daemon=True
+            )
+            self._supervisor.start()
+
+    def _watch(self) -> None:
+        """Start again every replica that died without being stopped."""
+        while not self._closing.wait(0.1):
+            for replica in [r for replicas in self.members.values() for r in replicas]:
+                with self._lock:
+                    dead = replica.process is not None and replica.process.poll() is not None
+                    if not dead or replica.stopped_on_purpose or self._closing.is_set():
+                        continue
+                    self.restarts += 1
+                    self._spawn(replica)
+                try:
+                    self.wait_healthy(replica)
+                except RuntimeError:
+                    continue  # it died again: the next round starts it again
 
     def _spawn(self, replica: Replica) -> None:
+        replica.stopped_on_purpose = False
         env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
         env |= replica.env
         log = open(replica.log_path, "ab")  # noqa: SIM115 (the child process owns it)
@@ -157,12 +193,15 @@ class LocalStack:
     def kill(self, service: str, index: int = 0) -> None:
         """SIGKILL one replica, as a crash would."""
         replica = self.members[service][index]
-        if replica.process is not None and replica.process.poll() is None:
-            replica.process.send_signal(signal.SIGKILL)
-            replica.process.wait()
+        with self._lock:
+            if replica.process is not None and replica.process.poll() is None:
+                replica.process.send_signal(signal.SIGKILL)
+                replica.process.wait()
 
     def stop_replica(self, service: str, index: int = 0, timeout: float = 10.0) -> None:
         replica = self.members[service][index]
+        with self._lock:
+            replica.stopped_on_purpose = True
         if replica.process is not None and replica.process.poll() is None:
             replica.process.terminate()
             try:
@@ -171,14 +210,23 @@ class LocalStack:
                 replica.process.kill()
                 replica.process.wait()
 
+    def start_replica(self, service: str, index: int = 0, timeout: float = 30.0) -> None:
+        """Start a replica that was stopped (or died) again, and wait until it is healthy."""
+        replica = self.members[service][index]
+        with self._lock:
+            if replica.process is None or replica.process.poll() is not None:
+                self._spawn(replica)
+        self.wait_healthy(replica, timeout)
+
     def restart(self, service: str, index: int = 0, timeout: float = 30.0) -> None:
         self.stop_replica(service, index)
-        replica = self.members[service][index]
-        self._spawn(replica)
-        self.wait_healthy(replica, timeout)
+        self.start_replica(service, index, timeout)
 
     def stop(self) -> None:
         """Stop every process this stack started (TERM, then KILL after 10 s)."""
+        self._closing.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
         for service in reversed(SERVICES):
             for index in range(len(self.members.get(service, []))):
                 self.stop_replica(service, index)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from metallica.lab.pg_cluster import ThrowawayCluster
 from metallica.protools import store
 from metallica.storage import Database, StorageUnavailable, open_database
 from metallica.storage.migrate import migrate
@@ -16,7 +17,6 @@ from tests.pg_admin import (
     terminate_backends,
     with_database,
 )
-from tests.pg_cluster import ThrowawayCluster
 from tests.storage.conformance import NOW, DatabaseFactory, event
 
 pytestmark = pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from metallica.mail_sender.maildir import Maildir
 from metallica.protools import engine, store
 from metallica.storage import open_database
 
-_PASSWORD_LINE = re.compile(r"^Your new password is: (?P<password>\S+)$", re.MULTILINE)
+_PASSWORD_LINE = re.compile(r"^Your new password is: (?P<password>\S+)\r?$", re.MULTILINE)
 
 OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
 

@@ -1,0 +1,273 @@
+"""The lab: a stack to break, clients that remember what they were told, and the checker.
+
+A :class:`Lab` starts the three services (N replicas each) with fault injection enabled, a fault
+proxy in front of every generator and mailer replica, and a supervisor that restarts what
+crashes. Scenarios drive it through :meth:`Lab.submit` (a client command) and
+:meth:`Lab.resolve` (the client learning the outcome, without resending), arm faults, stop and
+start services, and finally :meth:`Lab.check` the invariants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from metallica.faultproxy import ProxyThread, Toxic
+from metallica.lab.checker import FAILED, OK, UNKNOWN, ClientRecord, Report, check, read_snapshot
+from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.stack import LocalStack, Replica
+from metallica.web.problems import code_of
+
+# Fast, observable settings: a short call timeout so timeouts show quickly, short leases so a
+# dead replica's work moves in seconds, a backoff cap of 5 s so a service that comes back is
+# used within 5 s (the product's default cap is 10 s).
+LAB_SETTINGS = {
+    "METALLICA_CALL_TIMEOUT": "1",
+    "METALLICA_CONNECT_TIMEOUT": "0.5",
+    "METALLICA_RETRY_INITIAL": "0.1",
+    "METALLICA_RETRY_MAX": "5",
+    "METALLICA_LEASE_SECONDS": "3",
+    "METALLICA_POLL_INTERVAL": "0.25",
+    "METALLICA_WORKFLOW_DEADLINE": "120",
+    "METALLICA_FAULTS": "1",
+    "METALLICA_LOG_LEVEL": "WARNING",
+}
+CALL_TIMEOUT = 1.0
+DEADLINE = 120.0
+
+
+@dataclass
+class LabConfig:
+    replicas: int = 1
+    data_dir: Path | None = None
+    # Per-service database URLs (PostgreSQL); empty for SQLite files in the data dir.
+    database_urls: Mapping[str, str] = field(default_factory=dict)
+    # The cluster behind database_urls, when the lab may restart it (scenario 6).
+    cluster: ThrowawayCluster | None = None
+    down_seconds: float = 30.0
+    wire_fault_seconds: float = 10.0
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.database_urls else "sqlite"
+
+
+class Lab:
+    def __init__(self, config: LabConfig, data_dir: Path) -> None:
+        self.config = config
+        self.token = secrets.token_urlsafe(16)
+        self.proxies = ProxyThread(seed=7)
+        self.stack = LocalStack(
+            data_dir,
+            self.token,
+            config.replicas,
+            config.database_urls,
+            extra_env=LAB_SETTINGS,
+            route=self._proxy_for,
+            supervise=True,
+        )
+        self.records: list[ClientRecord] = []
+        self._records_lock = threading.Lock()
+        self._http = httpx.Client(
+            headers={"Authorization": f"Bearer {self.token}"}, timeout=httpx.Timeout(40, connect=2)
+        )
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def _proxy_for(self, replica: Replica) -> str:
+        port = self.proxies.add_proxy(replica.name, "127.0.0.1", replica.port)
+        return f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> Lab:
+        self.proxies.start()
+        try:
+            self.stack.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.stack.stop()
+        self.proxies.stop()
+        self._http.close()
+
+    @property
+    def replicas(self) -> int:
+        return self.config.replicas
+
+    def protools_url(self, index: int = 0) -> str:
+        return self.stack.urls("protools")[index % self.replicas]
+
+    # --- clients ----------------------------------------------------------------------------
+
+    def new_record(self, username: str, key: str | None = None) -> ClientRecord:
+        record = ClientRecord(key or f"lab-{uuid.uuid4().hex[:12]}", username)
+        with self._records_lock:
+            self.records.append(record)
+        return record
+
+    def post(self, record: ClientRecord, *, replica: int = 0, wait: float = 10.0) -> ClientRecord:
+        """Send (or repeat) the client's command; note what it was told."""
+        record.posts += 1
+        try:
+            response = self._http.post(
+                self.protools_url(replica) + "/v1/workflows/password-creation",
+                json={"username": record.username},
+                headers={"Idempotency-Key": record.key, "Prefer": f"wait={wait:g}"},
+                timeout=wait + 10,
+            )
+        except httpx.HTTPError as error:
+            record.statuses.append(type(error).__name__)
+            return record
+        record.statuses.append(response.status_code)
+        self._learn(record, response)
+        return record
+
+    def submit(
+        self, username: str, *, key: str | None = None, replica: int = 0, wait: float = 10.0
+    ) -> ClientRecord:
+        return self.post(self.new_record(username, key), replica=replica, wait=wait)
+
+    def _learn(self, record: ClientRecord, response: httpx.Response) -> None:
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            return
+        record.workflow_id = body.get("workflow_id", record.workflow_id)
+        if response.status_code == 200 and body.get("status") == "completed":
+            record.told, record.password = OK, body["password"]
+        elif response.status_code == 200 and body.get("status") == "failed":
+            record.told, record.error = FAILED, code_of(body.get("error") or {})
+        elif response.status_code in (409, 422) and record.told == UNKNOWN:
+            record.told, record.error = FAILED, code_of(body)
+
+    def resolve(
+        self,
+        record: ClientRecord,
+        *,
+        timeout: float = 90.0,
+        resend: bool = True,
+        first_replica: int = 0,
+    ) -> ClientRecord:
+        """Learn the outcome: GET the workflow with ``Prefer: wait`` on any replica. A client that
+        never learnt its workflow id (its request broke) repeats the same command, same key,
+        when ``resend`` allows it."""
+        until = time.monotonic() + timeout
+        attempt = first_replica
+        while record.told == UNKNOWN and time.monotonic() < until:
+            replica, attempt = attempt, attempt + 1
+            wait = max(1.0, min(25.0, until - time.monotonic()))
+            if record.workflow_id is None:
+                if not resend:
+                    return record
+                self.post(record, replica=replica, wait=wait)
+                if record.told == UNKNOWN and record.workflow_id is None:
+                    time.sleep(0.5)
+                continue
+            try:
+                response = self._http.get(
+                    f"{self.protools_url(replica)}/v1/workflows/{record.workflow_id}",
+                    headers={"Prefer": f"wait={wait:g}"},
+                    timeout=wait + 10,
+                )
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            self._learn(record, response)
+        return record
+
+    def resolve_all(
+        self, records: Iterable[ClientRecord], *, timeout: float = 90.0, resend: bool = True
+    ) -> None:
+        threads = [
+            threading.Thread(
+                target=self.resolve, args=(record,), kwargs={"timeout": timeout, "resend": resend}
+            )
+            for record in records
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def in_parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run ``calls`` at once in threads; return their results in order."""
+        results: list[Any] = [None] * len(calls)
+        start = threading.Barrier(len(calls))
+
+        def run(index: int) -> None:
+            start.wait()
+            results[index] = calls[index]()
+
+        threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    # --- faults -----------------------------------------------------------------------------
+
+    def arm(
+        self, service: str, fault: Mapping[str, Any], replicas: Iterable[int] | None = None
+    ) -> None:
+        """Arm a fault point on some (default: all) replicas of a service."""
+        for index in range(self.replicas) if replicas is None else replicas:
+            response = self._http.post(
+                self.stack.urls(service)[index] + "/v1/faults", json=dict(fault)
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"arming {fault} on {service}-{index + 1}: {response.text}")
+
+    def disarm(self, service: str) -> None:
+        for url in self.stack.urls(service):
+            with contextlib.suppress(httpx.HTTPError):  # a crashed one comes back unarmed
+                self._http.delete(url + "/v1/faults", timeout=5)
+
+    def poison(self, service: str, toxic: Toxic) -> None:
+        """Put a toxic on the wire from protools to every replica of ``service``."""
+        for replica in self.stack.members[service]:
+            self.proxies.add_toxic(replica.name, toxic)
+
+    def cure(self, service: str) -> None:
+        for replica in self.stack.members[service]:
+            self.proxies.clear(replica.name)
+
+    def stop_service(self, service: str) -> None:
+        for index in range(self.replicas):
+            self.stack.stop_replica(service, index)
+
+    def start_service(self, service: str) -> float:
+        """Start every replica again; return when (monotonic) the first one answered."""
+        for index in range(self.replicas):
+            self.stack.start_replica(service, index)
+        return time.time()
+
+    # --- reading back -----------------------------------------------------------------------
+
+    def events(self, workflow_id: str) -> list[dict[str, Any]]:
+        response = self._http.get(f"{self.protools_url()}/v1/workflows/{workflow_id}/events")
+        response.raise_for_status()
+        events: list[dict[str, Any]] = response.json()["events"]
+        return events
+
+    def check(self, records: Iterable[ClientRecord] | None = None) -> Report:
+        snapshot = read_snapshot(
+            self.stack.database_url("protools"),
+            self.stack.database_url("generator"),
+            self.stack.maildir,
+        )
+        return check(snapshot, list(self.records if records is None else records))

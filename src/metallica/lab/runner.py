@@ -1,0 +1,82 @@
+"""Running scenarios for people: a lab per run, live progress, a table at the end."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from metallica.client import format_table
+from metallica.lab.checker import summarize
+from metallica.lab.harness import Lab, LabConfig
+from metallica.lab.scenarios import SCENARIOS, ScenarioResult, run_scenario
+
+Progress = Callable[[str], None]
+
+
+def run_scenarios(
+    names: Sequence[str], config: LabConfig, progress: Progress
+) -> list[ScenarioResult]:
+    """Start a lab, run the named scenarios in order, stop the lab; return their results."""
+    root = config.data_dir or Path(tempfile.mkdtemp(prefix="metallica-lab-"))
+    results = []
+    try:
+        progress(
+            f"starting {config.replicas} replica(s) of each service on {config.backend}, "
+            f"behind fault proxies ({root})"
+        )
+        with Lab(config, root) as lab:
+            for number, name in enumerate(names, start=1):
+                scenario = SCENARIOS[name]
+                progress(f"[{number}/{len(names)}] {name}: {scenario.fault} ...")
+                result = run_scenario(lab, scenario)
+                results.append(result)
+                verdict = "ok" if result.ok else "VIOLATION"
+                progress(f"[{number}/{len(names)}] {name}: {verdict} in {result.seconds:.1f} s")
+    finally:
+        if config.data_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def clients_saw(result: ScenarioResult) -> str:
+    told = summarize(result.records)
+    return ", ".join(f"{count} {outcome}" for outcome, count in told.items() if count) or "-"
+
+
+def render(results: Sequence[ScenarioResult]) -> str:
+    """The results table, then every failed check and violation in full."""
+    rows = []
+    for result in results:
+        report = result.report
+        invariants = "-"
+        if report is not None:
+            held = len(report.checked) - len({v.invariant for v in report.violations})
+            invariants = f"{held}/{len(report.checked)}"
+        checks = f"{sum(c.ok for c in result.checks)}/{len(result.checks)}"
+        rows.append(
+            [
+                result.name,
+                result.fault,
+                clients_saw(result),
+                f"{invariants} invariants, {checks} checks",
+                f"{result.seconds:.1f} s",
+                "ok" if result.ok else "FAIL",
+            ]
+        )
+    lines = [format_table(["scenario", "fault", "clients were told", "checked", "time", ""], rows)]
+    for result in results:
+        details = [f"  check failed: {c.name} ({c.detail})" for c in result.checks if not c.ok]
+        details += [
+            f"  {line}"
+            for v in (result.report.violations if result.report else [])
+            for line in str(v).splitlines()
+        ]
+        if result.error:
+            details.append(f"  error: {result.error}")
+        notes = [f"  {c.name}: {c.detail}" for c in result.checks if c.ok and c.detail]
+        if details or notes:
+            lines.append(f"\n{result.name}:")
+            lines += details + notes
+    return "\n".join(lines)

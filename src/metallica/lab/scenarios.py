@@ -1,0 +1,418 @@
+"""The brief's failure modes as scenarios, each run against a :class:`~metallica.lab.harness.Lab`.
+
+Each scenario breaks something, sends commands as clients would, lets the clients learn their
+outcome without resending (unless their request broke before they heard of a workflow), then
+returns its own checks; the runner adds the invariant checker's report.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from metallica.faultproxy import Latency, LimitData, ResetPeer, Timeout, Toxic
+from metallica.lab.checker import FAILED, OK, ClientRecord, Report
+from metallica.lab.harness import CALL_TIMEOUT, Lab
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    fault: str
+    records: list[ClientRecord] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    report: Report | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.error is None
+            and all(check.ok for check in self.checks)
+            and (self.report is None or self.report.ok)
+        )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    fault: str
+    run: Callable[[Lab], list[Check]]
+    slow: bool = False
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _time(event: dict[str, Any]) -> float:
+    return datetime.datetime.fromisoformat(event["time"]).timestamp()
+
+
+def _attempts(lab: Lab, workflow_id: str | None, step: str) -> list[dict[str, Any]]:
+    """The attempt events of one step: ``StepAttemptFailed`` and ``StepSucceeded``."""
+    if workflow_id is None:
+        return []
+    return [
+        event["data"] | {"type": event["type"], "time": _time(event)}
+        for event in lab.events(workflow_id)
+        if event["type"] in ("StepAttemptFailed", "StepSucceeded") and event["data"]["step"] == step
+    ]
+
+
+def _all_told(records: list[ClientRecord], told: str = OK) -> Check:
+    bad = [f"{r.key}: {r.told} {r.error or ''} {r.statuses}" for r in records if r.told != told]
+    return Check(f"every client told {told}", not bad, "; ".join(bad[:3]))
+
+
+# --- 1-3: the generator is slow before, during or after it persists -----------------------------
+
+
+def _slow_generator(point: str) -> Callable[[Lab], list[Check]]:
+    def run(lab: Lab) -> list[Check]:
+        lab.arm(
+            "generator",
+            {
+                "point": point,
+                "action": "delay",
+                "delay_ms": int(CALL_TIMEOUT * 2500),
+                "attempt": 1,
+                "count": 100,
+            },
+        )
+        try:
+            records = [lab.submit(_name(point[:6]), replica=i, wait=25) for i in range(3)]
+            lab.resolve_all(records)
+        finally:
+            lab.disarm("generator")
+        checks = [_all_told(records)]
+        timed_out, elsewhere = [], []
+        for record in records:
+            attempts = _attempts(lab, record.workflow_id, "generate_password")
+            first, last = (attempts[0], attempts[-1]) if attempts else ({}, {})
+            timed_out.append(first.get("reason") == "timeout")
+            elsewhere.append(first.get("replica") != last.get("replica"))
+        checks.append(Check("the first attempt timed out", all(timed_out), f"{timed_out}"))
+        if lab.replicas > 1:
+            checks.append(
+                Check(
+                    "the retry landed on another generator replica", all(elsewhere), f"{elsewhere}"
+                )
+            )
+        own_taken = [r.key for r in records if r.error == "username-taken"]
+        checks.append(
+            Check(
+                "never username-taken for the command's own username", not own_taken, f"{own_taken}"
+            )
+        )
+        return checks
+
+    return run
+
+
+# --- 4: a service down for a while ---------------------------------------------------------
+
+
+def _service_down(service: str) -> Callable[[Lab], list[Check]]:
+    def run(lab: Lab) -> list[Check]:
+        lab.stop_service(service)
+        started, records = time.monotonic(), list[ClientRecord]()
+        try:
+            while time.monotonic() - started < lab.config.down_seconds:
+                records.append(
+                    lab.submit(_name(f"down-{service[:3]}"), replica=len(records), wait=1)
+                )
+                time.sleep(1.0)
+        finally:
+            back = lab.start_service(service)
+        lab.resolve_all(records, resend=False)
+        completed_at = []
+        for record in records:
+            events = lab.events(record.workflow_id) if record.workflow_id else []
+            done = [_time(e) for e in events if e["type"] == "WorkflowCompleted"]
+            completed_at.append(done[0] - back if done else float("inf"))
+        slowest = max(completed_at, default=0.0)
+        return [
+            Check(
+                f"clients got 202 while the {service} was down",
+                all(r.statuses[:1] == [202] for r in records),
+            ),
+            Check("clients never resent", all(r.posts == 1 for r in records)),
+            _all_told(records),
+            Check(
+                f"each completed within 10 s of the {service}'s return",
+                slowest <= 10.0,
+                f"slowest {slowest:.1f} s after it was back ({len(records)} commands)",
+            ),
+        ]
+
+    return run
+
+
+# --- 5: a protools replica killed at each step --------------------------------------------------
+
+
+def _protools_killed(lab: Lab) -> list[Check]:
+    other = 1 % lab.replicas
+    restarts = lab.stack.restarts
+    records = []
+    # a. Just after accepting: the replica dies right after the commit, before any call.
+    lab.arm("protools", {"point": "after_accept", "action": "crash"}, replicas=[0])
+    records.append(lab.submit(_name("kill-accept"), replica=0, wait=10))
+    lab.resolve(records[-1], first_replica=other)
+    # b. While the generator call is in flight.
+    lab.stack.wait_healthy(lab.stack.members["protools"][0])
+    lab.arm(
+        "generator", {"point": "before_persist", "action": "delay", "delay_ms": 2000, "attempt": 1}
+    )
+    records.append(lab.submit(_name("kill-inflight"), replica=0, wait=0))
+    time.sleep(0.5)
+    lab.stack.kill("protools", 0)
+    lab.resolve(records[-1], first_replica=other)
+    lab.disarm("generator")
+    # c. Between the generator's success and the mail.
+    lab.stack.wait_healthy(lab.stack.members["protools"][0])
+    lab.arm("protools", {"point": "after_record", "action": "crash"}, replicas=[0])
+    records.append(lab.submit(_name("kill-between"), replica=0, wait=10))
+    lab.resolve(records[-1], first_replica=other)
+    lab.stack.wait_healthy(lab.stack.members["protools"][0])
+    generated = [
+        sum(
+            1
+            for a in _attempts(lab, r.workflow_id, "generate_password")
+            if a["type"] == "StepSucceeded"
+        )
+        for r in records
+    ]
+    return [
+        _all_told(records),
+        Check(
+            "three protools processes died",
+            lab.stack.restarts - restarts >= 3,
+            f"{lab.stack.restarts - restarts} restarts",
+        ),
+        Check("one generate success recorded per workflow", generated == [1, 1, 1], f"{generated}"),
+    ]
+
+
+# --- 6: the generator crashes between commit and answer; PostgreSQL restarts --------------------
+
+
+def _crash_and_database_restart(lab: Lab) -> list[Check]:
+    lab.arm("generator", {"point": "after_persist", "action": "crash", "attempt": 1})
+    crashed = [lab.submit(_name("crash"), replica=0, wait=25)]
+    lab.resolve_all(crashed)
+    checks = [_all_told(crashed)]
+    cluster = lab.config.cluster
+    if cluster is None:
+        reason = (
+            "SQLite: no database server" if lab.config.backend == "sqlite" else "server not ours"
+        )
+        checks.append(Check(f"PostgreSQL restart skipped ({reason})", True))
+        return checks
+    records: list[ClientRecord] = []
+
+    def load() -> None:
+        for index in range(12):
+            records.append(lab.submit(_name("pgrestart"), replica=index, wait=1))
+            time.sleep(0.4)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    time.sleep(1.5)
+    cluster.restart_immediate()
+    loader.join()
+    lab.resolve_all(records)
+    refused = sum(1 for r in records if r.statuses[:1] != [202] and r.statuses[:1] != [200])
+    checks += [
+        _all_told(records),
+        Check(
+            "PostgreSQL restarted mid-run; services reconnected",
+            True,
+            f"{refused} requests refused meanwhile",
+        ),
+    ]
+    return checks
+
+
+# --- 7: concurrent duplicates ----------------------------------------------------------------
+
+
+def _poster(lab: Lab, record: ClientRecord, replica: int) -> Callable[[], ClientRecord]:
+    return lambda: lab.post(record, replica=replica, wait=25)
+
+
+def _duplicates(lab: Lab) -> list[Check]:
+    username, key = _name("dup"), f"dup-{uuid.uuid4().hex[:8]}"
+    twins = [lab.new_record(username, key) for _ in range(20)]
+    lab.in_parallel([_poster(lab, record, index) for index, record in enumerate(twins)])
+    lab.resolve_all(twins)
+    answers = {(r.told, r.workflow_id, r.password) for r in twins}
+    rivals_name = _name("rival")
+    rivals = [lab.new_record(rivals_name), lab.new_record(rivals_name)]
+    lab.in_parallel([_poster(lab, record, index) for index, record in enumerate(rivals)])
+    lab.resolve_all(rivals)
+    outcomes = sorted((r.told, r.error or "") for r in rivals)
+    return [
+        Check(
+            "20 identical submissions: one workflow, 20 identical answers",
+            len(answers) == 1 and twins[0].told == OK,
+            f"{len(answers)} distinct",
+        ),
+        Check(
+            "two keys, one username: one wins, the other username-taken",
+            outcomes == [(FAILED, "username-taken"), (OK, "")],
+            f"{outcomes}",
+        ),
+    ]
+
+
+# --- 8: wire faults between protools and the services ----------------------------------------
+
+
+WIRE_TOXICS: list[tuple[str, Toxic]] = [
+    ("reset_peer", ResetPeer()),
+    ("timeout", Timeout()),
+    ("limit_data", LimitData(bytes=64)),
+    ("latency 2x call timeout", Latency(latency_ms=int(CALL_TIMEOUT * 2000))),
+]
+
+
+def _wire_faults(lab: Lab) -> list[Check]:
+    records: list[ClientRecord] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            records.append(lab.submit(_name("wire"), replica=len(records), wait=0.5))
+            stop.wait(0.3)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        for _, toxic in WIRE_TOXICS:
+            lab.poison("generator", toxic)
+            lab.poison("mailer", toxic)
+            time.sleep(lab.config.wire_fault_seconds)
+            lab.cure("generator")
+            lab.cure("mailer")
+    finally:
+        stop.set()
+        loader.join()
+        lab.cure("generator")
+        lab.cure("mailer")
+    lab.resolve_all(records, resend=False)
+    reasons = sorted(
+        {
+            attempt["reason"]
+            for record in records
+            for step in ("generate_password", "send_mail")
+            for attempt in _attempts(lab, record.workflow_id, step)
+            if attempt["type"] == "StepAttemptFailed"
+        }
+    )
+    return [
+        _all_told(records),
+        Check("clients never resent", all(r.posts == 1 for r in records)),
+        Check(
+            "retries saw the faults",
+            {"timeout", "reset"} <= set(reasons),
+            f"retry reasons: {', '.join(reasons)}",
+        ),
+    ]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            "timeout-before-persist",
+            "Timeout, late success, retry before persistence",
+            "generator slow before persisting (every first attempt)",
+            _slow_generator("before_persist"),
+        ),
+        Scenario(
+            "timeout-during-persist",
+            "Timeout, retry during persistence",
+            "generator slow inside its open transaction",
+            _slow_generator("during_persist"),
+        ),
+        Scenario(
+            "timeout-after-persist",
+            "Timeout, retry after persistence",
+            "generator's answer lost after its commit",
+            _slow_generator("after_persist"),
+        ),
+        Scenario(
+            "generator-down",
+            "Generator down",
+            "every generator replica stopped",
+            _service_down("generator"),
+            slow=True,
+        ),
+        Scenario(
+            "mailer-down",
+            "Mail-sender down",
+            "every mailer replica stopped",
+            _service_down("mailer"),
+            slow=True,
+        ),
+        Scenario(
+            "protools-killed",
+            "Protools replica killed at each step",
+            "SIGKILL after accept, mid-call, between steps",
+            _protools_killed,
+        ),
+        Scenario(
+            "crash-and-db-restart",
+            "Generator crash after commit; PostgreSQL restart",
+            "generator SIGKILLed before answering; pg_ctl restart -m immediate",
+            _crash_and_database_restart,
+        ),
+        Scenario(
+            "concurrent-duplicates",
+            "Concurrent duplicates",
+            "20 same-key submissions; 2 keys for 1 username",
+            _duplicates,
+        ),
+        Scenario(
+            "wire-faults",
+            "Wire faults under load",
+            "reset_peer, timeout, limit_data, latency on both hops",
+            _wire_faults,
+            slow=True,
+        ),
+    )
+}
+
+
+def run_scenario(lab: Lab, scenario: Scenario) -> ScenarioResult:
+    """Run one scenario; never raises: a crash of the scenario itself is its result."""
+    first = len(lab.records)
+    started = time.monotonic()
+    result = ScenarioResult(scenario.name, scenario.fault)
+    try:
+        result.checks = scenario.run(lab)
+    except Exception as error:  # a broken scenario is reported, and the others still run
+        result.error = f"{type(error).__name__}: {error}"
+    result.records = lab.records[first:]
+    result.seconds = time.monotonic() - started
+    try:
+        result.report = lab.check(result.records)
+    except Exception as error:
+        result.error = (result.error or "") + f" checker: {type(error).__name__}: {error}"
+    return result
