@@ -61,6 +61,21 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def history_table(events: list[dict[str, Any]]) -> str:
+    """A workflow's events as a table: version, time since start, type, what happened."""
+    import datetime
+
+    def seconds(event: dict[str, Any]) -> float:
+        return datetime.datetime.fromisoformat(event["time"]).timestamp()
+
+    start = seconds(events[0]) if events else 0.0
+    rows = [
+        [str(e["version"]), e["time"], f"+{seconds(e) - start:.3f}s", e["type"], describe_event(e)]
+        for e in events
+    ]
+    return format_table(["v", "time", "since start", "event", "what happened"], rows)
+
+
 def describe_event(event: dict[str, Any]) -> str:
     """One line saying what an event means."""
     data = event["data"]
@@ -75,10 +90,14 @@ def describe_event(event: dict[str, Any]) -> str:
         )
     if kind == "StepAttemptFailed":
         doubt = ", in doubt" if data.get("in_doubt") else ""
+        following = data.get("next_replica")
+        failover = (
+            f", failover to {following}" if following and following != data["replica"] else ""
+        )
         return (
             f"{data['step']} attempt {data['attempt']} failed via {data['replica']} after "
             f"{data['elapsed_ms']:.0f} ms: {data['reason']}{doubt}; "
-            f"retry in {data['retry_in']:.2f} s"
+            f"retry in {data['retry_in']:.2f} s{failover}"
         )
     if kind == "WorkflowFailed":
         error = data.get("error") or {}

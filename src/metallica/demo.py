@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import tempfile
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import click
 
-from metallica.client import ProtoolsClient, describe_event, format_table
+from metallica.client import ProtoolsClient, history_table
+from metallica.lab.harness import Lab, LabConfig
+from metallica.lab.runner import render
+from metallica.lab.scenarios import SCENARIOS, run_scenario
 from metallica.stack import LocalStack
 
 
@@ -26,16 +30,18 @@ def run_demo(data_dir: Path | None) -> int:
     _say(f"Starting protools, generator and mailer (SQLite under {root})")
     started = time.monotonic()
     try:
-        with LocalStack(root, token, replicas=1) as stack:
+        with LocalStack(root / "stack", token, replicas=1) as stack:
             click.echo(
                 f"up in {time.monotonic() - started:.1f} s: protools at {stack.urls('protools')[0]}"
             )
             with ProtoolsClient(stack.urls("protools")[0], token) as client:
-                return _scenario(client, stack)
+                nominal = _scenario(client, stack)
+        click.echo("\nstack stopped")
+        return nominal or _tour(root / "lab")
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-        click.echo("\nstack stopped" + ("" if keep else ", demo files removed"))
+            click.echo("demo files removed")
 
 
 def _scenario(client: ProtoolsClient, stack: LocalStack) -> int:
@@ -52,9 +58,7 @@ def _scenario(client: ProtoolsClient, stack: LocalStack) -> int:
     click.echo(f"workflow: {body['workflow_id']}")
 
     _say("Its event history (GET /v1/workflows/{id}/events, passwords redacted)")
-    events = client.events(body["workflow_id"]).json()["events"]
-    rows = [[str(e["version"]), e["time"], e["type"], describe_event(e)] for e in events]
-    click.echo(format_table(["v", "time", "event", "what happened"], rows))
+    click.echo(history_table(client.events(body["workflow_id"]).json()["events"]))
 
     _say("The mail, as the mailer wrote it into the Maildir")
     mails = sorted((stack.maildir / "new").iterdir())
@@ -91,3 +95,25 @@ def _scenario(client: ProtoolsClient, stack: LocalStack) -> int:
         and mails_after == 1
     )
     return 0 if ok else 1
+
+
+TOUR = ("timeout-after-persist", "concurrent-duplicates", "protools-killed")
+
+
+def _tour(root: Path) -> int:
+    """Three scenarios of the fault lab, and the story of one retried step."""
+    _say("A short tour of the fault lab: 3 replicas of each service, fault proxies in between")
+    logging.getLogger("metallica.faultproxy").setLevel(logging.ERROR)
+    results = []
+    with Lab(LabConfig(replicas=3), root) as lab:
+        click.echo("3 protools, 3 generators and 3 mailers up")
+        for name in TOUR:
+            click.echo(f"running {name}: {SCENARIOS[name].fault} ...")
+            results.append(run_scenario(lab, SCENARIOS[name]))
+        retried = results[0].records[0].workflow_id if results[0].records else None
+        click.echo()
+        click.echo(render(results))
+        if retried:
+            _say("The story of a retried step (as `metallica workflow show` tells it)")
+            click.echo(history_table(lab.events(retried)))
+    return 0 if all(result.ok for result in results) else 1

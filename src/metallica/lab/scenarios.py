@@ -95,7 +95,7 @@ def _slow_generator(point: str) -> Callable[[Lab], list[Check]]:
             },
         )
         try:
-            records = [lab.submit(_name(point[:6]), replica=i, wait=25) for i in range(3)]
+            records = [lab.submit(_name(point.split("_")[0]), replica=i, wait=25) for i in range(3)]
             lab.resolve_all(records)
         finally:
             lab.disarm("generator")
@@ -213,10 +213,20 @@ def _protools_killed(lab: Lab) -> list[Check]:
 
 
 def _crash_and_database_restart(lab: Lab) -> list[Check]:
+    restarts = lab.stack.restarts
     lab.arm("generator", {"point": "after_persist", "action": "crash", "attempt": 1})
     crashed = [lab.submit(_name("crash"), replica=0, wait=25)]
     lab.resolve_all(crashed)
-    checks = [_all_told(crashed)]
+    lab.disarm("generator")
+    first = _attempts(lab, crashed[0].workflow_id, "generate_password")[:1]
+    checks = [
+        _all_told(crashed),
+        Check(
+            "the generator died after its commit; the retry got the stored password",
+            lab.stack.restarts > restarts and [a["type"] for a in first] == ["StepAttemptFailed"],
+            f"first attempt: {first[0]['reason'] if first else '-'}",
+        ),
+    ]
     cluster = lab.config.cluster
     if cluster is None:
         reason = (

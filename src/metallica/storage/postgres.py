@@ -127,3 +127,16 @@ def ensure_schema(url: str, schema: str) -> None:
         connection.execute(
             psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema))
         )
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it (the fault lab's per-run schemas)."""
+    with (
+        _translated_errors(),
+        psycopg.connect(url, autocommit=True, connect_timeout=5) as connection,
+    ):
+        connection.execute(
+            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                psycopg.sql.Identifier(schema)
+            )
+        )
