@@ -19,10 +19,18 @@ from metallica.lab.scenarios import SCENARIOS, run_scenario
 from tests.pg_admin import create_database, drop_database, with_database
 
 VARIANTS = [
-    pytest.param(("sqlite", 1), id="sqlite-1"),
-    pytest.param(("sqlite", 3), id="sqlite-3"),
-    pytest.param(("postgres", 1), id="postgres-1", marks=pytest.mark.postgres),
-    pytest.param(("postgres", 3), id="postgres-3", marks=[pytest.mark.postgres, pytest.mark.slow]),
+    pytest.param(("sqlite", 1), id="sqlite-1", marks=pytest.mark.xdist_group("sqlite-1")),
+    pytest.param(("sqlite", 3), id="sqlite-3", marks=pytest.mark.xdist_group("sqlite-3")),
+    pytest.param(
+        ("postgres", 1),
+        id="postgres-1",
+        marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres-1")],
+    ),
+    pytest.param(
+        ("postgres", 3),
+        id="postgres-3",
+        marks=[pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("postgres-3")],
+    ),
 ]
 
 

@@ -15,9 +15,7 @@ from metallica.faults import FaultPoints
 from metallica.mail_sender.maildir import Maildir
 from metallica.mail_sender.service import MailService
 from metallica.mail_sender.settings import MailerSettings
-from metallica.storage import open_database
-from metallica.storage.migrate import migrate
-from metallica.web.app import authenticated, service_app
+from metallica.web.app import authenticated, migrated_database, service_app
 from metallica.web.faults import fault_routes
 from metallica.web.requests import idempotency_key, json_object, string_field
 
@@ -29,15 +27,11 @@ def create_app(settings: MailerSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = await run_in_threadpool(open_database, settings.database_url, "mailer")
-        await run_in_threadpool(migrate, database)
-        app.state.service = MailService(
-            database, Maildir(settings.maildir), sender=settings.sender, faults=faults
-        )
-        try:
+        async with migrated_database(settings.database_url, "mailer") as database:
+            app.state.service = MailService(
+                database, Maildir(settings.maildir), sender=settings.sender, faults=faults
+            )
             yield
-        finally:
-            database.close()
 
     async def send_mail(request: Request) -> Response:
         key = idempotency_key(request)

@@ -14,9 +14,7 @@ from starlette.routing import Route
 from metallica.faults import FaultPoints
 from metallica.password_generator.service import PasswordService
 from metallica.password_generator.settings import GeneratorSettings
-from metallica.storage import open_database
-from metallica.storage.migrate import migrate
-from metallica.web.app import authenticated, service_app
+from metallica.web.app import authenticated, migrated_database, service_app
 from metallica.web.faults import fault_routes
 from metallica.web.requests import idempotency_key, json_object, string_field
 
@@ -28,13 +26,9 @@ def create_app(settings: GeneratorSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = await run_in_threadpool(open_database, settings.database_url, "generator")
-        await run_in_threadpool(migrate, database)
-        app.state.service = PasswordService(database, settings.policy, faults=faults)
-        try:
+        async with migrated_database(settings.database_url, "generator") as database:
+            app.state.service = PasswordService(database, settings.policy, faults=faults)
             yield
-        finally:
-            database.close()
 
     async def create_password(request: Request) -> Response:
         key = idempotency_key(request)

@@ -7,7 +7,7 @@ import datetime
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 from starlette.applications import Starlette
@@ -23,9 +23,7 @@ from metallica.protools.clients import ServiceClients
 from metallica.protools.relay import Relay, Watchers
 from metallica.protools.service import WorkflowService
 from metallica.protools.settings import ProtoolsSettings
-from metallica.storage import open_database
-from metallica.storage.migrate import migrate
-from metallica.web.app import authenticated, service_app
+from metallica.web.app import authenticated, migrated_database, service_app
 from metallica.web.faults import fault_routes
 from metallica.web.problems import MEDIA_TYPE
 from metallica.web.requests import idempotency_key, json_object, prefer_wait
@@ -69,6 +67,12 @@ def _iso(timestamp: float) -> str:
     )
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: ProtoolsSettings) -> Starlette:
     replica_id = settings.replica_id or f"protools-{uuid.uuid4().hex[:8]}"
     definition = password_workflow.definition(
@@ -80,8 +84,14 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = await run_in_threadpool(open_database, settings.database_url, "protools")
-        await run_in_threadpool(migrate, database)
+        async with AsyncExitStack() as stack:
+            await _start(app, stack)
+            yield
+
+    async def _start(app: Starlette, stack: AsyncExitStack) -> None:
+        database = await stack.enter_async_context(
+            migrated_database(settings.database_url, "protools")
+        )
         service = WorkflowService(
             database,
             definition,
@@ -99,17 +109,11 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             service, clients, watchers, poll_interval=settings.poll_interval, faults=faults
         )
         app.state.service, app.state.relay = service, relay
+        stack.push_async_callback(clients.aclose)
+        stack.push_async_callback(relay.aclose)
         loop_task = asyncio.get_running_loop().create_task(relay.run())
+        stack.push_async_callback(_cancel, loop_task)
         logger.info("metallica.protools_started", extra={"replica": replica_id})
-        try:
-            yield
-        finally:
-            loop_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await loop_task
-            await relay.aclose()
-            await clients.aclose()
-            database.close()
 
     async def wait_for(
         service: WorkflowService, workflow_id: str, seconds: float

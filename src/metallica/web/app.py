@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,6 +15,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
+from metallica.storage import Database, open_database
+from metallica.storage.migrate import migrate
 from metallica.web.auth import require_token
 from metallica.web.problems import exception_handlers
 
@@ -74,6 +77,17 @@ class FaultContextMiddleware:
             raise  # the response cannot complete: the server closes the connection
         finally:
             current_attempt.reset(token)
+
+
+@asynccontextmanager
+async def migrated_database(url: str, schema: str) -> AsyncIterator[Database]:
+    """A service's database, migrated to this code's schema, closed on the way out."""
+    database = await run_in_threadpool(open_database, url, schema)
+    try:
+        await run_in_threadpool(migrate, database)
+        yield database
+    finally:
+        database.close()
 
 
 def service_app(

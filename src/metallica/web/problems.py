@@ -68,6 +68,8 @@ async def _on_metallica_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MetallicaError)
     headers = {}
     retry_after = exc.extensions.get("retry_after")
+    if retry_after is None and exc.status == 503:
+        retry_after = 1  # a busy or unreachable database: worth retrying soon
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     if exc.status >= 500:
