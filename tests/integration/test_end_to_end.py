@@ -179,3 +179,26 @@ def test_two_protools_replicas_share_one_database(stack_factory: StackFactory) -
     for username, password in passwords.items():
         assert observed.stored_password(username) == password
     assert len(observed.mails()) == 4
+
+
+def test_an_answer_dropped_after_the_commit_is_retried_to_the_same_password(
+    stack: LocalStack, client: ProtoolsClient, observed: Observed
+) -> None:
+    armed = httpx.post(
+        stack.urls("generator")[0] + "/v1/faults",
+        json={"point": "after_persist", "action": "drop", "attempt": 1},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert armed.status_code == 201
+
+    body = client.create_password("lena", key="k-lena", wait=15).json()
+
+    assert body["status"] == "completed"
+    events = client.events(body["workflow_id"]).json()["events"]
+    first = events[1]
+    assert first["type"] == "StepAttemptFailed"
+    assert first["data"]["reason"] == "reset"
+    assert first["data"]["in_doubt"] is True
+    assert observed.stored_password("lena") == body["password"]
+    assert observed.password_count() == 1
+    assert len(observed.mails()) == 1

@@ -104,6 +104,17 @@ class Lab:
         self.proxies.stop()
         self._http.close()
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every replica runs and answers (the supervisor restarts crashed ones)."""
+        everyone = [replica for replicas in self.stack.members.values() for replica in replicas]
+        until = time.monotonic() + timeout
+        while any(r.process is None or r.process.poll() is not None for r in everyone):
+            if time.monotonic() > until:
+                raise RuntimeError("a replica did not come back")
+            time.sleep(0.1)
+        for replica in everyone:
+            self.stack.wait_healthy(replica, max(1.0, until - time.monotonic()))
+
     @property
     def replicas(self) -> int:
         return self.config.replicas
