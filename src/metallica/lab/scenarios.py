@@ -105,9 +105,9 @@ def _slow_generator(point: str) -> Callable[[Lab], list[Check]]:
         timed_out, elsewhere = [], []
         for record in records:
             attempts = _attempts(lab, record.workflow_id, "generate_password")
-            first, last = (attempts[0], attempts[-1]) if attempts else ({}, {})
+            first, retry = (attempts + [{}, {}])[:2]
             timed_out.append(first.get("reason") == "timeout")
-            elsewhere.append(first.get("replica") != last.get("replica"))
+            elsewhere.append(bool(retry) and first.get("replica") != retry.get("replica"))
         checks.append(Check("the first attempt timed out", all(timed_out), f"{timed_out}"))
         if lab.replicas > 1:
             checks.append(
