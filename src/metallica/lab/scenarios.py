@@ -105,7 +105,7 @@ def _slow_generator(point: str) -> Callable[[Lab], list[Check]]:
         timed_out, elsewhere = [], []
         for record in records:
             attempts = _attempts(lab, record.workflow_id, "generate_password")
-            first, retry = (attempts + [{}, {}])[:2]
+            first, retry = [*attempts, {}, {}][:2]
             timed_out.append(first.get("reason") == "timeout")
             elsewhere.append(bool(retry) and first.get("replica") != retry.get("replica"))
         checks.append(Check("the first attempt timed out", all(timed_out), f"{timed_out}"))
