@@ -25,12 +25,10 @@ class Maildir:
 
     def find(self, name: str) -> Path | None:
         """Where a delivered mail is now: ``new/``, or ``cur/`` once a reader has seen it."""
-        fresh = self.root / "new" / name
-        if fresh.exists():
-            return fresh
-        return next((self.root / "cur").glob(f"{name}:*"), None) or (
-            self.root / "cur" / name if (self.root / "cur" / name).exists() else None
-        )
+        for candidate in (self.root / "new" / name, self.root / "cur" / name):
+            if candidate.exists():
+                return candidate
+        return next((self.root / "cur").glob(f"{name}:*"), None)  # seen, with its flags
 
     def deliver(self, name: str, content: bytes) -> Path:
         """Put ``content`` in ``new/<name>`` unless a mail of that name is already there."""

@@ -103,10 +103,9 @@ class Relay:
                 self._watchers.notify(message.stream_id)
                 return None
             step = definition.step(message.step)
+            call = Call.from_payload(message.payload)
             started = time.monotonic()
-            replica, outcome = await self._clients.send(
-                Call.from_payload(message.payload), message.attempts, step.interpret
-            )
+            replica, outcome = await self._clients.send(call, message.attempts, step.interpret)
             elapsed_ms = (time.monotonic() - started) * 1000
             await self._hit("before_record")
             recorded = await run_in_threadpool(
@@ -115,9 +114,7 @@ class Relay:
                 outcome,
                 replica=replica,
                 elapsed_ms=elapsed_ms,
-                next_replica=self._clients.replica_for(
-                    Call.from_payload(message.payload), message.attempts + 1
-                ),
+                next_replica=self._clients.replica_for(call, message.attempts + 1),
             )
             await self._hit("after_record")
         except StorageError as error:
