@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import stamina
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -15,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
-from metallica.storage import Database, open_database
+from metallica.storage import Database, StorageUnavailable, open_database
 from metallica.storage.migrate import migrate
 from metallica.web.auth import require_token
 from metallica.web.problems import exception_handlers
@@ -79,12 +80,35 @@ class FaultContextMiddleware:
             current_attempt.reset(token)
 
 
+# How long a starting service waits for its database (a container started before PostgreSQL).
+DATABASE_STARTUP_WAIT = 60.0
+
+
+def open_migrated(url: str, schema: str, *, wait: float = DATABASE_STARTUP_WAIT) -> Database:
+    """Open and migrate a service's database, waiting up to ``wait`` seconds for it to answer.
+
+    Each failed try is logged by stamina (``stamina.retry_scheduled``), so an operator sees the
+    service waiting rather than a silent hang; past ``wait`` the error is raised.
+    """
+    for attempt in stamina.retry_context(
+        on=StorageUnavailable, attempts=None, timeout=wait, wait_initial=0.2, wait_max=2.0
+    ):
+        with attempt:
+            database = open_database(url, schema)
+            try:
+                migrate(database)
+            except BaseException:
+                database.close()
+                raise
+            return database
+    raise AssertionError("unreachable: stamina raises once the wait is over")
+
+
 @asynccontextmanager
 async def migrated_database(url: str, schema: str) -> AsyncIterator[Database]:
     """A service's database, migrated to this code's schema, closed on the way out."""
-    database = await run_in_threadpool(open_database, url, schema)
+    database = await run_in_threadpool(open_migrated, url, schema)
     try:
-        await run_in_threadpool(migrate, database)
         yield database
     finally:
         database.close()

@@ -1,0 +1,69 @@
+"""A service started before its database waits for it, then serves (PostgreSQL only)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from metallica.faultproxy import Down, ProxyThread
+from metallica.stack import free_port
+from tests.pg_admin import create_database, drop_database, with_database
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_service_waits_for_its_database_then_serves(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    dbname = create_database(postgres_server_url)
+    server = urlsplit(postgres_server_url)
+    assert server.hostname is not None
+    assert server.port is not None
+    log = tmp_path / "generator.log"
+    port = free_port()
+    with ProxyThread() as proxies:
+        proxy_port = proxies.add_proxy("postgres", server.hostname, server.port)
+        proxies.add_toxic("postgres", Down())
+        through_proxy = with_database(
+            postgres_server_url.replace(f":{server.port}/", f":{proxy_port}/"), dbname
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METALLICA_")}
+        env |= {"METALLICA_DATABASE_URL": through_proxy, "METALLICA_API_TOKEN": "t"}
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "metallica", "serve", "generator", "--port", str(port)],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            time.sleep(3)
+            assert process.poll() is None, log.read_text()
+            assert not healthy(f"http://127.0.0.1:{port}")
+
+            proxies.remove_toxic("postgres", "down")
+            until = time.monotonic() + 30
+            while not healthy(f"http://127.0.0.1:{port}") and time.monotonic() < until:
+                time.sleep(0.2)
+
+            assert healthy(f"http://127.0.0.1:{port}"), log.read_text()
+        finally:
+            process.terminate()
+            process.wait(10)
+    said = log.read_text()
+    assert "error connecting" in said or "stamina.retry_scheduled" in said  # it said it waited
+    drop_database(postgres_server_url, dbname)
