@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,55 @@ def test_help_explains_every_command() -> None:
     assert result.exit_code == 0
     for command in ("serve", "migrate", "up", "password", "workflow", "demo"):
         assert command in result.output
+
+
+def test_up_runs_the_stack_until_interrupted_and_the_client_commands_use_it(
+    tmp_path: Path,
+) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
+    base = 20000 + (os.getpid() * 7) % 9000
+    up = subprocess.Popen(
+        [sys.executable, "-m", "metallica", "up", "--port", str(base)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop." in line:
+                break
+        assert any(line.startswith(f"protools   http://127.0.0.1:{base}") for line in lines), lines
+        token_file = tmp_path / ".metallica" / "api-token"
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+
+        def client(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "metallica", *args, "--url", f"http://127.0.0.1:{base}"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        created = client("password", "create", "mia")
+        assert created.returncode == 0, created.stderr
+        workflow_id = created.stderr.split()[-1]
+        shown = client("workflow", "show", workflow_id)
+        assert "completed" in shown.stdout
+        assert "WorkflowCompleted" in shown.stdout
+        assert created.stdout.strip() not in shown.stdout  # the password is not shown
+        taken = client("password", "create", "mia")
+        assert taken.returncode == 1
+        assert "username-taken" in taken.stderr
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest = up.communicate(timeout=30)[0]
+    assert up.returncode == 0, rest
+    assert "stopping" in rest
