@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from starlette.exceptions import StarletteDeprecationWarning
+from starlette.types import ASGIApp
 
 from metallica.storage import Database, open_database
 from metallica.storage.migrate import migrate
@@ -62,3 +64,10 @@ def count(url: str, schema: str, query: str) -> int:
         database.close()
     assert row is not None
     return int(row["n"])
+
+
+@pytest.fixture
+def start_app() -> Iterator[Callable[[ASGIApp], TestClient]]:
+    """``start(app)``: a TestClient with the app's lifespan running until the test ends."""
+    with ExitStack() as running:
+        yield lambda app: running.enter_context(TestClient(app, raise_server_exceptions=False))

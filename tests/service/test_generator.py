@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from starlette.types import ASGIApp
 
 from metallica.errors import UsernameTaken
 from metallica.password_generator.domain import PasswordPolicy
@@ -28,22 +29,15 @@ def url(database_url: MakeUrl) -> str:
 
 
 @pytest.fixture
-def make_client(url: str) -> Iterator[MakeClient]:
-    """``make(faults_enabled=False)``: a running generator app on the test's database."""
-    clients: list[TestClient] = []
+def make_client(url: str, start_app: Callable[[ASGIApp], TestClient]) -> MakeClient:
+    """``make(faults_enabled=False)``: a running app on the test's database."""
 
     def make(faults_enabled: bool = False) -> TestClient:
-        settings = GeneratorSettings(url, "test-token", faults_enabled=faults_enabled)
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
+        return start_app(
+            create_app(GeneratorSettings(url, "test-token", faults_enabled=faults_enabled))
+        )
 
-    try:
-        yield make
-    finally:
-        for client in clients:
-            client.__exit__(None, None, None)
+    return make
 
 
 @pytest.fixture

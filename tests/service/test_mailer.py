@@ -5,12 +5,13 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.types import ASGIApp
 
 from metallica.mail_sender.http import create_app
 from metallica.mail_sender.maildir import Maildir
@@ -41,21 +42,17 @@ def spool(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_client(url: str, spool: Path) -> Iterator[MakeClient]:
-    clients: list[TestClient] = []
+def make_client(url: str, spool: Path, start_app: Callable[[ASGIApp], TestClient]) -> MakeClient:
+    """``make(faults_enabled=False)``: a running app on the test's database."""
 
     def make(faults_enabled: bool = False) -> TestClient:
-        settings = MailerSettings(url, "test-token", spool, SENDER, faults_enabled=faults_enabled)
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
+        return start_app(
+            create_app(
+                MailerSettings(url, "test-token", spool, SENDER, faults_enabled=faults_enabled)
+            )
+        )
 
-    try:
-        yield make
-    finally:
-        for client in clients:
-            client.__exit__(None, None, None)
+    return make
 
 
 @pytest.fixture
