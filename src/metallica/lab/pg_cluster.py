@@ -63,6 +63,11 @@ def find_bindir() -> Path:
     )
 
 
+def _runuser() -> str | None:
+    """``runuser``, also when the PATH lacks the sbin folders (it lives in /usr/sbin)."""
+    return shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -175,7 +180,7 @@ class ThrowawayCluster:
             raise ClusterError(
                 f"running as root, but there is no {SERVER_USER!r} user to run initdb as"
             ) from None
-        if shutil.which("runuser") is None:
+        if _runuser() is None:
             raise ClusterError(
                 f"running as root, but `runuser` is missing to run initdb as {SERVER_USER!r}"
             )
@@ -235,7 +240,7 @@ class ThrowawayCluster:
     def _run(self, argv: Sequence[str], *, cwd: Path | None = None) -> None:
         command = list(argv)
         if self._as_root:
-            command = ["runuser", "-u", SERVER_USER, "--", *command]
+            command = [str(_runuser()), "-u", SERVER_USER, "--", *command]
         environment = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         environment["LC_ALL"] = "C"
         started = time.monotonic()
