@@ -26,6 +26,11 @@ def healthy(url: str) -> bool:
         return False
 
 
+def said_it_waited(log: str) -> bool:
+    """The pool's or stamina's log line for a failed try at the database."""
+    return "error connecting" in log or "stamina.retry_scheduled" in log
+
+
 def test_a_service_waits_for_its_database_then_serves(
     postgres_server_url: str, tmp_path: Path
 ) -> None:
@@ -51,7 +56,13 @@ def test_a_service_waits_for_its_database_then_serves(
                 stderr=subprocess.STDOUT,
             )
         try:
-            time.sleep(3)
+            # Wait until the service has met the refused database and said so: a fixed sleep
+            # raced a slow start on a loaded CI machine (the toxic went before the first try).
+            until = time.monotonic() + 60
+            while not said_it_waited(log.read_text()) and time.monotonic() < until:
+                assert process.poll() is None, log.read_text()
+                time.sleep(0.2)
+            assert said_it_waited(log.read_text()), log.read_text()
             assert process.poll() is None, log.read_text()
             assert not healthy(f"http://127.0.0.1:{port}")
 
@@ -64,6 +75,4 @@ def test_a_service_waits_for_its_database_then_serves(
         finally:
             process.terminate()
             process.wait(10)
-    said = log.read_text()
-    assert "error connecting" in said or "stamina.retry_scheduled" in said  # it said it waited
     drop_database(postgres_server_url, dbname)
