@@ -14,3 +14,13 @@ def validate(address: str, field: str) -> str:
     if len(address) > 254 or not _ADDRESS.fullmatch(address):
         raise InvalidInput(f"'{field}' must be a mail address", field=field)
     return address
+
+
+def validate_domain(domain: str) -> str:
+    """Return ``domain`` if ``<username>@<domain>`` makes mail addresses, else raise ValueError
+    (a configuration error, caught at start rather than after a password exists)."""
+    try:
+        validate(f"user@{domain}", "mail domain")
+    except InvalidInput:
+        raise ValueError(f"not a mail domain: {domain!r}") from None
+    return domain

@@ -86,6 +86,30 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
     ("wait-max", float, 30.0, "protools: the longest Prefer: wait honoured."),
     ("workflow-deadline", float, 300.0, "protools: seconds before a workflow starts no new step."),
     ("replica-id", str, "", "protools: this replica's name in leases and logs (default: random)."),
+    (
+        "relay-concurrency",
+        click.IntRange(1, 4096),
+        128,
+        "protools: calls in flight at once; the relay claims no more, the pool holds as many.",
+    ),
+    (
+        "db-lock-timeout",
+        click.FloatRange(0.01, 600),
+        2.0,
+        "Seconds a statement waits for a lock (keep it under protools' call timeout).",
+    ),
+    (
+        "db-statement-timeout",
+        click.FloatRange(0.01, 3600),
+        10.0,
+        "PostgreSQL: seconds a statement may run.",
+    ),
+    (
+        "db-idle-timeout",
+        click.FloatRange(0.01, 3600),
+        30.0,
+        "PostgreSQL: seconds a transaction may sit idle before its session is closed.",
+    ),
     ("password-length", int, 20, "generator: password length."),
     (
         "password-classes",
@@ -129,7 +153,20 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
     except UnsupportedDatabaseUrl as error:
         raise click.UsageError(f"METALLICA_DATABASE_URL: {error.detail}") from None
     token = _require("METALLICA_API_TOKEN", options["api_token"])
+    from metallica.storage import Timeouts
+
+    timeouts = Timeouts(
+        lock=options["db_lock_timeout"],
+        statement=options["db_statement_timeout"],
+        idle_in_transaction=options["db_idle_timeout"],
+    )
     if service == "protools":
+        from metallica import addresses
+
+        try:
+            addresses.validate_domain(options["mail_domain"])
+        except ValueError as error:
+            raise click.UsageError(f"METALLICA_MAIL_DOMAIN: {error}") from None
         from metallica.protools.http import create_app
         from metallica.protools.settings import ProtoolsSettings
 
@@ -153,6 +190,8 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 workflow_deadline=options["workflow_deadline"],
                 replica_id=options["replica_id"],
                 faults_enabled=options["faults"],
+                relay_concurrency=options["relay_concurrency"],
+                database_timeouts=timeouts,
             )
         )
     if service == "generator":
@@ -165,7 +204,13 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
         except ValueError as error:
             raise click.UsageError(f"METALLICA_PASSWORD_*: {error}") from None
         return create_generator(
-            GeneratorSettings(database_url, token, policy, faults_enabled=options["faults"])
+            GeneratorSettings(
+                database_url,
+                token,
+                policy,
+                faults_enabled=options["faults"],
+                database_timeouts=timeouts,
+            )
         )
     from metallica.mail_sender.http import create_app as create_mailer
     from metallica.mail_sender.settings import MailerSettings
@@ -173,7 +218,12 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
     maildir = _require("METALLICA_MAILDIR", options["maildir"])
     return create_mailer(
         MailerSettings(
-            database_url, token, maildir, options["mail_from"], faults_enabled=options["faults"]
+            database_url,
+            token,
+            maildir,
+            options["mail_from"],
+            faults_enabled=options["faults"],
+            database_timeouts=timeouts,
         )
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from metallica.password_generator.domain import PasswordPolicy
 from metallica.password_generator.http import create_app
 from metallica.password_generator.service import Created, PasswordService
 from metallica.password_generator.settings import GeneratorSettings
-from metallica.storage import open_database
+from metallica.storage import Timeouts, open_database
 from tests.conftest import MakeUrl
 from tests.service.conftest import AUTH, TestClient, count, headers, migrated, problem_code
 
@@ -339,3 +340,79 @@ def test_without_faults_enabled_the_fault_endpoint_is_a_404(client: TestClient, 
     assert response.status_code == 404
     assert problem_code(response) == "not-found"
     assert create(client, "k1", {"username": "alice"}).status_code == 201
+
+
+# --- a retry meeting its first attempt's open transaction -------------------------------------
+
+ALICE = {"username": "alice"}
+
+
+def test_a_retry_during_persistence_is_told_to_come_back_instead_of_waiting(
+    url: str, backend: str, start_app: Callable[[ASGIApp], TestClient]
+) -> None:
+    # The first attempt holds its key in an open transaction (a stuck holder); the retry must
+    # not pin a connection until it ends: it gets an answer within the lock timeout.
+    settings = GeneratorSettings(
+        url, "test-token", faults_enabled=True, database_timeouts=Timeouts(lock=0.3)
+    )
+    first_client, retry_client = start_app(create_app(settings)), start_app(create_app(settings))
+    arm(first_client, "during_persist", action="delay", delay_ms=4000)
+    first: list[Any] = []
+    holder = threading.Thread(target=lambda: first.append(create(first_client, "k1", ALICE)))
+    holder.start()
+    try:
+        assert _eventually(lambda: commands_in_flight(url, backend) > 0)
+        started = time.monotonic()
+        retried = create(retry_client, "k1", ALICE)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.join(timeout=30)
+
+    assert elapsed < 2.0, f"the retry waited {elapsed:.1f} s for the holder"
+    assert retried.headers["retry-after"] == "1"
+    if backend == "postgres":  # the key's row lock: the command is in progress
+        assert retried.status_code == 409
+        assert problem_code(retried) == "command-in-progress"
+    else:  # SQLite's one write lock: the database is busy
+        assert retried.status_code == 503
+        assert problem_code(retried) == "storage-busy"
+    assert first[0].status_code == 201  # and the holder, once done, created the password
+    again = create(retry_client, "k1", ALICE)
+    assert again.status_code == 201
+    assert again.json() == first[0].json()
+
+
+def commands_in_flight(url: str, backend: str) -> int:
+    """Transactions holding a write lock on the generator's database right now (PostgreSQL:
+    sessions inside a transaction; SQLite: whether a writer holds the lock)."""
+    if backend == "postgres":
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'idle in transaction'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+    import sqlite3
+
+    from metallica.storage.sqlite import path_from_url
+
+    probe = sqlite3.connect(path_from_url(url), timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return 0
+    except sqlite3.OperationalError:
+        return 1
+    finally:
+        probe.close()
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    until = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.02)
+    return True

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import threading
+import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -217,6 +219,7 @@ def test_replicas_racing_one_key_write_one_mail(url: str, spool: Path) -> None:
         try:
             barrier.wait(timeout=10)
             mail_id, path = service.send("same-key", MAIL["to"], MAIL["subject"], MAIL["body"])
+            assert path is not None
             assert path.exists()
             outcome: str | Exception = mail_id
         except Exception as error:
@@ -243,3 +246,38 @@ def test_replicas_racing_one_key_write_one_mail(url: str, spool: Path) -> None:
     (path,) = delivered(spool)
     assert str(results[0]) in path.name
     assert list((spool / "tmp").iterdir()) == []
+
+
+def test_a_delivered_mail_is_never_written_again_even_once_moved_or_fetched(
+    url: str, spool: Path
+) -> None:
+    with migrated(url, "mailer") as database:
+        service = MailService(database, Maildir(spool), sender=SENDER)
+        mail_id, path = service.send("k-moved", MAIL["to"], MAIL["subject"], MAIL["body"])
+        assert path is not None
+        path.unlink()  # a mail client fetched it (POP) and deleted it from the spool
+
+        again_id, again_path = service.send("k-moved", MAIL["to"], MAIL["subject"], MAIL["body"])
+
+    assert again_id == mail_id
+    assert again_path is None
+    assert delivered(spool) == []  # not written a second time: the record says it went out
+
+
+def test_a_crashed_deliverys_leftovers_in_tmp_are_cleaned_at_start(
+    url: str, spool: Path, start_app: Callable[[ASGIApp], TestClient]
+) -> None:
+    maildir = Maildir(spool)
+    stale, fresh = (
+        spool / "tmp" / "1.Mdead.metallica.9.ab",
+        spool / "tmp" / "2.Mlive.metallica.9.cd",
+    )
+    stale.write_bytes(b"half a mail")
+    fresh.write_bytes(b"another replica's delivery, in progress")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+
+    start_app(create_app(MailerSettings(url, "test-token", spool, SENDER)))
+
+    assert sorted(p.name for p in (spool / "tmp").iterdir()) == [fresh.name]
+    assert maildir.clean_tmp(older_than=-1) == 1

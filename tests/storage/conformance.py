@@ -5,8 +5,9 @@ nothing of SQLite or PostgreSQL: they receive a :class:`DatabaseFactory` (the ``
 fixture) and work through :func:`metallica.storage.open_database`, the migrator and
 :mod:`metallica.protools.store`. ``test_conformance.py`` binds them to every backend.
 
-Times passed as ``now`` are made up on purpose: the stores take the clock as a parameter, so
-lease expiry and due times are tested without sleeping.
+Event and command times passed as ``now`` are made up on purpose. Outbox times come from the
+database's clock and the stores take durations: a message due in -5 s is overdue, a lease of
+-1 s has already run out, so expiry and due times are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from metallica.storage import (
     StorageBusy,
     StorageError,
     StorageUnavailable,
+    Timeouts,
     Transaction,
     UniqueViolation,
     open_database,
@@ -73,10 +75,16 @@ class DatabaseFactory:
         return self.open_url(self.url(name), schema, pool_size=pool_size, migrated=migrated)
 
     def open_url(
-        self, url: str, schema: str, *, pool_size: int = 8, migrated: bool = True
+        self,
+        url: str,
+        schema: str,
+        *,
+        pool_size: int = 8,
+        migrated: bool = True,
+        timeouts: Timeouts | None = None,
     ) -> Database:
         """Open any URL (closed with the others when the test ends)."""
-        database = open_database(url, schema, pool_size=pool_size)
+        database = open_database(url, schema, pool_size=pool_size, timeouts=timeouts)
         self._opened.append(database)
         if migrated:
             migrate(database)
@@ -122,7 +130,12 @@ def event(type_: str, **data: Any) -> store.NewEvent:
 
 
 def enqueue(
-    tx: Transaction, stream_id: str, *, step: str = "send", available_at: float = NOW
+    tx: Transaction,
+    stream_id: str,
+    *,
+    step: str = "send",
+    delay: float = 0.0,
+    lease: store.Lease | None = None,
 ) -> int:
     return store.enqueue(
         tx,
@@ -130,9 +143,16 @@ def enqueue(
         step=step,
         destination="mailer",
         payload={"stream": stream_id, "step": step},
-        now=NOW,
-        available_at=available_at,
-    )
+        delay=delay,
+        lease=lease,
+    ).id
+
+
+LIVE, EXPIRED = 600.0, -1.0  # lease lengths: one that holds for the test, one already over
+
+
+def lease(owner: str, seconds: float = LIVE) -> store.Lease:
+    return store.Lease(owner, seconds)
 
 
 def pending_by_id(database: Database) -> dict[int, dict[str, Any]]:
@@ -357,34 +377,38 @@ class EventStoreConformance:
 
 
 class OutboxConformance:
-    """Messages leased to one relay at a time; leases run out; delivery is rescheduled or done."""
+    """Messages leased to one relay at a time; leases run out or are extended, by the database's
+    clock; delivery is rescheduled or done; the lease fences who may record an outcome."""
 
     def test_claim_due_leases_due_messages_in_due_order_with_their_payload(
         self, make_db: DatabaseFactory
     ) -> None:
         database = make_db()
         with database.transaction() as tx:
-            late = enqueue(tx, "wf-1", available_at=NOW + 5)
-            early = enqueue(tx, "wf-2", available_at=NOW - 5)
-            future = enqueue(tx, "wf-3", available_at=NOW + 100)
+            late = enqueue(tx, "wf-1", delay=-5)
+            early = enqueue(tx, "wf-2", delay=-10)
+            future = enqueue(tx, "wf-3", delay=100)
 
+        before = time.time()
         with database.transaction() as tx:
-            claimed = store.claim_due(tx, store.Lease("relay-a", NOW + 60), now=NOW + 10, limit=10)
+            claimed = store.claim_due(tx, lease("relay-a", 60), limit=10)
+        after = time.time()
 
         assert [m.id for m in claimed] == [early, late]
-        assert claimed[0] == store.OutboxMessage(
-            id=early,
-            stream_id="wf-2",
-            step="send",
-            destination="mailer",
-            payload={"stream": "wf-2", "step": "send"},
-            attempts=1,
-            available_at=NOW - 5,
-            created_at=NOW,
+        message = claimed[0]
+        assert (message.id, message.stream_id, message.step, message.destination) == (
+            early,
+            "wf-2",
+            "send",
+            "mailer",
         )
+        assert message.payload == {"stream": "wf-2", "step": "send"}
+        assert message.attempts == 1
+        assert before - 11 <= message.available_at <= after - 9
         rows = pending_by_id(database)
         assert rows[early]["lease_owner"] == rows[late]["lease_owner"] == "relay-a"
-        assert rows[early]["lease_expires_at"] == NOW + 60
+        # The database's clock and this process's clock are the same machine's here.
+        assert before + 59 <= rows[early]["lease_expires_at"] <= after + 61
         assert rows[future]["lease_owner"] is None
         assert rows[future]["attempts"] == 0
 
@@ -392,11 +416,12 @@ class OutboxConformance:
         database = make_db()
         with database.transaction() as tx:
             for index in range(5):
-                enqueue(tx, f"wf-{index}", available_at=NOW + index)
+                enqueue(tx, f"wf-{index}", delay=index - 10)
 
         with database.transaction() as tx:
-            first = store.claim_due(tx, store.Lease("relay-a", NOW + 60), now=NOW + 10, limit=2)
-            rest = store.claim_due(tx, store.Lease("relay-a", NOW + 60), now=NOW + 10, limit=10)
+            assert store.claim_due(tx, lease("relay-a"), limit=0) == []
+            first = store.claim_due(tx, lease("relay-a"), limit=2)
+            rest = store.claim_due(tx, lease("relay-a"), limit=10)
 
         assert [m.stream_id for m in first] == ["wf-0", "wf-1"]
         assert [m.stream_id for m in rest] == ["wf-2", "wf-3", "wf-4"]
@@ -408,7 +433,6 @@ class OutboxConformance:
         replicas = [make_db("relays", pool_size=2), make_db("relays", pool_size=2, migrated=False)]
         with replicas[0].transaction() as tx:
             enqueued = {enqueue(tx, f"wf-{index}") for index in range(messages)}
-        lease_expiry = NOW + 600
 
         def relay(index: int) -> list[int]:
             database, owner = replicas[index % len(replicas)], f"relay-{index}"
@@ -416,12 +440,7 @@ class OutboxConformance:
             for attempt in range(1, 10_000):
                 try:
                     with database.transaction() as tx:
-                        batch = store.claim_due(
-                            tx,
-                            store.Lease(owner, lease_expiry),
-                            now=NOW,
-                            limit=random.randint(1, 7),
-                        )
+                        batch = store.claim_due(tx, lease(owner), limit=random.randint(1, 7))
                 except StorageBusy:
                     backoff(attempt)
                     continue
@@ -440,7 +459,7 @@ class OutboxConformance:
             assert {rows[message_id]["lease_owner"] for message_id in batch} <= {f"relay-{index}"}
         assert {row["attempts"] for row in rows.values()} == {1}
         with replicas[1].transaction() as tx:  # every lease is live: nothing left to claim
-            assert store.claim_due(tx, store.Lease("late", lease_expiry), now=NOW, limit=1000) == []
+            assert store.claim_due(tx, lease("late"), limit=1000) == []
 
     def test_a_live_lease_keeps_others_out_and_an_expired_one_lets_them_in(
         self, make_db: DatabaseFactory
@@ -449,141 +468,162 @@ class OutboxConformance:
         with database.transaction() as tx:
             message_id = enqueue(tx, "wf-1")
         with database.transaction() as tx:
-            (claimed,) = store.claim_due(tx, store.Lease("relay-a", NOW + 30), now=NOW, limit=10)
-        assert claimed.id == message_id
+            (claimed,) = store.claim_due(tx, lease("relay-a"), limit=10)
+        assert (claimed.id, claimed.attempts) == (message_id, 1)
 
         with database.transaction() as tx:
-            assert (
-                store.claim_due(tx, store.Lease("relay-b", NOW + 90), now=NOW + 29, limit=10) == []
-            )
-            assert (
-                store.claim(tx, message_id, store.Lease("relay-b", NOW + 90), now=NOW + 29) is None
-            )
+            assert store.claim_due(tx, lease("relay-b"), limit=10) == []
         assert pending_by_id(database)[message_id]["lease_owner"] == "relay-a"
 
-        with database.transaction() as tx:  # relay-a died; its lease ran out
-            (reclaimed,) = store.claim_due(
-                tx, store.Lease("relay-b", NOW + 90), now=NOW + 31, limit=10
-            )
+        with database.transaction() as tx:  # relay-a's lease runs out (made so at once, here)
+            assert store.extend_leases(tx, lease("relay-a", EXPIRED), [message_id]) == 1
+        with database.transaction() as tx:
+            (reclaimed,) = store.claim_due(tx, lease("relay-b"), limit=10)
         assert (reclaimed.id, reclaimed.attempts) == (message_id, 2)
         assert pending_by_id(database)[message_id]["lease_owner"] == "relay-b"
 
-        with database.transaction() as tx:  # and claim() by id works the same way
-            assert (
-                store.claim(tx, message_id, store.Lease("relay-c", NOW + 200), now=NOW + 89) is None
-            )
-            taken = store.claim(tx, message_id, store.Lease("relay-c", NOW + 200), now=NOW + 91)
-        assert taken is not None
-        assert (taken.id, taken.attempts, taken.payload) == (
-            message_id,
-            3,
-            {"stream": "wf-1", "step": "send"},
-        )
-        assert pending_by_id(database)[message_id]["lease_owner"] == "relay-c"
+    def test_extending_a_lease_keeps_it_and_never_takes_one_back(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            held = enqueue(tx, "wf-1", lease=lease("relay-a", 1))
+            lost = enqueue(tx, "wf-2", lease=lease("relay-a", EXPIRED))
+            other = enqueue(tx, "wf-3", lease=lease("relay-b", 1))
+        with database.transaction() as tx:  # relay-b takes over the expired one
+            (taken,) = store.claim_due(tx, lease("relay-b"), limit=10)
+        assert taken.id == lost
+
+        with database.transaction() as tx:
+            extended = store.extend_leases(tx, lease("relay-a", 300), [held, lost, other])
+            assert store.extend_leases(tx, lease("relay-a", 300), []) == 0
+        assert extended == 1
+        rows = pending_by_id(database)
+        assert rows[held]["lease_owner"] == "relay-a"
+        assert rows[held]["lease_expires_at"] >= time.time() + 250
+        assert (rows[lost]["lease_owner"], rows[other]["lease_owner"]) == ("relay-b", "relay-b")
+        assert rows[other]["lease_expires_at"] <= time.time() + 2
+
+    def test_lock_message_tells_who_holds_which_attempt(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            message_id = enqueue(tx, "wf-1", lease=lease("relay-a", EXPIRED))
+            state = store.lock_message(tx, message_id)
+        assert state == store.LeaseState("relay-a", 1)
+        assert state.held_by("relay-a", 1)
+        assert not state.held_by("relay-a", 2)
+        assert not state.held_by("relay-b", 1)
+        with database.transaction() as tx:
+            store.claim_due(tx, lease("relay-b"), limit=10)
+            assert store.lock_message(tx, message_id) == store.LeaseState("relay-b", 2)
+            store.complete(tx, message_id)
+            assert store.lock_message(tx, message_id) is None
 
     def test_enqueue_with_a_lease_claims_the_message_for_its_caller(
         self, make_db: DatabaseFactory
     ) -> None:
         database = make_db()
         with database.transaction() as tx:
-            message_id = store.enqueue(
+            message = store.enqueue(
                 tx,
                 stream_id="wf-1",
                 step="send",
                 destination="mailer",
-                payload={},
-                now=NOW,
-                lease=store.Lease("api", NOW + 30),
+                payload={"to": "x"},
+                lease=lease("api", 30),
             )
+        assert (message.attempts, message.payload, message.stream_id) == (1, {"to": "x"}, "wf-1")
 
-        row = pending_by_id(database)[message_id]
-        assert (row["lease_owner"], row["lease_expires_at"], row["attempts"]) == (
-            "api",
-            NOW + 30,
-            1,
-        )
+        row = pending_by_id(database)[message.id]
+        assert (row["lease_owner"], row["attempts"]) == ("api", 1)
+        assert time.time() + 25 <= row["lease_expires_at"] <= time.time() + 31
         with database.transaction() as tx:
-            assert store.claim_due(tx, store.Lease("relay", NOW + 60), now=NOW + 1, limit=10) == []
+            assert store.claim_due(tx, lease("relay"), limit=10) == []
 
     def test_reschedule_releases_the_lease_and_sets_the_due_time(
         self, make_db: DatabaseFactory
     ) -> None:
         database = make_db()
         with database.transaction() as tx:
-            message_id = enqueue(tx, "wf-1")
-            assert (
-                store.claim(tx, message_id, store.Lease("relay-a", NOW + 30), now=NOW) is not None
-            )
+            message_id = enqueue(tx, "wf-1", lease=lease("relay-a"))
 
         with database.transaction() as tx:
-            store.reschedule(tx, message_id, available_at=NOW + 120)
+            store.reschedule(tx, message_id, delay=120)
 
         row = pending_by_id(database)[message_id]
-        assert (row["lease_owner"], row["lease_expires_at"], row["available_at"]) == (
-            None,
-            None,
-            NOW + 120,
-        )
+        assert (row["lease_owner"], row["lease_expires_at"]) == (None, None)
+        assert time.time() + 115 <= row["available_at"] <= time.time() + 121
         with database.transaction() as tx:
-            assert store.next_due_time(tx) == NOW + 120
+            due_in = store.seconds_until_due(tx)
+            assert due_in is not None
+            assert 115 <= due_in <= 120
             # Not due yet, although no lease holds it any more...
-            assert (
-                store.claim_due(tx, store.Lease("relay-b", NOW + 60), now=NOW + 1, limit=10) == []
-            )
+            assert store.claim_due(tx, lease("relay-b"), limit=10) == []
         with database.transaction() as tx:
-            (due,) = store.claim_due(tx, store.Lease("relay-b", NOW + 200), now=NOW + 120, limit=10)
-        assert (due.id, due.attempts, due.available_at) == (message_id, 2, NOW + 120)
-
-    def test_claim_by_id_ignores_the_due_time(self, make_db: DatabaseFactory) -> None:
-        database = make_db()
-        with database.transaction() as tx:
-            message_id = enqueue(tx, "wf-1", available_at=NOW + 3600)
-            claimed = store.claim(tx, message_id, store.Lease("api", NOW + 30), now=NOW)
-        assert claimed is not None
-        assert claimed.attempts == 1
+            store.reschedule(tx, message_id, delay=-1)  # ... until it is
+            (due,) = store.claim_due(tx, lease("relay-b"), limit=10)
+        assert (due.id, due.attempts) == (message_id, 2)
 
     def test_complete_removes_the_message(self, make_db: DatabaseFactory) -> None:
         database = make_db()
         with database.transaction() as tx:
-            done = enqueue(tx, "wf-1", step="send")
+            done = enqueue(tx, "wf-1", step="send", lease=lease("relay-a"))
             kept = enqueue(tx, "wf-1", step="notify")
-            store.claim(tx, done, store.Lease("relay-a", NOW + 30), now=NOW)
         with database.transaction() as tx:
             store.complete(tx, done)
             store.complete(tx, done)  # completing twice is harmless
 
         assert list(pending_by_id(database)) == [kept]
         with database.transaction() as tx:
-            assert store.claim(tx, done, store.Lease("relay-b", NOW + 30), now=NOW + 60) is None
-            assert [
-                m.id for m in store.claim_due(tx, store.Lease("b", NOW + 90), now=NOW, limit=9)
-            ] == [kept]
+            assert [m.id for m in store.claim_due(tx, lease("b"), limit=9)] == [kept]
 
-    def test_next_due_time_is_the_next_due_message_or_lease_expiry(
+    def test_seconds_until_due_is_the_next_due_message_or_lease_expiry(
         self, make_db: DatabaseFactory
     ) -> None:
         database = make_db()
         with database.transaction() as tx:
-            assert store.next_due_time(tx) is None
-            first = enqueue(tx, "wf-1", available_at=NOW + 50)
-            enqueue(tx, "wf-2", available_at=NOW + 100)
-            assert store.next_due_time(tx) == NOW + 50
-
+            assert store.seconds_until_due(tx) is None
+            first = enqueue(tx, "wf-1", delay=50)
+            enqueue(tx, "wf-2", delay=100)
+            assert 45 <= (store.seconds_until_due(tx) or 0) <= 50
             # Leased until after the other one is due: the other one is next.
-            store.claim(tx, first, store.Lease("relay-a", NOW + 300), now=NOW)
-            assert store.next_due_time(tx) == NOW + 100
+            store.reschedule(tx, first, delay=-1)
+            store.claim_due(tx, lease("relay-a", 300), limit=1)
+            assert 95 <= (store.seconds_until_due(tx) or 0) <= 100
 
         with database.transaction() as tx:
-            enqueue(tx, "wf-3", available_at=NOW + 400)
-            third = enqueue(tx, "wf-4", available_at=NOW + 500)
-            store.claim(tx, third, store.Lease("relay-a", NOW + 20), now=NOW)
             # A lease that ends before the message is due does not make it due earlier.
-            assert store.next_due_time(tx) == NOW + 100
+            enqueue(tx, "wf-4", delay=500, lease=lease("relay-a", 20))
+            assert 95 <= (store.seconds_until_due(tx) or 0) <= 100
+            enqueue(tx, "wf-5", delay=-30)  # overdue: due now, never a negative wait
+            assert store.seconds_until_due(tx) == 0
 
         with database.transaction() as tx:
             for message_id in pending_by_id(database):
                 store.complete(tx, message_id)
-            assert store.next_due_time(tx) is None
+            assert store.seconds_until_due(tx) is None
+
+    def test_an_unreadable_payload_fails_only_its_own_message(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            broken = enqueue(tx, "wf-1")
+            fine = enqueue(tx, "wf-2")
+        corrupt_payload(database, broken)
+        with database.transaction() as tx:
+            claimed = {m.id: m for m in store.claim_due(tx, lease("relay-a"), limit=10)}
+        assert set(claimed) == {broken, fine}
+        assert claimed[fine].payload == {"stream": "wf-2", "step": "send"}
+        with pytest.raises(ValueError, match="Expecting"):
+            _ = claimed[broken].payload
+
+
+def corrupt_payload(database: Database, message_id: int) -> None:
+    """Overwrite a message's payload with text that is not JSON, behind the store's back."""
+    raw = "UPDATE outbox SET payload = '{not json' WHERE id = " + str(int(message_id))
+    with database.transaction() as tx:
+        tx.run_script(raw)
 
 
 # --- command store -------------------------------------------------------------------------------
@@ -645,6 +685,62 @@ class CommandStoreConformance:
 
 
 # --- transactions and error translation ----------------------------------------------------------
+
+
+class TimeoutsConformance:
+    """No statement waits without limit: every session carries the configured timeouts."""
+
+    def test_sessions_carry_the_configured_timeouts(self, make_db: DatabaseFactory) -> None:
+        timeouts = Timeouts(lock=0.25, statement=7.0, idle_in_transaction=11.0)
+        database = make_db.open_url(make_db.url(), "protools", timeouts=timeouts)
+        with database.transaction(write=False) as tx:
+            row = tx.fetch_one("session_timeouts")
+        assert row is not None
+        assert row["lock_ms"] == 250
+        if database.dialect == "postgres":
+            assert (row["statement_ms"], row["idle_in_transaction_ms"]) == (7000, 11000)
+
+    def test_a_lock_held_past_the_lock_timeout_is_a_storage_busy(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        url = make_db.url()
+        holder = make_db.open_url(url, "protools")
+        waiter = make_db.open_url(url, "protools", timeouts=Timeouts(lock=0.2), migrated=False)
+        release, held = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with holder.transaction() as tx:
+                store.record_command(tx, store.Command("k", "fp", "wf-1", NOW))
+                held.set()
+                release.wait(THREAD_TIMEOUT)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        try:
+            assert held.wait(THREAD_TIMEOUT)
+            started = time.monotonic()
+            with pytest.raises(StorageBusy), waiter.transaction() as tx:
+                store.record_command(tx, store.Command("k", "fp", "wf-2", NOW))
+            assert time.monotonic() - started < 5
+        finally:
+            release.set()
+            thread.join(THREAD_TIMEOUT)
+
+    def test_migrators_wait_for_each_other_beyond_the_lock_timeout(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        # PostgreSQL migrators queue on an advisory lock with no timeout; SQLite's take the one
+        # write lock, within the busy timeout (each migration takes milliseconds).
+        lock = 0.01 if make_db.backend == "postgres" else 5.0
+        url = make_db.url()
+        databases = [
+            make_db.open_url(url, "protools", timeouts=Timeouts(lock=lock), migrated=False)
+            for _ in range(4)
+        ]
+        applied = run_concurrently(lambda index: migrate(databases[index]), 4)
+        assert sorted(version for versions in applied for version in versions) == (
+            shipped_versions(databases[0])
+        )
 
 
 class TransactionConformance:

@@ -21,5 +21,9 @@ class TestCommandStore(conformance.CommandStoreConformance):
     pass
 
 
+class TestTimeouts(conformance.TimeoutsConformance):
+    pass
+
+
 class TestTransactions(conformance.TransactionConformance):
     pass

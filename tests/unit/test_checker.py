@@ -150,10 +150,61 @@ def test_stored_or_mailed_differing_from_returned_is_a_violation(field: str) -> 
     assert "returned == stored == mailed" in invariants(snapshot, records)
 
 
-def test_a_late_workflow_breaks_the_deadline() -> None:
+def deadline_failure(
+    workflow_id: str, username: str, attempts: list[dict[str, Any]], failed_attempt: int | None
+) -> list[RecordedEvent]:
+    """A stream that ends deadline-exceeded after the given failed attempts of the password."""
+    started = stream(workflow_id, username, password=None, finished=False)
+    tail: list[tuple[str, dict[str, Any]]] = [
+        (
+            "StepAttemptFailed",
+            {"step": "generate_password", "replica": "r", "elapsed_ms": 1.0, **attempt},
+        )
+        for attempt in attempts
+    ]
+    failed: dict[str, Any] = {
+        "step": "generate_password",
+        "error": {"type": "https://metallica.dev/problems/deadline-exceeded", "status": 504},
+    }
+    if failed_attempt is not None:
+        failed["attempt"] = failed_attempt
+    tail.append(("WorkflowFailed", failed))
+    return started + [
+        RecordedEvent(0, workflow_id, len(started) + index, kind, data, START + 200 + index)
+        for index, (kind, data) in enumerate(tail, start=1)
+    ]
+
+
+def test_a_workflow_finishing_past_its_deadline_is_fine() -> None:
+    # Past its deadline a workflow still finishes a step in doubt, and the mail.
     snapshot, records = sound()
     snapshot.events["w1"] = stream("w1", "ann", password="pw-ann", deadline=1.0)
-    assert invariants(snapshot, records) == {"terminal within deadline"}
+    assert invariants(snapshot, records) == set()
+
+
+def test_a_deadline_failure_with_nothing_in_doubt_is_fine() -> None:
+    snapshot, records = sound()
+    refused = {"attempt": 1, "reason": "connection-refused", "in_doubt": False}
+    snapshot.events["w2"] = deadline_failure("w2", "ANN", [refused], failed_attempt=2)
+    assert invariants(snapshot, records) == set()
+
+
+def test_a_deadline_failure_while_in_doubt_is_a_violation() -> None:
+    snapshot, records = sound()
+    timeout = {"attempt": 1, "reason": "timeout", "in_doubt": True}
+    snapshot.events["w2"] = deadline_failure("w2", "ANN", [timeout], failed_attempt=2)
+    assert invariants(snapshot, records) == {"no deadline failure in doubt"}
+
+
+def test_a_deadline_failure_after_an_unrecorded_attempt_is_a_violation() -> None:
+    # The issue's case: attempt 1 refused, attempt 2 claimed and never recorded, attempt 3 failed
+    # the workflow at the deadline.
+    snapshot, records = sound()
+    refused = {"attempt": 1, "reason": "connection-refused", "in_doubt": False}
+    snapshot.events["w2"] = deadline_failure("w2", "ANN", [refused], failed_attempt=3)
+    (violation,) = check(snapshot, records).violations
+    assert violation.invariant == "no deadline failure in doubt"
+    assert "[2]" in violation.detail
 
 
 def test_a_version_gap_is_found() -> None:

@@ -363,8 +363,16 @@ def test_a_sure_failure_is_not_in_doubt() -> None:
 PAST = T0 + DEADLINE_SECONDS + 1
 
 
+def refused_attempts(state: WorkflowState, count: int, *, now: float = T0 + 1) -> WorkflowState:
+    """``state`` after ``count`` recorded attempts of the password step that were refused."""
+    for attempt in range(1, count + 1):
+        refused = Retry("connection-refused", in_doubt=False)
+        state = commit(state, outcome_of(state, GENERATE, attempt, refused, now=now), now=now)
+    return state
+
+
 def test_past_the_deadline_a_step_not_in_doubt_fails_with_deadline_exceeded() -> None:
-    state = started()
+    state = refused_attempts(started(), 3)
     refused = Retry("connection-refused", in_doubt=False)
     decision = outcome_of(state, GENERATE, 4, refused, now=PAST)
     assert types(decision.events) == [ATTEMPT_FAILED, FAILED]
@@ -479,18 +487,19 @@ def test_no_step_is_current_once_the_workflow_failed() -> None:
 
 def test_decide_attempt_goes_ahead_until_the_deadline() -> None:
     state = started()
-    assert engine.decide_attempt(state, DEFINITION, GENERATE, now=T0 + 1) is None
-    assert engine.decide_attempt(state, DEFINITION, GENERATE, now=state.deadline) is None
+    assert engine.decide_attempt(state, DEFINITION, GENERATE, 1, now=T0 + 1) is None
+    assert engine.decide_attempt(state, DEFINITION, GENERATE, 1, now=state.deadline) is None
 
 
 def test_decide_attempt_past_the_deadline_fails_a_step_not_in_doubt() -> None:
-    state = started()
-    decision = engine.decide_attempt(state, DEFINITION, GENERATE, now=PAST)
+    state = refused_attempts(started(), 1)
+    decision = engine.decide_attempt(state, DEFINITION, GENERATE, 2, now=PAST)
     assert decision is not None
     (event,) = decision.events
     assert event.type == FAILED
     assert event.data["step"] == GENERATE
     assert event.data["error"]["type"].endswith("/deadline-exceeded")
+    assert event.data["attempt"] == 2
     assert decision.finishes
     assert decision.send is None
 
@@ -498,11 +507,150 @@ def test_decide_attempt_past_the_deadline_fails_a_step_not_in_doubt() -> None:
 def test_decide_attempt_past_the_deadline_asks_an_in_doubt_step_again() -> None:
     state = started()
     state = commit(state, outcome_of(state, GENERATE, 1, Retry("timeout"), now=T0 + 1), now=T0 + 1)
-    assert engine.decide_attempt(state, DEFINITION, GENERATE, now=PAST) is None
+    assert engine.decide_attempt(state, DEFINITION, GENERATE, 2, now=PAST) is None
 
 
 def test_decide_attempt_past_the_deadline_still_sends_the_mail() -> None:
-    assert engine.decide_attempt(generated(), DEFINITION, MAIL, now=PAST) is None
+    assert engine.decide_attempt(generated(), DEFINITION, MAIL, 1, now=PAST) is None
+
+
+# --- attempts claimed but never recorded ------------------------------------------------------
+
+
+def test_an_attempt_claimed_but_never_recorded_is_in_doubt() -> None:
+    # The issue's case: attempt 1 refused; replica A claims attempt 2 just before the deadline,
+    # the generator commits, A dies before recording; replica B claims attempt 3 past it.
+    state = refused_attempts(started(), 1)
+    assert state.in_doubt == frozenset()
+    assert engine.unrecorded_attempts(state, GENERATE, 3) == [2]
+    assert engine.is_in_doubt(state, GENERATE, 3)
+    assert engine.decide_attempt(state, DEFINITION, GENERATE, 3, now=PAST) is None
+    # The next attempt in line is not a gap.
+    assert engine.unrecorded_attempts(state, GENERATE, 2) == []
+    assert not engine.is_in_doubt(state, GENERATE, 2)
+
+
+def test_a_first_claim_never_recorded_makes_the_second_in_doubt() -> None:
+    assert engine.decide_attempt(started(), DEFINITION, GENERATE, 2, now=PAST) is None
+
+
+def test_a_sure_failure_after_an_unrecorded_attempt_is_recorded_in_doubt() -> None:
+    state = refused_attempts(started(), 1)
+    refused = Retry("connection-refused", in_doubt=False)
+    decision = outcome_of(state, GENERATE, 3, refused, now=PAST)
+    assert types(decision.events) == [ATTEMPT_FAILED]  # not WorkflowFailed: attempt 2 may have
+    (event,) = decision.events  # created the password
+    assert event.data["in_doubt"] is True
+    assert event.data["unrecorded"] == [2]
+    assert decision.retry_at is not None
+    after = commit(state, decision, now=PAST)
+    assert after.in_doubt == {GENERATE}
+    assert after.attempts == {GENERATE: 3}
+
+
+def test_recorded_attempt_numbers_never_go_back() -> None:
+    state = refused_attempts(started(), 3)
+    late = engine.decide_fenced_outcome(
+        state,
+        DEFINITION,
+        GENERATE,
+        2,
+        Retry("timeout"),
+        now=T0 + 2,
+        replica="r",
+        elapsed_ms=1.0,
+        random=lambda: 0.5,
+    )
+    assert late.events == ()  # attempt 2's outcome is known already
+    older = recorded(
+        state.version + 1,
+        ATTEMPT_FAILED,
+        {
+            "step": GENERATE,
+            "attempt": 1,
+            "reason": "timeout",
+            "in_doubt": True,
+        },
+    )
+    assert engine.evolve(state, older).attempts == {GENERATE: 3}
+
+
+# --- outcomes of a replica that lost its lease ------------------------------------------------
+
+
+def fenced(state: WorkflowState, attempt: int, outcome: engine.Outcome, now: float) -> Decision:
+    return engine.decide_fenced_outcome(
+        state,
+        DEFINITION,
+        GENERATE,
+        attempt,
+        outcome,
+        now=now,
+        replica="r-a",
+        elapsed_ms=5.0,
+        random=lambda: 0.5,
+    )
+
+
+def test_a_fenced_success_is_still_recorded_and_moves_on_to_the_mail() -> None:
+    decision = fenced(started(), 1, Succeeded(GENERATED), PAST)
+    assert types(decision.events) == [SUCCEEDED]
+    assert decision.send is not None
+    assert decision.send.destination == "mailer"
+
+
+def test_a_fenced_retry_only_joins_the_history() -> None:
+    state = refused_attempts(started(), 1)
+    decision = fenced(state, 2, Retry("connection-refused", in_doubt=False), PAST)
+    (event,) = decision.events
+    assert event.type == ATTEMPT_FAILED
+    assert event.data["lease_lost"] is True
+    assert event.data["retry_in"] is None
+    assert decision.retry_at is None  # the lease holder decides when to try again
+    assert not decision.finishes  # past the deadline, and still not the end
+    assert decision.send is None
+
+
+def test_a_fenced_timeout_marks_the_step_in_doubt() -> None:
+    state = refused_attempts(started(), 1)
+    decision = fenced(state, 2, Retry("timeout", in_doubt=True), T0 + 2)
+    assert commit(state, decision, now=T0 + 2).in_doubt == {GENERATE}
+
+
+# --- outcomes that come after the step is settled -----------------------------------------------
+
+
+def test_a_late_success_that_repeats_the_result_changes_nothing() -> None:
+    state = generated()
+    late = engine.decide_late_outcome(
+        state, GENERATE, 2, Succeeded(GENERATED), replica="r", elapsed_ms=3.0
+    )
+    assert late.events == ()
+
+
+def test_a_late_success_for_a_failed_workflow_is_kept_not_dropped() -> None:
+    state = refused_attempts(started(), 1, now=PAST)
+    ended = commit(
+        state,
+        outcome_of(state, GENERATE, 2, Retry("connection-refused", in_doubt=False), now=PAST),
+        now=PAST,
+    )
+    assert ended.status == engine.FAILED_STATUS
+    late = engine.decide_late_outcome(
+        ended, GENERATE, 3, Succeeded(GENERATED), replica="r", elapsed_ms=3.0
+    )
+    (event,) = late.events
+    assert event.type == engine.SUCCEEDED_LATE
+    assert event.data["result"] == GENERATED
+    assert event.data["status"] == engine.FAILED_STATUS
+    assert commit(ended, late, now=PAST).status == engine.FAILED_STATUS
+
+
+def test_a_late_failure_teaches_nothing() -> None:
+    late = engine.decide_late_outcome(
+        generated(), GENERATE, 2, Retry("timeout"), replica="r", elapsed_ms=3.0
+    )
+    assert late.events == ()
 
 
 # --- RetryPolicy ----------------------------------------------------------------------------

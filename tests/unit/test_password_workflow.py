@@ -11,6 +11,7 @@ from metallica.errors import (
     CommandInProgress,
     InvalidUsername,
     KeyReusedWithOtherBody,
+    ServiceUnavailable,
     UsernameTaken,
 )
 from metallica.protools import password_workflow
@@ -35,19 +36,31 @@ def test_a_password_is_a_success(status: int) -> None:
     assert outcome == Succeeded({"username": "Alice", "password": "pw-1"})
 
 
-def test_username_taken_fails_with_the_services_problem() -> None:
+def test_username_taken_fails_with_protools_own_problem() -> None:
     problem = from_error(UsernameTaken(), instance="/v1/passwords")
     # The service's own request path means nothing to protools' clients: it is dropped.
     assert generate(409, problem) == Failed(from_error(UsernameTaken()))
 
 
-def test_command_in_progress_is_retried_without_doubt_after_retry_after() -> None:
+@pytest.mark.parametrize("odd_status", ["409", "banana", 200, None, 9999])
+def test_the_clients_status_never_comes_from_a_downstream_body(odd_status: object) -> None:
+    problem = {**from_error(UsernameTaken()), "status": odd_status, "detail": "x" * 10_000}
+    outcome = generate(409, problem)
+    assert outcome == Failed(from_error(UsernameTaken()))
+
+
+def test_an_invalid_username_fails_the_command() -> None:
+    problem = from_error(InvalidUsername(field="username"))
+    assert generate(422, problem) == Failed(from_error(InvalidUsername()))
+
+
+def test_command_in_progress_is_retried_in_doubt_after_retry_after() -> None:
+    # The service holds the key in an open transaction: it is acting on the call right now.
     problem = from_error(CommandInProgress())
     outcome = generate(409, problem, retry_after=2.0)
-    assert isinstance(outcome, Retry)
-    assert outcome.in_doubt is False
-    assert outcome.retry_after == 2.0
-    assert outcome.reason == "in-progress"
+    assert outcome == Retry(
+        "in-progress", "the service is still processing this key", True, retry_after=2.0
+    )
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
@@ -58,10 +71,14 @@ def test_a_server_error_is_retried_in_doubt(status: int) -> None:
     assert outcome.reason == "server-error"
 
 
-@pytest.mark.parametrize(("status", "reason"), [(503, "unavailable"), (429, "overloaded")])
-def test_overload_is_retried_without_doubt_after_retry_after(status: int, reason: str) -> None:
-    outcome = generate(status, {}, retry_after=4.0)
-    assert outcome == Retry(reason, f"HTTP {status}", in_doubt=False, retry_after=4.0)
+def test_unavailable_may_have_acted_and_is_retried_in_doubt() -> None:
+    outcome = generate(503, from_error(ServiceUnavailable()), retry_after=4.0)
+    assert outcome == Retry("unavailable", "HTTP 503 service-unavailable", True, retry_after=4.0)
+
+
+def test_overloaded_is_retried_without_doubt_after_retry_after() -> None:
+    outcome = generate(429, {}, retry_after=4.0)
+    assert outcome == Retry("overloaded", "HTTP 429", in_doubt=False, retry_after=4.0)
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -71,18 +88,15 @@ def test_an_authentication_error_is_retried_so_an_operator_can_fix_it(status: in
     assert outcome.in_doubt is False
 
 
-def test_invalid_input_fails_with_the_services_problem() -> None:
-    problem = from_error(InvalidUsername(field="username"))
-    assert generate(422, problem) == Failed(problem)
-    reused = from_error(KeyReusedWithOtherBody())
-    assert generate(422, reused) == Failed(reused)
-
-
-def test_a_4xx_without_a_problem_body_fails_with_a_generic_problem() -> None:
-    outcome = generate(400, {"oops": True})
-    assert isinstance(outcome, Failed)
-    assert outcome.error["status"] == 400
-    assert outcome.error["type"].endswith("/downstream-refused")
+@pytest.mark.parametrize("status", [400, 404, 405, 408, 410, 413, 421, 422, 451])
+@pytest.mark.parametrize("body", [{}, {"oops": True}, from_error(KeyReusedWithOtherBody())])
+def test_any_other_4xx_is_retried_never_failed(status: int, body: Mapping[str, Any]) -> None:
+    # A proxy in between answers 404, 408, 413 or 421 of its own: not the service's verdict.
+    outcome = generate(status, body)
+    assert isinstance(outcome, Retry)
+    assert outcome.reason == "refused"
+    assert outcome.in_doubt is False
+    assert str(status) in outcome.detail
 
 
 @pytest.mark.parametrize(
@@ -100,15 +114,24 @@ def test_a_mail_id_is_a_success() -> None:
     assert mail(200, {"id": "m-1"}) == Succeeded({"mail_id": "m-1"})
 
 
-def test_mail_errors_read_like_generator_errors() -> None:
-    problem = from_error(KeyReusedWithOtherBody())
-    assert mail(422, problem) == Failed(problem)
-    unexpected = mail(202, {})
-    assert isinstance(unexpected, Retry)
-    assert unexpected.in_doubt is True
-    server = mail(500, {})
-    assert isinstance(server, Retry)
-    assert server.in_doubt is True
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (409, from_error(UsernameTaken())),
+        (422, from_error(InvalidUsername())),
+        (422, from_error(KeyReusedWithOtherBody())),
+        (400, {}),
+        (404, {}),
+        (413, {}),
+        (500, {}),
+        (503, {}),
+        (202, {}),
+    ],
+)
+def test_the_mail_step_never_fails_once_the_password_exists(
+    status: int, body: Mapping[str, Any]
+) -> None:
+    assert isinstance(mail(status, body), Retry)
 
 
 def test_the_recipient_defaults_to_the_mail_domain() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from metallica import usernames
+from metallica import addresses, usernames
 from metallica.errors import InvalidInput, InvalidUsername
 from metallica.protools.service import parse_command
 
@@ -52,14 +52,16 @@ def test_the_key_ignores_case() -> None:
 
 # --- parse_command -------------------------------------------------------------------------
 
+DOMAIN = "example.com"
+
 
 def test_a_command_with_a_username() -> None:
-    assert parse_command({"username": "alice"}) == ("alice", None)
-    assert parse_command({"username": "alice", "email": None}) == ("alice", None)
+    assert parse_command({"username": "alice"}, DOMAIN) == ("alice", None)
+    assert parse_command({"username": "alice", "email": None}, DOMAIN) == ("alice", None)
 
 
 def test_a_command_with_an_email() -> None:
-    assert parse_command({"username": "Alice", "email": "a@corp.example"}) == (
+    assert parse_command({"username": "Alice", "email": "a@corp.example"}, DOMAIN) == (
         "Alice",
         "a@corp.example",
     )
@@ -67,7 +69,7 @@ def test_a_command_with_an_email() -> None:
 
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(InvalidInput) as caught:
-        parse_command({"username": "alice", "role": "admin", "admin": True})
+        parse_command({"username": "alice", "role": "admin", "admin": True}, DOMAIN)
     assert caught.value.status == 422
     assert caught.value.extensions["field"] == "admin"
     assert "role" in caught.value.detail
@@ -79,14 +81,14 @@ def test_unknown_fields_are_refused() -> None:
 )
 def test_a_missing_or_non_string_username_is_refused(body: dict[str, Any]) -> None:
     with pytest.raises(InvalidUsername) as caught:
-        parse_command(body)
+        parse_command(body, DOMAIN)
     assert caught.value.extensions["field"] == "username"
 
 
 @pytest.mark.parametrize("username", ["", "-x", "a b", "x" * 65])
 def test_an_invalid_username_is_refused(username: str) -> None:
     with pytest.raises(InvalidUsername):
-        parse_command({"username": username})
+        parse_command({"username": username}, DOMAIN)
 
 
 @pytest.mark.parametrize(
@@ -94,6 +96,21 @@ def test_an_invalid_username_is_refused(username: str) -> None:
 )
 def test_a_bad_email_is_refused(email: Any) -> None:
     with pytest.raises(InvalidInput) as caught:
-        parse_command({"username": "alice", "email": email})
+        parse_command({"username": "alice", "email": email}, DOMAIN)
     assert caught.value.extensions["field"] == "email"
     assert not isinstance(caught.value, InvalidUsername)
+
+
+def test_a_recipient_the_mail_domain_cannot_make_is_refused_before_anything_is_stored() -> None:
+    long_domain = ".".join(["d" * 60] * 3) + ".example"  # valid, but 64 + 1 + 191 > 254
+    with pytest.raises(InvalidInput) as caught:
+        parse_command({"username": "u" * 64}, long_domain)
+    assert caught.value.extensions["field"] == "username"
+    assert parse_command({"username": "u" * 60}, long_domain) == ("u" * 60, None)
+
+
+@pytest.mark.parametrize("domain", ["", "exa mple.com", "-bad.example", "a@b", "x\nBcc:y"])
+def test_a_bad_mail_domain_is_a_configuration_error(domain: str) -> None:
+    with pytest.raises(ValueError, match="not a mail domain"):
+        addresses.validate_domain(domain)
+    assert addresses.validate_domain("mail.example.org") == "mail.example.org"

@@ -221,6 +221,74 @@ def _protools_killed(lab: Lab) -> list[Check]:
     ]
 
 
+# --- 5b: a protools replica killed mid-call at the deadline, under leases shorter than calls ---
+
+# A deadline shorter than a lease, a lease shorter than a call, a call timeout longer than the
+# call: a replica killed at the deadline leaves a claim that outlives the deadline.
+DEADLINE_KILL_SETTINGS = {
+    "METALLICA_WORKFLOW_DEADLINE": "1",
+    "METALLICA_LEASE_SECONDS": "1.5",
+    "METALLICA_CALL_TIMEOUT": "6",
+}
+SLOW_CALL_MS = 4000  # longer than the lease and than the deadline
+
+
+def _killed_at_the_deadline(lab: Lab) -> list[Check]:
+    """The generator commits, then answers only after the workflow's deadline and after the
+    caller's lease would have run out. (a) Nobody dies: the caller must keep its lease and
+    record the success, past the deadline. (b) The caller is SIGKILLed at the deadline, its
+    call in flight and the password committed: whoever takes over finds an attempt claimed
+    and never recorded, so the step is in doubt and must be asked again, not failed."""
+    other = 1 % lab.replicas
+    slow_after_commit = {
+        "point": "after_persist",
+        "action": "delay",
+        "delay_ms": SLOW_CALL_MS,
+        "attempt": 1,
+    }
+    deadline = float(DEADLINE_KILL_SETTINGS["METALLICA_WORKFLOW_DEADLINE"])
+    with lab.settings("protools", DEADLINE_KILL_SETTINGS):
+        lab.settle()
+        lab.arm("generator", slow_after_commit)
+        slow = lab.submit(_name("slow-call"), replica=0, wait=15)
+        lab.resolve(slow, first_replica=0)
+        lab.disarm("generator")
+
+        before = lab.stack.restarts
+        lab.arm("generator", slow_after_commit)
+        killed = lab.new_record(_name("killed"))
+        submitted = time.monotonic()
+        lab.post(killed, replica=0, wait=0)
+        committed = _eventually(lambda: lab.stored_password(killed.username) is not None, seconds=5)
+        time.sleep(max(0.0, submitted + deadline - time.monotonic()))  # the fault's timing
+        lab.stack.kill("protools", 0)
+        lab.resolve(killed, first_replica=other)
+        lab.disarm("generator")
+        restarted = _eventually(lambda: lab.stack.restarts > before, seconds=15)
+        lab.stack.wait_healthy(lab.stack.members["protools"][0])
+    slow_attempts = _attempts(lab, slow.workflow_id, "generate_password")
+    killed_attempts = _attempts(lab, killed.workflow_id, "generate_password")
+    succeeded = [a for a in killed_attempts if a["type"] == "StepSucceeded"]
+    return [
+        _all_told([slow, killed]),
+        Check(
+            "a call slower than its lease kept it: one attempt, recorded past the deadline",
+            [(a["type"], a["attempt"]) for a in slow_attempts] == [("StepSucceeded", 1)],
+            f"{[(a['type'], a['attempt']) for a in slow_attempts]}",
+        ),
+        Check(
+            "the caller died at the deadline after the generator committed",
+            committed and restarted,
+            f"committed: {committed}, restarted: {restarted}",
+        ),
+        Check(
+            "the takeover asked the unrecorded attempt again and got the stored password",
+            len(succeeded) == 1 and succeeded[0]["attempt"] >= 2,
+            f"{[(a['type'], a['attempt'], a.get('reason')) for a in killed_attempts]}",
+        ),
+    ]
+
+
 # --- 6: the generator crashes between commit and answer; PostgreSQL restarts --------------------
 
 
@@ -416,6 +484,12 @@ SCENARIOS: dict[str, Scenario] = {
             "Protools replica killed at each step",
             "SIGKILL after accept, mid-call, between steps",
             _protools_killed,
+        ),
+        Scenario(
+            "killed-at-deadline",
+            "Protools replica killed mid-call at the deadline",
+            "SIGKILL at the deadline, call slower than the lease, password committed",
+            _killed_at_the_deadline,
         ),
         Scenario(
             "crash-and-db-restart",

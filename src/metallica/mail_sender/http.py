@@ -15,7 +15,7 @@ from metallica.faults import FaultPoints
 from metallica.mail_sender.maildir import Maildir
 from metallica.mail_sender.service import MailService
 from metallica.mail_sender.settings import MailerSettings
-from metallica.web.app import authenticated, migrated_database, service_app
+from metallica.web.app import authenticated, database_check, migrated_database, service_app
 from metallica.web.faults import fault_routes
 from metallica.web.requests import idempotency_key, json_object, string_field
 
@@ -27,10 +27,15 @@ def create_app(settings: MailerSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with migrated_database(settings.database_url, "mailer") as database:
+        async with migrated_database(
+            settings.database_url, "mailer", settings.database_timeouts
+        ) as database:
+            maildir = Maildir(settings.maildir)
+            maildir.clean_tmp()
             app.state.service = MailService(
-                database, Maildir(settings.maildir), sender=settings.sender, faults=faults
+                database, maildir, sender=settings.sender, faults=faults
             )
+            app.state.readiness_checks = {"database": database_check(database)}
             yield
 
     async def send_mail(request: Request) -> Response:

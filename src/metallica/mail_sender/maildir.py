@@ -7,9 +7,17 @@ replica sharing the Maildir) finds the name taken and writes nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# A file in tmp/ older than this was left by a delivery that crashed (a delivery takes
+# milliseconds); replicas share the Maildir, so a younger one may be another's delivery.
+STALE_TMP_SECONDS = 300.0
 
 
 class Maildir:
@@ -49,6 +57,24 @@ class Maildir:
             temporary.unlink()
         _fsync_directory(target.parent)
         return target
+
+    def clean_tmp(self, *, older_than: float = STALE_TMP_SECONDS) -> int:
+        """Remove what crashed deliveries left in ``tmp/``; return how many files went.
+
+        Such a file never reached ``new/``: its mail is delivered again from the command store
+        when protools retries, under the same name, so removing it loses nothing.
+        """
+        removed, limit = 0, time.time() - older_than
+        for entry in (self.root / "tmp").iterdir():
+            try:
+                if entry.is_file() and entry.stat().st_mtime < limit:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # another replica cleaned it first
+        if removed:
+            logger.info("metallica.maildir_tmp_cleaned", extra={"removed": removed})
+        return removed
 
     def mails(self) -> list[Path]:
         """Every delivered mail, seen or not."""

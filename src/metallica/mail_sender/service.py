@@ -1,7 +1,8 @@
 """The mail use case: record the key, then deliver into the Maildir under the key's mail id.
 
 The key is claimed first (first writer wins, in the database); the delivery is idempotent by
-name, so a crash between the two, a retry, or two replicas at once all end with one mail.
+name, so a crash between the two, a retry, or two replicas at once all end with one mail. Once
+the record says delivered, a repeat writes nothing, wherever the mail is now.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ class MailService:
         self._faults = faults or FaultPoints()
         self._clock = clock
 
-    def send(self, idempotency_key: str, to: str, subject: str, body: str) -> tuple[str, Path]:
-        """Write the mail once; return its id and where it is."""
+    def send(
+        self, idempotency_key: str, to: str, subject: str, body: str
+    ) -> tuple[str, Path | None]:
+        """Write the mail once; return its id and where it is (None: delivered earlier, and
+        no longer where it was put: a mail client moved or fetched it)."""
         mail = validate(to, subject, body)
         body_fingerprint = fingerprint({"to": to, "subject": subject, "body": body})
         with self._database.transaction() as tx:
@@ -54,9 +58,9 @@ class MailService:
         mail_id, created_at = str(record["mail_id"]), float(record["created_at"])
         name = Maildir.name_for(mail_id, created_at)
         if record["delivered_at"] is not None:
-            found = self._maildir.find(name)
-            if found is not None:
-                return mail_id, found
+            # The record is the truth: the mail went out. Its file may have been moved or
+            # fetched by a mail client since; writing it again would send it twice.
+            return mail_id, self._maildir.find(name)
         self._faults.hit("before_write")
         path = self._maildir.deliver(
             name, render(mail, sender=self._sender, mail_id=mail_id, sent_at=created_at)

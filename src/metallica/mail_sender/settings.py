@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from metallica.storage import Timeouts
 
 
 @dataclass(frozen=True)
@@ -13,3 +15,4 @@ class MailerSettings:
     maildir: Path
     sender: str = "Metallica <no-reply@metallica.local>"
     faults_enabled: bool = False
+    database_timeouts: Timeouts = field(default_factory=Timeouts)

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from metallica.faults import FaultPoints
 from metallica.password_generator.service import PasswordService
 from metallica.password_generator.settings import GeneratorSettings
-from metallica.web.app import authenticated, migrated_database, service_app
+from metallica.web.app import authenticated, database_check, migrated_database, service_app
 from metallica.web.faults import fault_routes
 from metallica.web.requests import idempotency_key, json_object, string_field
 
@@ -26,8 +26,11 @@ def create_app(settings: GeneratorSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with migrated_database(settings.database_url, "generator") as database:
+        async with migrated_database(
+            settings.database_url, "generator", settings.database_timeouts
+        ) as database:
             app.state.service = PasswordService(database, settings.policy, faults=faults)
+            app.state.readiness_checks = {"database": database_check(database)}
             yield
 
     async def create_password(request: Request) -> Response:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from metallica import usernames
-from metallica.errors import KeyReusedWithOtherBody, UsernameTaken
+from metallica.errors import CommandInProgress, KeyReusedWithOtherBody, UsernameTaken
 from metallica.faults import FaultPoints
 from metallica.password_generator.domain import PasswordPolicy, generate_password
-from metallica.storage import Database, Row
+from metallica.storage import Database, LockTimeout, Row
 from metallica.web.problems import from_error
 from metallica.web.requests import fingerprint
 
@@ -54,6 +54,14 @@ class PasswordService:
         usernames.validate(username)
         body_fingerprint = fingerprint({"username": username})
         self._faults.hit("before_persist")
+        try:
+            return self._create(idempotency_key, username, body_fingerprint)
+        except LockTimeout:
+            # A transaction holding this key (or username) is still open: a retry that came
+            # during the first attempt's persistence. Say so, rather than pin a connection.
+            raise CommandInProgress(retry_after=1) from None
+
+    def _create(self, idempotency_key: str, username: str, body_fingerprint: str) -> Created:
         with self._database.transaction() as tx:
             claimed = tx.fetch_one(
                 "insert_command",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metallica.password_generator.domain import PasswordPolicy
+from metallica.storage import Timeouts
 
 
 @dataclass(frozen=True)
@@ -13,3 +14,4 @@ class GeneratorSettings:
     api_token: str
     policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     faults_enabled: bool = False
+    database_timeouts: Timeouts = field(default_factory=Timeouts)

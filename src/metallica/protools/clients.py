@@ -37,13 +37,15 @@ class ServiceClients:
         token: str,
         connect_timeout: float,
         call_timeout: float,
-        max_connections: int = 100,
+        max_connections: int,
     ) -> None:
+        """``max_connections`` per service: the relay's delivery slots, so that a call never
+        queues for a connection (and a wait for one is never mistaken for a connect timeout)."""
         self._replicas = {
             name: [url.rstrip("/") for url in urls] for name, urls in replicas.items()
         }
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        timeout = httpx.Timeout(call_timeout, connect=connect_timeout, pool=connect_timeout)
+        timeout = httpx.Timeout(call_timeout, connect=connect_timeout, pool=call_timeout)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )

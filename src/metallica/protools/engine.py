@@ -10,14 +10,17 @@ Events of a workflow stream::
 
     WorkflowStarted    {workflow, input, deadline}
     StepAttemptFailed  {step, attempt, reason, detail, in_doubt, retry_in, replica, next_replica,
-                        elapsed_ms}
+                        elapsed_ms, unrecorded?}
     StepSucceeded      {step, attempt, result, replica, elapsed_ms}
+    StepSucceededLate  {step, attempt, result, replica, elapsed_ms, status}
     WorkflowCompleted  {}
-    WorkflowFailed     {step, error}
+    WorkflowFailed     {step, error, attempt?}
 
-A step whose last outcome is unknown (the call timed out, the connection broke, the service
-failed) is *in doubt*: the workflow never ends while a step is in doubt; past its deadline it
-starts no new step but keeps asking the in-doubt one, with the same key, until it learns.
+A step whose outcome is unknown is *in doubt*: the call timed out, the connection broke, the
+service failed, or an attempt was claimed (the outbox counts claims) and its outcome was never
+recorded, because its replica died or lost its lease mid-call. The workflow never ends while a
+step is in doubt; past its deadline it starts no new step but keeps asking the in-doubt one,
+with the same key, until it learns.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from metallica.protools.store import NewEvent, RecordedEvent
 STARTED = "WorkflowStarted"
 ATTEMPT_FAILED = "StepAttemptFailed"
 SUCCEEDED = "StepSucceeded"
+SUCCEEDED_LATE = "StepSucceededLate"
 COMPLETED = "WorkflowCompleted"
 FAILED = "WorkflowFailed"
 
@@ -181,14 +185,16 @@ def evolve(state: WorkflowState, event: RecordedEvent) -> WorkflowState:
     if event.type == ATTEMPT_FAILED:
         step = data["step"]
         doubt = state.in_doubt | {step} if data["in_doubt"] else state.in_doubt
+        attempts = max(state.attempts.get(step, 0), int(data["attempt"]))
         return dataclasses.replace(
-            state, attempts={**state.attempts, step: data["attempt"]}, in_doubt=doubt
+            state, attempts={**state.attempts, step: attempts}, in_doubt=doubt
         )
     if event.type == SUCCEEDED:
         step = data["step"]
+        attempts = max(state.attempts.get(step, 0), int(data["attempt"]))
         return dataclasses.replace(
             state,
-            attempts={**state.attempts, step: data["attempt"]},
+            attempts={**state.attempts, step: attempts},
             results={**state.results, step: data["result"]},
             in_doubt=state.in_doubt - {step},
         )
@@ -276,19 +282,36 @@ def is_current(state: WorkflowState, definition: WorkflowDefinition, step: str) 
     )
 
 
+def unrecorded_attempts(state: WorkflowState, step: str, attempt: int) -> list[int]:
+    """Attempts of ``step`` before ``attempt`` that were claimed but whose outcome was never
+    recorded: their replica died or lost its lease mid-call, so the service may have acted.
+
+    Attempt numbers come from the outbox, which counts every claim; each recorded outcome
+    carries its attempt number, and recording is in order per lease holder, so a number below
+    ``attempt`` and above the last recorded one is an attempt nobody reported on.
+    """
+    return list(range(state.attempts.get(step, 0) + 1, attempt))
+
+
+def is_in_doubt(state: WorkflowState, step: str, attempt: int) -> bool:
+    """Whether the service may already have acted on ``step``, as far as attempt ``attempt``
+    (about to be made, or being recorded) can tell."""
+    return step in state.in_doubt or bool(unrecorded_attempts(state, step, attempt))
+
+
 def decide_attempt(
-    state: WorkflowState, definition: WorkflowDefinition, step: str, *, now: float
+    state: WorkflowState, definition: WorkflowDefinition, step: str, attempt: int, *, now: float
 ) -> Decision | None:
-    """Before calling: None to go ahead, or the decision that ends the workflow instead."""
+    """Before making ``attempt`` of ``step``: None to go ahead, or the decision that ends the
+    workflow instead (past its deadline, with nothing in doubt)."""
     if (
         now <= state.deadline
         or definition.step(step).finish_past_deadline
-        or step in state.in_doubt
+        or is_in_doubt(state, step, attempt)
     ):
         return None
-    return Decision(
-        events=(NewEvent(FAILED, {"step": step, "error": deadline_exceeded(state, step)}),)
-    )
+    failed = {"step": step, "attempt": attempt, "error": deadline_exceeded(state, step)}
+    return Decision(events=(NewEvent(FAILED, failed),))
 
 
 def decide_outcome(
@@ -334,7 +357,8 @@ def decide_outcome(
     delay = step.retry.delay(attempt, random)
     if outcome.retry_after is not None:
         delay = max(delay, min(outcome.retry_after, step.retry.maximum))
-    in_doubt = outcome.in_doubt or step_name in state.in_doubt
+    unrecorded = unrecorded_attempts(state, step_name, attempt)
+    in_doubt = outcome.in_doubt or is_in_doubt(state, step_name, attempt)
     failed_attempt = NewEvent(
         ATTEMPT_FAILED,
         {
@@ -344,12 +368,87 @@ def decide_outcome(
             "in_doubt": in_doubt,
             "retry_in": round(delay, 3),
             "next_replica": next_replica,
+            **({"unrecorded": unrecorded} if unrecorded else {}),
         },
     )
     if now > state.deadline and not in_doubt and not step.finish_past_deadline:
         ended = NewEvent(FAILED, {"step": step_name, "error": deadline_exceeded(state, step_name)})
         return Decision(events=(failed_attempt, ended))
     return Decision(events=(failed_attempt,), retry_at=now + delay)
+
+
+def decide_late_outcome(
+    state: WorkflowState,
+    step_name: str,
+    attempt: int,
+    outcome: Outcome,
+    *,
+    replica: str,
+    elapsed_ms: float,
+) -> Decision:
+    """An outcome for a step the workflow no longer waits on: another attempt recorded first,
+    or the workflow ended. A success that only repeats the recorded result (the same key gives
+    the same answer) changes nothing; any other success is kept as a ``StepSucceededLate`` event,
+    never dropped in silence. Late failures teach nothing: the step's fate is known."""
+    if not isinstance(outcome, Succeeded) or state.results.get(step_name) == outcome.result:
+        return Decision()
+    late = {
+        "step": step_name,
+        "attempt": attempt,
+        "replica": replica,
+        "elapsed_ms": round(elapsed_ms, 1),
+        "result": dict(outcome.result),
+        "status": state.status,
+    }
+    return Decision(events=(NewEvent(SUCCEEDED_LATE, late),))
+
+
+def decide_fenced_outcome(
+    state: WorkflowState,
+    definition: WorkflowDefinition,
+    step_name: str,
+    attempt: int,
+    outcome: Outcome,
+    *,
+    now: float,
+    replica: str,
+    elapsed_ms: float,
+    random: Callable[[], float],
+) -> Decision:
+    """An outcome recorded by a replica that lost its lease: another replica claimed a later
+    attempt and is driving the step. A success or a definite failure is still the truth and is
+    recorded as usual; a retry only adds its attempt to the history: the lease holder decides
+    when to try again, and whether the workflow ends."""
+    if not isinstance(outcome, Retry):
+        return decide_outcome(
+            state,
+            definition,
+            step_name,
+            attempt,
+            outcome,
+            now=now,
+            replica=replica,
+            elapsed_ms=elapsed_ms,
+            random=random,
+        )
+    if state.attempts.get(step_name, 0) >= attempt:
+        return Decision()  # this attempt's outcome is already recorded
+    failed_attempt = NewEvent(
+        ATTEMPT_FAILED,
+        {
+            "step": step_name,
+            "attempt": attempt,
+            "replica": replica,
+            "elapsed_ms": round(elapsed_ms, 1),
+            "reason": outcome.reason,
+            "detail": outcome.detail,
+            "in_doubt": outcome.in_doubt or is_in_doubt(state, step_name, attempt),
+            "retry_in": None,
+            "next_replica": None,
+            "lease_lost": True,
+        },
+    )
+    return Decision(events=(failed_attempt,))
 
 
 def _index(definition: WorkflowDefinition, step: str) -> int:

@@ -6,7 +6,7 @@ import asyncio
 import datetime
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from metallica import addresses
 from metallica.errors import NotFound
 from metallica.faults import FaultPoints
 from metallica.protools import engine, password_workflow
@@ -23,7 +24,13 @@ from metallica.protools.clients import ServiceClients
 from metallica.protools.relay import Relay, Watchers
 from metallica.protools.service import WorkflowService
 from metallica.protools.settings import ProtoolsSettings
-from metallica.web.app import authenticated, migrated_database, service_app
+from metallica.web.app import (
+    authenticated,
+    database_check,
+    health_check,
+    migrated_database,
+    service_app,
+)
 from metallica.web.faults import fault_routes
 from metallica.web.problems import MEDIA_TYPE
 from metallica.web.requests import idempotency_key, json_object, prefer_wait
@@ -61,6 +68,37 @@ def representation(
     return body
 
 
+def client_status(error: Mapping[str, Any]) -> int:
+    """The HTTP status a failed workflow's creator gets: the problem's own, when it is one."""
+    status = error.get("status")
+    return status if isinstance(status, int) and 400 <= status <= 599 else 500
+
+
+async def wait_for_state(
+    load: Callable[[str], engine.WorkflowState | None],
+    watchers: Watchers,
+    workflow_id: str,
+    seconds: float,
+    *,
+    poll: float = WAITER_POLL_SECONDS,
+) -> engine.WorkflowState | None:
+    """The workflow's state once terminal, or when ``seconds`` have passed.
+
+    Woken at once by changes made here; ``poll`` covers changes another replica makes. The
+    watch is registered before each read, so a change between the read and the wait wakes it.
+    """
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while True:
+        with watchers.watch(workflow_id) as changed:
+            state = await run_in_threadpool(load, workflow_id)
+            remaining = until - loop.time()
+            if state is None or state.terminal or remaining <= 0:
+                return state
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, poll))
+
+
 def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(
         timespec="milliseconds"
@@ -74,6 +112,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def create_app(settings: ProtoolsSettings) -> Starlette:
+    addresses.validate_domain(settings.mail_domain)  # a bad one fails here, not at each mail
     replica_id = settings.replica_id or f"protools-{uuid.uuid4().hex[:8]}"
     definition = password_workflow.definition(
         deadline_seconds=settings.workflow_deadline,
@@ -90,7 +129,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     async def _start(app: Starlette, stack: AsyncExitStack) -> None:
         database = await stack.enter_async_context(
-            migrated_database(settings.database_url, "protools")
+            migrated_database(settings.database_url, "protools", settings.database_timeouts)
         )
         service = WorkflowService(
             database,
@@ -104,29 +143,26 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             token=settings.api_token,
             connect_timeout=settings.connect_timeout,
             call_timeout=settings.call_timeout,
+            max_connections=settings.relay_concurrency,
         )
         relay = Relay(
-            service, clients, watchers, poll_interval=settings.poll_interval, faults=faults
+            service,
+            clients,
+            watchers,
+            poll_interval=settings.poll_interval,
+            faults=faults,
+            concurrency=settings.relay_concurrency,
         )
         app.state.service, app.state.relay = service, relay
+        app.state.readiness_checks = {
+            "database": database_check(database),
+            **{f"relay_{name}": health_check(loop) for name, loop in relay.health.items()},
+        }
         stack.push_async_callback(clients.aclose)
         stack.push_async_callback(relay.aclose)
         loop_task = asyncio.get_running_loop().create_task(relay.run())
         stack.push_async_callback(_cancel, loop_task)
         logger.info("metallica.protools_started", extra={"replica": replica_id})
-
-    async def wait_for(
-        service: WorkflowService, workflow_id: str, seconds: float
-    ) -> engine.WorkflowState | None:
-        """The workflow's state once terminal, or when ``seconds`` have passed."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + seconds
-        while True:
-            state = await run_in_threadpool(service.load, workflow_id)
-            remaining = until - loop.time()
-            if state is None or state.terminal or remaining <= 0:
-                return state
-            await watchers.wait(workflow_id, min(remaining, WAITER_POLL_SECONDS))
 
     def answer(state: engine.WorkflowState, *, creating: bool) -> Response:
         body = representation(state, definition)
@@ -135,7 +171,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             return JSONResponse(body, 202, headers={"Location": location})
         if state.status == engine.FAILED_STATUS and creating and state.error is not None:
             problem = {**state.error, "workflow_id": state.workflow_id}
-            return JSONResponse(problem, int(state.error.get("status", 500)), media_type=MEDIA_TYPE)
+            return JSONResponse(problem, client_status(state.error), media_type=MEDIA_TYPE)
         return JSONResponse(body, 200)
 
     async def create_password(request: Request) -> Response:
@@ -143,18 +179,34 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         body = await json_object(request)
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         service: WorkflowService = request.app.state.service
-        accepted = await run_in_threadpool(service.accept, key, body)
-        if faults.armed:
-            await run_in_threadpool(faults.hit, "after_accept")
-        if accepted.message is not None:
-            request.app.state.relay.start_delivery(accepted.message)
-        state = await wait_for(service, accepted.workflow_id, wait)
+        relay: Relay = request.app.state.relay
+        # A new workflow's first call is leased to us only if we have a slot to make it now;
+        # otherwise it is due at once for whichever relay has one.
+        reserved = relay.try_reserve()
+        try:
+            accepted = await run_in_threadpool(service.accept, key, body, lease=reserved)
+            if faults.armed:
+                await run_in_threadpool(faults.hit, "after_accept")
+        except BaseException:
+            if reserved:
+                relay.release()
+            raise
+        if accepted.message is not None and reserved:
+            relay.start_delivery(accepted.message)
+        elif reserved:
+            relay.release()
+        else:
+            relay.wake()
+        state = await wait_for_state(service.load, watchers, accepted.workflow_id, wait)
         assert state is not None
         return answer(state, creating=True)
 
     async def get_workflow(request: Request) -> Response:
         wait = prefer_wait(request, default=0, maximum=settings.wait_max)
-        state = await wait_for(request.app.state.service, request.path_params["workflow_id"], wait)
+        service: WorkflowService = request.app.state.service
+        state = await wait_for_state(
+            service.load, watchers, request.path_params["workflow_id"], wait
+        )
         if state is None:
             raise NotFound("no workflow with this id")
         return answer(state, creating=False)

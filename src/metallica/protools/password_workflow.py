@@ -6,9 +6,9 @@ workflow's state, and how each reads the service's answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from metallica.errors import InvalidUsername, MetallicaError, UsernameTaken
 from metallica.protools.engine import (
     Call,
     Failed,
@@ -21,7 +21,7 @@ from metallica.protools.engine import (
     WorkflowDefinition,
     WorkflowState,
 )
-from metallica.web.problems import code_of
+from metallica.web.problems import code_of, from_error
 
 NAME = "password-creation"
 GENERATE, MAIL = "generate_password", "send_mail"
@@ -62,54 +62,66 @@ def _mail_request(state: WorkflowState) -> Call:
     )
 
 
-def interpret_common(response: Response) -> Outcome | None:
-    """How any service's non-2xx answer reads; None when the step must decide."""
-    status = response.status
-    if status == 409 and code_of(response.body) == "command-in-progress":
+def interpret_common(response: Response) -> Retry:
+    """How any service's answer that is neither the step's success nor one of its definite
+    refusals reads: a retry, always. ``in_doubt`` when the service may have acted on the call.
+
+    A 4xx is not proof that the command is wrong: a proxy in between answers 404, 408, 413 or
+    421 of its own, and a service being redeployed may refuse for a while. Those are retried
+    (until the deadline, unless the step is in doubt); only the answers a step names as
+    definite end a workflow, and the mail step names none.
+    """
+    status, code = response.status, code_of(response.body)
+    if status == 409 and code == "command-in-progress":
+        # The service holds the key in an open transaction: it is acting on it right now.
         return Retry(
-            "in-progress", "the service is still processing this key", False, response.retry_after
+            "in-progress", "the service is still processing this key", True, response.retry_after
         )
-    if status in (429, 503):
-        return Retry(
-            "overloaded" if status == 429 else "unavailable",
-            f"HTTP {status}",
-            False,
-            response.retry_after,
-        )
+    if status == 429:
+        return Retry("overloaded", "HTTP 429", False, response.retry_after)
+    if status == 503:
+        # Refused, or failed mid-way (a database lost during a commit): it may have acted.
+        return Retry("unavailable", f"HTTP 503 {code}".strip(), True, response.retry_after)
     if status in (401, 403):
         # A configuration error (wrong token): retried until the deadline so an operator can fix it.
         return Retry("unauthorized", f"HTTP {status}", False, response.retry_after)
     if status >= 500:
         return Retry("server-error", f"HTTP {status}", True, response.retry_after)
     if 400 <= status < 500:
-        return Failed(_problem_or_generic(response))
-    return None
+        return Retry("refused", f"HTTP {status} {code}".strip(), False, response.retry_after)
+    return Retry("unexpected-answer", f"HTTP {status}", True, response.retry_after)
 
 
-def _problem_or_generic(response: Response) -> Mapping[str, Any]:
-    if "type" in response.body and "status" in response.body:
-        # The service's request path means nothing to protools' clients.
-        return {key: value for key, value in response.body.items() if key != "instance"}
-    return {
-        "type": "https://metallica.dev/problems/downstream-refused",
-        "title": "Downstream refused the call",
-        "status": response.status,
-        "detail": f"the service answered HTTP {response.status}",
-    }
+def _definite(error: MetallicaError) -> Failed:
+    """A definite refusal, told in protools' own words: a downstream's body (its ``status``
+    field included) never becomes what protools answers its clients."""
+    return Failed(from_error(error))
 
 
 def _interpret_generate(response: Response) -> Outcome:
-    if response.status in (200, 201) and isinstance(response.body.get("password"), str):
-        return Succeeded(
-            {"username": response.body["username"], "password": response.body["password"]}
-        )
-    return interpret_common(response) or Retry("unexpected-answer", f"HTTP {response.status}", True)
+    body = response.body
+    if (
+        response.status in (200, 201)
+        and isinstance(body.get("password"), str)
+        and isinstance(body.get("username"), str)
+    ):
+        return Succeeded({"username": body["username"], "password": body["password"]})
+    code = code_of(body)
+    if response.status == 409 and code == UsernameTaken.code:
+        return _definite(UsernameTaken())
+    if response.status == 422 and code == InvalidUsername.code:
+        # protools checks usernames with the same rules when it accepts a command, so this
+        # only happens across versions with other rules: the command itself is refused.
+        return _definite(InvalidUsername())
+    return interpret_common(response)
 
 
 def _interpret_mail(response: Response) -> Outcome:
+    # Once the password exists, the mail must go out: no answer ends this step but success.
+    # Its address was checked when the command was accepted, the mail domain at start.
     if response.status in (200, 202) and isinstance(response.body.get("id"), str):
         return Succeeded({"mail_id": response.body["id"]})
-    return interpret_common(response) or Retry("unexpected-answer", f"HTTP {response.status}", True)
+    return interpret_common(response)
 
 
 def _result(state: WorkflowState) -> dict[str, Any]:

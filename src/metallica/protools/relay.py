@@ -1,10 +1,15 @@
 """The outbox relay: delivers each step's call, records the outcome, schedules retries.
 
-Hot path: the request that creates a workflow hands its first message (already leased to this
-replica) to :meth:`Relay.deliver` at once, and each recorded success hands over the next step's
-message the same way: no polling on the way. Recovery path: a loop claims due messages (retries
-whose time came, messages of a dead replica whose lease ran out), sleeping until the next one
-falls due, or ``poll_interval`` at most, since other replicas' changes are not seen here.
+Hot path: the request that creates a workflow reserves a delivery slot, and hands its first
+message (already leased to this replica) to :meth:`Relay.start_delivery` at once; each recorded
+success hands over the next step's message the same way, in the same slot: no polling on the way.
+
+Recovery path: a loop claims due messages (retries whose time came, messages of a dead replica
+whose lease ran out), never more than the free slots, so a replica that comes back after an
+outage does not grab a backlog it cannot call in time. A second loop extends the leases of the
+calls in flight, so a slow call keeps its lease and no other replica starts the same step
+beside it. Neither loop dies on an error: it logs, backs off and tries again, and
+:attr:`Relay.health` tells the readiness check how they fare.
 """
 
 from __future__ import annotations
@@ -13,46 +18,106 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
+import stamina
 from starlette.concurrency import run_in_threadpool
 
 from metallica.faults import FaultPoints
 from metallica.protools import store
 from metallica.protools.clients import ServiceClients
-from metallica.protools.engine import Call
-from metallica.protools.service import WorkflowService
-from metallica.storage import StorageError
+from metallica.protools.engine import Call, Outcome
+from metallica.protools.service import Recorded, WorkflowService
+from metallica.storage import StorageBusy, StorageError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
+# The longest a failing loop waits before it tries again.
+MAX_LOOP_BACKOFF = 10.0
+
 
 class Watchers:
-    """In-process wake-ups for whoever waits on a workflow (the creating request, a GET)."""
+    """In-process wake-ups for whoever waits on a workflow (the creating request, a GET).
+
+    Register first (:meth:`watch`), then read the workflow, then wait: a change notified
+    between the read and the wait is not lost, the watch has already seen it.
+    """
 
     def __init__(self) -> None:
-        self._waiting: dict[str, tuple[asyncio.Event, int]] = {}
+        self._waiting: dict[str, set[asyncio.Event]] = {}
 
-    async def wait(self, workflow_id: str, timeout: float) -> None:
-        """Return when the workflow changes here, or after ``timeout`` seconds."""
-        event, waiters = self._waiting.get(workflow_id, (asyncio.Event(), 0))
-        self._waiting[workflow_id] = (event, waiters + 1)
+    @contextlib.contextmanager
+    def watch(self, workflow_id: str) -> Iterator[asyncio.Event]:
+        """An event set when ``workflow_id`` changes here, from now until the block ends."""
+        changed = asyncio.Event()
+        self._waiting.setdefault(workflow_id, set()).add(changed)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
+            yield changed
         finally:
-            current = self._waiting.get(workflow_id)
-            if current is not None and current[0] is event:
-                if current[1] <= 1:
+            waiting = self._waiting.get(workflow_id)
+            if waiting is not None:
+                waiting.discard(changed)
+                if not waiting:
                     del self._waiting[workflow_id]
-                else:
-                    self._waiting[workflow_id] = (event, current[1] - 1)
 
     def notify(self, workflow_id: str) -> None:
-        waiting = self._waiting.pop(workflow_id, None)
-        if waiting is not None:
-            waiting[0].set()
+        for changed in self._waiting.get(workflow_id, ()):
+            changed.set()
+
+
+@dataclass
+class LoopHealth:
+    """How a background loop fares: the readiness check reads it."""
+
+    name: str
+    failures: int = 0
+    last_error: str | None = None
+    last_success: float | None = None  # monotonic
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def ok(self) -> bool:
+        running = self.task is not None and not self.task.done()
+        return running and self.failures == 0
+
+    def succeeded(self) -> None:
+        self.failures, self.last_error, self.last_success = 0, None, time.monotonic()
+
+    def failed(self, error: BaseException) -> float:
+        """Note a failure; return how long to back off before the next try."""
+        self.failures += 1
+        self.last_error = type(error).__name__
+        return min(MAX_LOOP_BACKOFF, 0.1 * float(2 ** min(self.failures, 10)))
+
+    def describe(self) -> dict[str, object]:
+        return {"ok": self.ok, "failures": self.failures, "last_error": self.last_error}
+
+
+async def keep_running(
+    health: LoopHealth,
+    step: Callable[[], Awaitable[float]],
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    """Run ``step`` again and again, sleeping what it asks, until cancelled. Whatever it
+    raises is logged and backed off from, and shows in ``health``: never the end of the loop
+    (a recovery loop that died in silence would leave its replica taking over nothing)."""
+    while True:
+        try:
+            delay = await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            backoff = health.failed(error)
+            logger.error(
+                "metallica.relay_loop_failed",
+                exc_info=error,
+                extra={"loop": health.name, "failures": health.failures, "retry_in": backoff},
+            )
+            await asyncio.sleep(backoff)
+            continue
+        health.succeeded()
+        await sleep(delay)
 
 
 class Relay:
@@ -65,8 +130,8 @@ class Relay:
         poll_interval: float,
         faults: FaultPoints | None = None,
         batch_size: int = 32,
-        concurrency: int = 256,
-        clock: Callable[[], float] = time.time,
+        concurrency: int = 128,
+        record_retry_seconds: float | None = None,
     ) -> None:
         self._service = service
         self._clients = clients
@@ -74,25 +139,61 @@ class Relay:
         self._poll_interval = poll_interval
         self._faults = faults or FaultPoints()
         self._batch_size = batch_size
-        self._slots = asyncio.Semaphore(concurrency)
-        self._clock = clock
+        self.concurrency = concurrency
+        self._busy = 0  # slots reserved or delivering
+        self._in_flight: dict[int, store.OutboxMessage] = {}
+        lease_seconds = service.lease.seconds
+        self._renew_every = lease_seconds / 3
+        # A successful call is worth waiting for: retry its record for most of a lease.
+        self._record_retry_seconds = record_retry_seconds or lease_seconds * 2 / 3
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.health = {name: LoopHealth(name) for name in ("recovery", "lease_renewal")}
+
+    # --- slots -----------------------------------------------------------------------------
+
+    @property
+    def free_slots(self) -> int:
+        return self.concurrency - self._busy
+
+    def try_reserve(self) -> bool:
+        """Reserve a delivery slot for a message about to be leased to us; False when full."""
+        if self._busy >= self.concurrency:
+            return False
+        self._busy += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a reserved slot that was not used."""
+        self._busy -= 1
+        self._wake.set()  # the recovery loop may claim again
 
     def start_delivery(self, message: store.OutboxMessage) -> None:
-        """Deliver ``message`` (leased to us) in the background, now."""
-        task = asyncio.get_running_loop().create_task(self.deliver(message))
+        """Deliver ``message`` (leased to us, its slot reserved) in the background, now."""
+        task = asyncio.get_running_loop().create_task(self._deliver_in_slot(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def wake(self) -> None:
         self._wake.set()
 
+    async def _deliver_in_slot(self, message: store.OutboxMessage) -> None:
+        try:
+            await self.deliver(message)
+        finally:
+            self.release()
+
     async def deliver(self, message: store.OutboxMessage | None) -> None:
         """Deliver a message and, while each step succeeds at once, the steps after it."""
         while message is not None:
-            async with self._slots:
-                message = await self._attempt(message)
+            self._in_flight[message.id] = message
+            try:
+                following = await self._attempt(message)
+            finally:
+                self._in_flight.pop(message.id, None)
+            message = following
+
+    # --- one attempt -----------------------------------------------------------------------
 
     async def _attempt(self, message: store.OutboxMessage) -> store.OutboxMessage | None:
         definition = self._service.definition
@@ -108,8 +209,7 @@ class Relay:
             replica, outcome = await self._clients.send(call, message.attempts, step.interpret)
             elapsed_ms = (time.monotonic() - started) * 1000
             await self._hit("before_record")
-            recorded = await run_in_threadpool(
-                self._service.record,
+            recorded = await self._record(
                 message,
                 outcome,
                 replica=replica,
@@ -130,48 +230,116 @@ class Relay:
                 extra={"workflow_id": message.stream_id, "step": message.step},
             )
             return None  # the lease runs out and another attempt is made
-        logger.info(
-            "metallica.step_attempted",
-            extra={
-                "workflow_id": message.stream_id,
-                "step": message.step,
-                "attempt": message.attempts,
-                "outcome": type(outcome).__name__,
-                "reason": getattr(outcome, "reason", None),
-                "elapsed_ms": round(elapsed_ms, 1),
-            },
-        )
+        self._log_attempt(message, outcome, recorded, elapsed_ms)
         self._watchers.notify(message.stream_id)
         if recorded.retry_at is not None:
             self.wake()
         return recorded.message
 
+    async def _record(
+        self,
+        message: store.OutboxMessage,
+        outcome: Outcome,
+        *,
+        replica: str,
+        elapsed_ms: float,
+        next_replica: str,
+    ) -> Recorded:
+        """Record an outcome, retrying in place while the database is briefly unavailable or
+        busy: the call was made, and what it learnt must not be thrown away (a success lost
+        here would be asked for again once the lease ran out). The lease is renewed meanwhile.
+        """
+        async for attempt in stamina.retry_context(
+            on=(StorageUnavailable, StorageBusy),
+            attempts=None,
+            timeout=self._record_retry_seconds,
+            wait_initial=0.05,
+            wait_max=1.0,
+        ):
+            with attempt:
+                if attempt.num > 1:
+                    logger.warning(
+                        "metallica.record_retried",
+                        extra={"workflow_id": message.stream_id, "attempt": attempt.num},
+                    )
+                return await run_in_threadpool(
+                    self._service.record,
+                    message,
+                    outcome,
+                    replica=replica,
+                    elapsed_ms=elapsed_ms,
+                    next_replica=next_replica,
+                )
+        raise AssertionError("unreachable: stamina raises once it gives up")
+
+    def _log_attempt(
+        self,
+        message: store.OutboxMessage,
+        outcome: Outcome,
+        recorded: Recorded,
+        elapsed_ms: float,
+    ) -> None:
+        extra = {
+            "workflow_id": message.stream_id,
+            "step": message.step,
+            "attempt": message.attempts,
+            "outcome": type(outcome).__name__,
+            "reason": getattr(outcome, "reason", None),
+            "elapsed_ms": round(elapsed_ms, 1),
+            "fenced": recorded.fenced,
+        }
+        if recorded.late:
+            logger.error("metallica.step_succeeded_late", extra=extra)
+        else:
+            logger.info("metallica.step_attempted", extra=extra)
+
     async def _hit(self, point: str) -> None:
         if self._faults.armed:
             await run_in_threadpool(self._faults.hit, point)
 
-    async def run(self) -> None:
-        """Claim and deliver due messages until cancelled."""
-        while True:
-            self._wake.clear()  # before looking, so a wake-up while we look is not lost
-            try:
-                delay = await self._deliver_due()
-            except StorageError as error:
-                logger.warning("metallica.relay_poll_failed", extra={"error": error.code})
-                delay = self._poll_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+    # --- background loops ------------------------------------------------------------------
 
-    async def _deliver_due(self) -> float:
-        """Start delivering every due message; return how long to sleep."""
-        due = await run_in_threadpool(self._service.next_due_time)
-        now = self._clock()
-        if due is None or due > now:
-            return self._poll_interval if due is None else min(self._poll_interval, due - now)
-        messages = await run_in_threadpool(self._service.claim_due, self._batch_size)
+    async def run(self) -> None:
+        """Claim and deliver due messages, and renew leases in flight, until cancelled."""
+        loops = {
+            "recovery": (self._recover_once, self._sleep_unless_woken),
+            "lease_renewal": (self._renew_once, asyncio.sleep),
+        }
+        async with asyncio.TaskGroup() as group:
+            for name, (step, sleep) in loops.items():
+                health = self.health[name]
+                health.task = group.create_task(keep_running(health, step, sleep), name=name)
+
+    async def _sleep_unless_woken(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _recover_once(self) -> float:
+        """Start delivering due messages, as many as there are free slots; return how long to
+        sleep (a wake-up ends the sleep early: a slot freed, a retry scheduled)."""
+        self._wake.clear()  # before looking, so a wake-up while we look is not lost
+        if self.free_slots <= 0:
+            return self._poll_interval
+        due_in = await run_in_threadpool(self._service.seconds_until_due)
+        if due_in is None or due_in > 0:
+            return self._poll_interval if due_in is None else min(self._poll_interval, due_in)
+        limit = min(self._batch_size, self.free_slots)
+        self._busy += limit  # reserved before the claim, so the hot path cannot overshoot
+        try:
+            messages = await run_in_threadpool(self._service.claim_due, limit)
+        finally:
+            self._busy -= limit
         for message in messages:
+            self._busy += 1
             self.start_delivery(message)
         return 0 if messages else min(self._poll_interval, 0.1)
+
+    async def _renew_once(self) -> float:
+        """Extend the leases of every call in flight; return how long until the next time."""
+        in_flight = list(self._in_flight)
+        if in_flight:
+            await run_in_threadpool(self._service.extend_leases, in_flight)
+        return self._renew_every
 
     async def aclose(self, grace: float = 2.0) -> None:
         """Let in-flight deliveries finish for ``grace`` seconds; the rest resume elsewhere."""

@@ -10,15 +10,20 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from metallica import addresses, usernames
-from metallica.errors import InvalidInput, InvalidUsername, KeyReusedWithOtherBody
+from metallica.errors import (
+    CommandInProgress,
+    InvalidInput,
+    InvalidUsername,
+    KeyReusedWithOtherBody,
+)
 from metallica.protools import engine, store
 from metallica.protools.password_workflow import workflow_input
-from metallica.storage import Database, Transaction
+from metallica.storage import Database, LockTimeout, Transaction
 from metallica.web.requests import fingerprint
 
 CONFLICT_RETRIES = 8
@@ -26,7 +31,8 @@ CONFLICT_RETRIES = 8
 
 @dataclass(frozen=True)
 class Accepted:
-    """A command's workflow; ``message`` is its first call, leased to us, when it is new."""
+    """A command's workflow; ``message`` is its first call when the workflow is new (leased to
+    us when we asked for it, to deliver at once)."""
 
     workflow_id: str
     message: store.OutboxMessage | None
@@ -34,15 +40,23 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Recorded:
-    """An attempt's outcome is committed; ``message``: the next step's call, leased to us."""
+    """An attempt's outcome is committed; ``message``: the next step's call, leased to us.
+
+    ``fenced``: we had lost the lease, so only what the outcome proved was recorded; ``late``:
+    the step was no longer awaited (a success that differed was kept as a late event).
+    """
 
     message: store.OutboxMessage | None
     finished: bool
     retry_at: float | None
+    fenced: bool = False
+    late: bool = False
 
 
-def parse_command(body: Mapping[str, Any]) -> tuple[str, str | None]:
-    """``(username, email)`` from a password-creation body, or a 422."""
+def parse_command(body: Mapping[str, Any], mail_domain: str) -> tuple[str, str | None]:
+    """``(username, email)`` from a password-creation body, or a 422: everything the workflow
+    needs to end well is checked here, before anything is stored or called (the mail step must
+    never fail on an address once a password exists)."""
     unknown = set(body) - {"username", "email"}
     if unknown:
         raise InvalidInput(f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
@@ -54,6 +68,8 @@ def parse_command(body: Mapping[str, Any]) -> tuple[str, str | None]:
         if not isinstance(email, str):
             raise InvalidInput("'email' must be a string", field="email")
         addresses.validate(email, "email")
+    else:
+        addresses.validate(workflow_input(username, None, mail_domain)["recipient"], "username")
     return username, email
 
 
@@ -73,20 +89,23 @@ class WorkflowService:
         self.database = database
         self.definition = definition
         self.replica_id = replica_id
-        self._lease_seconds = lease_seconds
-        self._mail_domain = mail_domain
+        self.lease = store.Lease(replica_id, lease_seconds)
+        self._mail_domain = addresses.validate_domain(mail_domain)
         self._clock = clock
         self._random = random_unit
         self._new_id = new_id
 
-    def _lease(self, now: float) -> store.Lease:
-        return store.Lease(self.replica_id, now + self._lease_seconds)
-
     # --- commands ------------------------------------------------------------------------------
 
-    def accept(self, idempotency_key: str, body: Mapping[str, Any]) -> Accepted:
-        """Start a workflow for a client command, or find the one this key already started."""
-        username, email = parse_command(body)
+    def accept(
+        self, idempotency_key: str, body: Mapping[str, Any], *, lease: bool = True
+    ) -> Accepted:
+        """Start a workflow for a client command, or find the one this key already started.
+
+        With ``lease``, the first call is enqueued leased to this replica, to deliver at once;
+        without (this replica has no free delivery slot), it is due now for any relay.
+        """
+        username, email = parse_command(body, self._mail_domain)
         body_fingerprint = fingerprint({"username": username, "email": email})
         workflow_id, now = self._new_id(), self._clock()
         decision = engine.start(
@@ -95,48 +114,50 @@ class WorkflowService:
             workflow_input(username, email, self._mail_domain),
             now=now,
         )
-        with self.database.transaction() as tx:
-            command = store.record_command(
-                tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
-            )
-            if command.workflow_id != workflow_id:
-                if command.fingerprint != body_fingerprint:
-                    raise KeyReusedWithOtherBody()
-                return Accepted(command.workflow_id, None)
-            store.append(tx, workflow_id, 0, decision.events, now=now)
-            assert decision.send is not None
-            message = self._send(tx, workflow_id, decision.send, now)
+        try:
+            with self.database.transaction() as tx:
+                command = store.record_command(
+                    tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
+                )
+                if command.workflow_id != workflow_id:
+                    if command.fingerprint != body_fingerprint:
+                        raise KeyReusedWithOtherBody()
+                    return Accepted(command.workflow_id, None)
+                store.append(tx, workflow_id, 0, decision.events, now=now)
+                assert decision.send is not None
+                message = self._send(tx, workflow_id, decision.send, leased=lease)
+        except LockTimeout:
+            # Another request with this key holds it in an open transaction.
+            raise CommandInProgress(retry_after=1) from None
         return Accepted(workflow_id, message)
 
     def _send(
-        self, tx: Transaction, workflow_id: str, call: engine.Call, now: float
+        self, tx: Transaction, workflow_id: str, call: engine.Call, *, leased: bool = True
     ) -> store.OutboxMessage:
-        """Enqueue a step's call, leased to this replica so that it can deliver it at once."""
-        step = call.idempotency_key.rsplit("/", 1)[-1]
-        payload = call.to_payload()
-        message_id = store.enqueue(
+        """Enqueue a step's call; ``leased``: to this replica, so that it can deliver it at once."""
+        return store.enqueue(
             tx,
             stream_id=workflow_id,
-            step=step,
+            step=call.idempotency_key.rsplit("/", 1)[-1],
             destination=call.destination,
-            payload=payload,
-            now=now,
-            lease=self._lease(now),
-        )
-        return store.OutboxMessage(
-            message_id, workflow_id, step, call.destination, payload, 1, now, now
+            payload=call.to_payload(),
+            lease=self.lease if leased else None,
         )
 
     # --- delivery ------------------------------------------------------------------------------
 
     def claim_due(self, limit: int) -> list[store.OutboxMessage]:
-        now = self._clock()
         with self.database.transaction() as tx:
-            return store.claim_due(tx, self._lease(now), now=now, limit=limit)
+            return store.claim_due(tx, self.lease, limit=limit)
 
-    def next_due_time(self) -> float | None:
+    def seconds_until_due(self) -> float | None:
         with self.database.transaction(write=False) as tx:
-            return store.next_due_time(tx)
+            return store.seconds_until_due(tx)
+
+    def extend_leases(self, message_ids: Sequence[int]) -> int:
+        """Keep this replica's leases on ``message_ids`` (calls in flight) alive."""
+        with self.database.transaction() as tx:
+            return store.extend_leases(tx, self.lease, message_ids)
 
     def may_attempt(self, message: store.OutboxMessage) -> bool:
         """Whether to call for ``message`` now; if not, its fate is committed here."""
@@ -147,7 +168,9 @@ class WorkflowService:
                 if state is None or not engine.is_current(state, self.definition, message.step):
                     store.complete(tx, message.id)
                     return False
-                decision = engine.decide_attempt(state, self.definition, message.step, now=now)
+                decision = engine.decide_attempt(
+                    state, self.definition, message.step, message.attempts, now=now
+                )
                 if decision is None:
                     return True
                 try:
@@ -167,41 +190,87 @@ class WorkflowService:
         elapsed_ms: float,
         next_replica: str | None = None,
     ) -> Recorded:
-        """Commit one attempt's outcome: its events, the outbox change, the next call."""
+        """Commit one attempt's outcome: its events, the outbox change, the next call.
+
+        Fenced on the lease: only the holder of this attempt's lease reschedules or ends the
+        message. A replica that lost it (its lease ran out mid-call and another replica claimed
+        a later attempt) still records what its outcome proves: a success or a definite
+        failure is the truth whoever learnt it; a retry only joins the history. Safe to call
+        again after a failed commit: an outcome already recorded is not recorded twice.
+        """
         for _ in range(CONFLICT_RETRIES):
             now = self._clock()
             try:
                 with self.database.transaction() as tx:
-                    state = engine.fold(message.stream_id, store.read_stream(tx, message.stream_id))
-                    if state is None or not engine.is_current(state, self.definition, message.step):
-                        store.complete(tx, message.id)  # another replica recorded it first
-                        return Recorded(None, False, None)
-                    decision = engine.decide_outcome(
-                        state,
-                        self.definition,
-                        message.step,
-                        message.attempts,
-                        outcome,
-                        now=now,
-                        replica=replica,
-                        elapsed_ms=elapsed_ms,
-                        random=self._random,
-                        next_replica=next_replica,
+                    return self._record(
+                        tx, message, outcome, now, replica, elapsed_ms, next_replica
                     )
-                    store.append(tx, message.stream_id, state.version, decision.events, now=now)
-                    if decision.retry_at is not None:
-                        store.reschedule(tx, message.id, available_at=decision.retry_at)
-                    else:
-                        store.complete(tx, message.id)
-                    following = (
-                        self._send(tx, message.stream_id, decision.send, now)
-                        if decision.send
-                        else None
-                    )
-                return Recorded(following, decision.finishes, decision.retry_at)
             except store.VersionConflict:
                 continue
         raise RuntimeError(f"stream {message.stream_id} kept changing under us")
+
+    def _record(
+        self,
+        tx: Transaction,
+        message: store.OutboxMessage,
+        outcome: engine.Outcome,
+        now: float,
+        replica: str,
+        elapsed_ms: float,
+        next_replica: str | None,
+    ) -> Recorded:
+        lease = store.lock_message(tx, message.id)
+        held = lease is not None and lease.held_by(self.replica_id, message.attempts)
+        state = engine.fold(message.stream_id, store.read_stream(tx, message.stream_id))
+        if state is None or not engine.is_current(state, self.definition, message.step):
+            late = engine.Decision()
+            if state is not None:
+                late = engine.decide_late_outcome(
+                    state,
+                    message.step,
+                    message.attempts,
+                    outcome,
+                    replica=replica,
+                    elapsed_ms=elapsed_ms,
+                )
+                store.append(tx, message.stream_id, state.version, late.events, now=now)
+            if held:
+                store.complete(tx, message.id)  # another attempt recorded the step first
+            return Recorded(None, False, None, fenced=not held, late=bool(late.events))
+        if held:
+            decision = engine.decide_outcome(
+                state,
+                self.definition,
+                message.step,
+                message.attempts,
+                outcome,
+                now=now,
+                replica=replica,
+                elapsed_ms=elapsed_ms,
+                random=self._random,
+                next_replica=next_replica,
+            )
+        else:
+            decision = engine.decide_fenced_outcome(
+                state,
+                self.definition,
+                message.step,
+                message.attempts,
+                outcome,
+                now=now,
+                replica=replica,
+                elapsed_ms=elapsed_ms,
+                random=self._random,
+            )
+        store.append(tx, message.stream_id, state.version, decision.events, now=now)
+        if decision.retry_at is not None:
+            store.reschedule(tx, message.id, delay=decision.retry_at - now)
+        elif held or not isinstance(outcome, engine.Retry):
+            store.complete(tx, message.id)  # the step's fate is known: whoever holds it is done
+        following = (
+            self._send(tx, message.stream_id, decision.send) if decision.send is not None else None
+        )
+        return Recorded(following, decision.finishes, decision.retry_at, fenced=not held)
 
     # --- queries -------------------------------------------------------------------------------
 

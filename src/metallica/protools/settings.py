@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metallica.storage import Timeouts
+
 
 @dataclass(frozen=True)
 class ProtoolsSettings:
@@ -23,3 +25,5 @@ class ProtoolsSettings:
     workflow_deadline: float = 300.0
     replica_id: str = field(default="")
     faults_enabled: bool = False
+    relay_concurrency: int = 128
+    database_timeouts: Timeouts = field(default_factory=Timeouts)

@@ -50,16 +50,26 @@ class RecordedEvent:
 
 @dataclass(frozen=True)
 class OutboxMessage:
-    """A call to deliver to a service, leased to one relay while it delivers it."""
+    """A call to deliver to a service, leased to one relay while it delivers it.
+
+    ``attempts`` counts the claims of the message, this one included: the attempt number.
+    ``raw_payload`` is the stored JSON, parsed on use (:attr:`payload`), so one unreadable
+    message fails its own delivery and never the claim of the messages beside it.
+    """
 
     id: int
     stream_id: str
     step: str
     destination: str
-    payload: Mapping[str, Any]
+    raw_payload: str
     attempts: int
     available_at: float
     created_at: float
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.raw_payload)
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ def _message(row: Row) -> OutboxMessage:
         stream_id=row["stream_id"],
         step=row["step"],
         destination=row["destination"],
-        payload=json.loads(row["payload"]),
+        raw_payload=str(row["payload"]),
         attempts=int(row["attempts"]),
         available_at=float(row["available_at"]),
         created_at=float(row["created_at"]),
@@ -145,15 +155,30 @@ def list_streams(tx: Transaction, *, limit: int = 50) -> list[tuple[str, Mapping
     return [(row["stream_id"], json.loads(row["data"]), float(row["recorded_at"])) for row in rows]
 
 
-# --- outbox ----------------------------------------------------------------------------------
+# --- outbox ---------------------------------------------------------------------------------
+#
+# Outbox times (when a message falls due, when a lease runs out) are read from the database's
+# clock, never a replica's: callers pass durations. A lease is a fence: an attempt's outcome is
+# recorded by the holder of that attempt's lease only (see :func:`lock_message`).
 
 
 @dataclass(frozen=True)
 class Lease:
-    """Who holds a message and until when."""
+    """Who claims a message, and for how long (seconds, by the database's clock)."""
 
     owner: str
-    expires_at: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """Who holds a message now, and which attempt they claimed."""
+
+    owner: str | None
+    attempts: int
+
+    def held_by(self, owner: str, attempt: int) -> bool:
+        return self.owner == owner and self.attempts == attempt
 
 
 def enqueue(
@@ -163,50 +188,52 @@ def enqueue(
     step: str,
     destination: str,
     payload: Mapping[str, Any],
-    now: float,
-    available_at: float | None = None,
+    delay: float = 0.0,
     lease: Lease | None = None,
-) -> int:
-    """Put a message in the outbox; with ``lease``, already claimed by the caller's relay."""
+) -> OutboxMessage:
+    """Put a message in the outbox, due in ``delay`` seconds; with ``lease``, already claimed
+    by the caller's relay (its first attempt, to deliver at once)."""
     row = tx.fetch_one(
         "enqueue_message",
         stream_id=stream_id,
         step=step,
         destination=destination,
         payload=json.dumps(payload, separators=(",", ":")),
-        available_at=now if available_at is None else available_at,
-        created_at=now,
+        delay=delay,
+        owner=lease.owner if lease else None,
+        lease_seconds=lease.seconds if lease else None,
     )
     assert row is not None
-    message_id = int(row["id"])
-    if lease is not None:
-        claimed = claim(tx, message_id, lease, now=now)
-        assert claimed is not None
-    return message_id
+    return _message(row)
 
 
-def claim(tx: Transaction, message_id: int, lease: Lease, *, now: float) -> OutboxMessage | None:
-    """Lease one message, unless another relay holds a live lease on it (or it is gone)."""
-    row = tx.fetch_one(
-        "claim_message",
-        id=message_id,
-        owner=lease.owner,
-        lease_expires_at=lease.expires_at,
-        now=now,
-    )
-    return _message(row) if row is not None else None
-
-
-def claim_due(tx: Transaction, lease: Lease, *, now: float, limit: int) -> list[OutboxMessage]:
-    """Lease up to ``limit`` due messages that no live lease holds."""
+def claim_due(tx: Transaction, lease: Lease, *, limit: int) -> list[OutboxMessage]:
+    """Lease up to ``limit`` due messages that no live lease holds, oldest first."""
+    if limit <= 0:
+        return []
     rows = tx.fetch_all(
-        "claim_due_messages",
-        owner=lease.owner,
-        lease_expires_at=lease.expires_at,
-        now=now,
-        limit=limit,
+        "claim_due_messages", owner=lease.owner, lease_seconds=lease.seconds, limit=limit
     )
     return sorted((_message(row) for row in rows), key=lambda message: message.available_at)
+
+
+def lock_message(tx: Transaction, message_id: int) -> LeaseState | None:
+    """The message's lease, locked until ``tx`` ends; None if the message is gone."""
+    row = tx.fetch_one("lock_message", id=message_id)
+    return None if row is None else LeaseState(row["lease_owner"], int(row["attempts"]))
+
+
+def extend_leases(tx: Transaction, lease: Lease, message_ids: Sequence[int]) -> int:
+    """Extend ``lease.owner``'s leases on ``message_ids`` to ``lease.seconds`` from now; return
+    how many it still held."""
+    if not message_ids:
+        return 0
+    return tx.execute(
+        "extend_leases",
+        owner=lease.owner,
+        lease_seconds=lease.seconds,
+        ids=json.dumps(list(message_ids)),
+    )
 
 
 def complete(tx: Transaction, message_id: int) -> None:
@@ -214,15 +241,16 @@ def complete(tx: Transaction, message_id: int) -> None:
     tx.execute("delete_message", id=message_id)
 
 
-def reschedule(tx: Transaction, message_id: int, *, available_at: float) -> None:
-    """Release the lease and deliver again at ``available_at``."""
-    tx.execute("reschedule_message", id=message_id, available_at=available_at)
+def reschedule(tx: Transaction, message_id: int, *, delay: float) -> None:
+    """Release the lease and deliver again in ``delay`` seconds."""
+    tx.execute("reschedule_message", id=message_id, delay=max(delay, 0.0))
 
 
-def next_due_time(tx: Transaction) -> float | None:
-    """When the next message falls due or a lease runs out; None when the outbox is empty."""
-    row = tx.fetch_one("next_due_time")
-    return None if row is None or row["due"] is None else float(row["due"])
+def seconds_until_due(tx: Transaction) -> float | None:
+    """Seconds until the next message falls due or a lease runs out (0 if one is overdue);
+    None when the outbox is empty."""
+    row = tx.fetch_one("seconds_until_due")
+    return None if row is None or row["due"] is None else max(float(row["due"]), 0.0)
 
 
 def pending(tx: Transaction) -> list[Row]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metallica.storage.errors import (
+    LockTimeout,
     SchemaTooOld,
     StorageBusy,
     StorageError,
@@ -10,7 +11,7 @@ from metallica.storage.errors import (
     UniqueViolation,
     UnsupportedDatabaseUrl,
 )
-from metallica.storage.ports import Database, Row, Transaction
+from metallica.storage.ports import Database, Row, Timeouts, Transaction
 
 
 def check_url(url: str) -> str:
@@ -20,26 +21,30 @@ def check_url(url: str) -> str:
     raise UnsupportedDatabaseUrl()
 
 
-def open_database(url: str, schema: str, *, pool_size: int = 8) -> Database:
+def open_database(
+    url: str, schema: str, *, pool_size: int = 8, timeouts: Timeouts | None = None
+) -> Database:
     """Open the database of ``url`` for one service ``schema``; the scheme picks the backend."""
     if url.startswith("sqlite:"):
         from metallica.storage.sqlite import SQLiteDatabase
 
-        return SQLiteDatabase(url, schema, pool_size=pool_size)
+        return SQLiteDatabase(url, schema, pool_size=pool_size, timeouts=timeouts or Timeouts())
     if url.startswith(("postgresql://", "postgres://")):
         from metallica.storage.postgres import PostgresDatabase
 
-        return PostgresDatabase(url, schema, pool_size=pool_size)
+        return PostgresDatabase(url, schema, pool_size=pool_size, timeouts=timeouts or Timeouts())
     raise UnsupportedDatabaseUrl()
 
 
 __all__ = [
     "Database",
+    "LockTimeout",
     "Row",
     "SchemaTooOld",
     "StorageBusy",
     "StorageError",
     "StorageUnavailable",
+    "Timeouts",
     "Transaction",
     "UniqueViolation",
     "UnsupportedDatabaseUrl",

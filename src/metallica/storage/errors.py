@@ -25,6 +25,12 @@ class StorageBusy(StorageError):
     code = "storage-busy"
 
 
+class LockTimeout(StorageBusy):
+    """A lock stayed held by another transaction past the lock timeout; retry later."""
+
+    code = "storage-lock-timeout"
+
+
 class UniqueViolation(StorageError):
     """A unique constraint refused the write."""
 

@@ -9,9 +9,26 @@ SQL files and in the few methods below.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a statement may wait, so that no request pins a connection without limit.
+
+    ``lock``: waiting for a lock another transaction holds (PostgreSQL ``lock_timeout``,
+    SQLite ``busy_timeout``); keep it under the callers' call timeout, so a retry that meets
+    its first attempt's open transaction answers "in progress" before its caller gives up.
+    ``statement`` and ``idle_in_transaction``: PostgreSQL's limits on one statement and on a
+    transaction left open by a stuck holder (its session is closed and its locks released).
+    """
+
+    lock: float = 2.0
+    statement: float = 10.0
+    idle_in_transaction: float = 30.0
 
 
 class Transaction(Protocol):
@@ -44,3 +61,6 @@ class Database(Protocol):
 
     def close(self) -> None:
         """Close every connection."""
+
+
+DEFAULT_TIMEOUTS = Timeouts()

@@ -14,11 +14,12 @@ from typing import Any
 import psycopg
 import psycopg.errors
 import psycopg.sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from metallica.storage import errors
-from metallica.storage.ports import Row
+from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
 from metallica.storage.queries import load_queries
 
 # Every migrator takes this advisory lock, so replicas that start together migrate one by one.
@@ -32,10 +33,12 @@ def _translated_errors() -> Iterator[None]:
         yield
     except psycopg.errors.UniqueViolation as error:
         raise errors.UniqueViolation(error.diag.constraint_name or "unknown") from error
+    except psycopg.errors.LockNotAvailable as error:
+        raise errors.LockTimeout(type(error).__name__) from error
     except (
         psycopg.errors.SerializationFailure,
         psycopg.errors.DeadlockDetected,
-        psycopg.errors.LockNotAvailable,
+        psycopg.errors.QueryCanceled,  # statement_timeout
     ) as error:
         raise errors.StorageBusy(type(error).__name__) from error
     except (psycopg.OperationalError, PoolTimeout) as error:
@@ -72,6 +75,9 @@ class PostgresTransaction:
 
     def lock_migrations(self) -> None:
         with _translated_errors():
+            # Migrators wait for each other, and a migration may run long: no timeouts here.
+            self._cursor.execute("SET LOCAL lock_timeout = 0")
+            self._cursor.execute("SET LOCAL statement_timeout = 0")
             self._cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
 
 
@@ -80,11 +86,13 @@ class PostgresDatabase:
 
     dialect = "postgres"
 
-    def __init__(self, url: str, schema: str, *, pool_size: int = 8) -> None:
+    def __init__(
+        self, url: str, schema: str, *, pool_size: int = 8, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> None:
         self.schema = schema
         self._queries = load_queries(self.dialect, schema)
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
-            url,
+            with_timeouts(url, timeouts),
             min_size=1,
             max_size=pool_size,
             kwargs={"row_factory": dict_row, "connect_timeout": 5},
@@ -110,6 +118,20 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def with_timeouts(url: str, timeouts: Timeouts) -> str:
+    """``url`` with the session's lock, statement and idle-in-transaction timeouts added to its
+    ``options`` (kept: a ``search_path`` already there)."""
+    params = conninfo_to_dict(url)
+    settings = {
+        "lock_timeout": timeouts.lock,
+        "statement_timeout": timeouts.statement,
+        "idle_in_transaction_session_timeout": timeouts.idle_in_transaction,
+    }
+    extra = " ".join(f"-c {name}={round(seconds * 1000)}" for name, seconds in settings.items())
+    params["options"] = f"{params.get('options', '')} {extra}".strip()
+    return make_conninfo("", **params)
 
 
 def schema_url(url: str, schema: str) -> str:

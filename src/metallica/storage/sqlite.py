@@ -7,18 +7,18 @@ Connections are pooled in a queue and used by one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from metallica.storage import errors
-from metallica.storage.ports import Row
+from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
 from metallica.storage.queries import load_queries
-
-BUSY_TIMEOUT_MS = 15_000
 
 
 def path_from_url(url: str) -> Path:
@@ -84,21 +84,27 @@ class SQLiteTransaction:
 
 
 class SQLiteDatabase:
-    """A pool of connections to one SQLite file."""
+    """A pool of connections to one SQLite file.
+
+    A connection that fails to roll back is closed and replaced on its next use, so a broken
+    connection never goes back into the pool and the pool never shrinks.
+    """
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, schema: str, *, pool_size: int = 8) -> None:
+    def __init__(
+        self, url: str, schema: str, *, pool_size: int = 8, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> None:
         self.schema = schema
         self.path = path_from_url(url)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_ms = round(timeouts.lock * 1000)
         self._queries = load_queries(self.dialect, schema)
-        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._connections: list[sqlite3.Connection] = []
+        self._pool: queue.LifoQueue[sqlite3.Connection | None] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._connections: set[sqlite3.Connection] = set()
         for _ in range(pool_size):
-            connection = self._connect()
-            self._connections.append(connection)
-            self._pool.put(connection)
+            self._pool.put(self._connect())
 
     def _connect(self) -> sqlite3.Connection:
         with _translated_errors():
@@ -106,34 +112,46 @@ class SQLiteDatabase:
                 self.path,
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
+                timeout=self._busy_timeout_ms / 1000,
             )
             connection.row_factory = sqlite3.Row
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
+        with self._lock:
+            self._connections.add(connection)
         return connection
+
+    def _discard(self, connection: sqlite3.Connection) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[SQLiteTransaction]:
-        connection = self._pool.get()
+        pooled = self._pool.get()
+        connection: sqlite3.Connection | None = None
         try:
+            connection = pooled if pooled is not None else self._connect()
             with _translated_errors():
                 connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield SQLiteTransaction(connection, self._queries)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+            yield SQLiteTransaction(connection, self._queries)
             with _translated_errors():
                 connection.execute("COMMIT")
         finally:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
+            if connection is not None:
+                try:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                except sqlite3.Error:
+                    self._discard(connection)
+                    connection = None
             self._pool.put(connection)
 
     def close(self) -> None:
-        for connection in self._connections:
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
             connection.close()
-        self._connections.clear()

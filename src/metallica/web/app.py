@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -16,8 +17,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
-from metallica.storage import Database, StorageUnavailable, open_database
-from metallica.storage.migrate import migrate
+from metallica.storage import Database, StorageUnavailable, Timeouts, open_database
+from metallica.storage.migrate import migrate, verify
 from metallica.web.auth import require_token
 from metallica.web.problems import exception_handlers
 
@@ -36,7 +37,51 @@ def authenticated(token: str, endpoint: Endpoint) -> Endpoint:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness: the process answers. Readiness is ``/readyz``."""
     return JSONResponse({"status": "ok", "service": request.app.state.service_name})
+
+
+# A readiness check answers {"ok": bool, ...}; one that takes longer than this is not ready.
+READINESS_TIMEOUT = 2.0
+ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def database_check(database: Database) -> ReadinessCheck:
+    """Ready when the database answers and its schema is this code's (migrations applied)."""
+
+    async def check() -> dict[str, Any]:
+        await run_in_threadpool(verify, database)
+        return {"ok": True}
+
+    return check
+
+
+def health_check(health: Any) -> ReadinessCheck:
+    """Ready when a background loop runs and its last round succeeded (``LoopHealth``)."""
+
+    async def check() -> dict[str, Any]:
+        described: dict[str, Any] = health.describe()
+        return described
+
+    return check
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: 200 when every check of the service passes, else 503 naming the failing ones."""
+    checks: dict[str, ReadinessCheck] = getattr(request.app.state, "readiness_checks", {})
+    results: dict[str, dict[str, Any]] = {}
+    for name, check in checks.items():
+        try:
+            results[name] = await asyncio.wait_for(check(), READINESS_TIMEOUT)
+        except Exception as error:  # a failing check is the answer, not an error
+            results[name] = {"ok": False, "error": getattr(error, "code", type(error).__name__)}
+    ready = bool(results) and all(result.get("ok") for result in results.values())
+    body = {
+        "status": "ready" if ready else "not-ready",
+        "service": request.app.state.service_name,
+        "checks": results,
+    }
+    return JSONResponse(body, 200 if ready else 503, headers={"Cache-Control": "no-store"})
 
 
 class FaultContextMiddleware:
@@ -84,7 +129,13 @@ class FaultContextMiddleware:
 DATABASE_STARTUP_WAIT = 60.0
 
 
-def open_migrated(url: str, schema: str, *, wait: float = DATABASE_STARTUP_WAIT) -> Database:
+def open_migrated(
+    url: str,
+    schema: str,
+    *,
+    timeouts: Timeouts | None = None,
+    wait: float = DATABASE_STARTUP_WAIT,
+) -> Database:
     """Open and migrate a service's database, waiting up to ``wait`` seconds for it to answer.
 
     Each failed try is logged by stamina (``stamina.retry_scheduled``), so an operator sees the
@@ -94,7 +145,7 @@ def open_migrated(url: str, schema: str, *, wait: float = DATABASE_STARTUP_WAIT)
         on=StorageUnavailable, attempts=None, timeout=wait, wait_initial=0.2, wait_max=2.0
     ):
         with attempt:
-            database = open_database(url, schema)
+            database = open_database(url, schema, timeouts=timeouts)
             try:
                 migrate(database)
             except BaseException:
@@ -105,9 +156,11 @@ def open_migrated(url: str, schema: str, *, wait: float = DATABASE_STARTUP_WAIT)
 
 
 @asynccontextmanager
-async def migrated_database(url: str, schema: str) -> AsyncIterator[Database]:
+async def migrated_database(
+    url: str, schema: str, timeouts: Timeouts | None = None
+) -> AsyncIterator[Database]:
     """A service's database, migrated to this code's schema, closed on the way out."""
-    database = await run_in_threadpool(open_migrated, url, schema)
+    database = await run_in_threadpool(open_migrated, url, schema, timeouts=timeouts)
     try:
         yield database
     finally:
@@ -121,7 +174,11 @@ def service_app(
 ) -> Starlette:
     """A Starlette app with the shared health check and problem+json error table."""
     app = Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            *routes,
+        ],
         exception_handlers=exception_handlers(),
         middleware=[Middleware(FaultContextMiddleware)],
         lifespan=lifespan,

@@ -25,29 +25,41 @@ SELECT stream_id, data, recorded_at FROM events
 WHERE version = 1 ORDER BY global_position DESC LIMIT :limit;
 
 -- name: enqueue_message
--- Put a message in the outbox, in the transaction that recorded the events implying it.
-INSERT INTO outbox (stream_id, step, destination, payload, available_at, created_at)
-VALUES (:stream_id, :step, :destination, :payload, :available_at, :created_at)
-RETURNING id;
-
--- name: claim_message
--- Lease one message for immediate delivery, unless another relay holds a live lease on it.
-UPDATE outbox
-SET lease_owner = :owner, lease_expires_at = :lease_expires_at, attempts = attempts + 1
-WHERE id = :id AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+-- Put a message in the outbox, in the transaction that recorded the events implying it; with an
+-- owner, already leased to that relay (its first attempt). Times are the database's clock
+-- (one machine), so replicas never compare their own clocks.
+INSERT INTO outbox (stream_id, step, destination, payload, attempts, available_at, lease_owner,
+                    lease_expires_at, created_at)
+SELECT :stream_id, :step, :destination, :payload,
+       CASE WHEN :owner IS NULL THEN 0 ELSE 1 END, clock.now + :delay, :owner,
+       CASE WHEN :owner IS NULL THEN NULL ELSE clock.now + :lease_seconds END, clock.now
+FROM (SELECT (julianday('now') - 2440587.5) * 86400.0 AS now) AS clock
 RETURNING id, stream_id, step, destination, payload, attempts, available_at, created_at;
 
 -- name: claim_due_messages
--- Lease the due messages nobody holds (or whose holder's lease ran out). Runs under
--- BEGIN IMMEDIATE, so two relays never claim the same row.
+-- Lease the due messages nobody holds (or whose holder's lease ran out), oldest first.
+-- The write lock of BEGIN IMMEDIATE makes relays claim one after the other.
 UPDATE outbox
-SET lease_owner = :owner, lease_expires_at = :lease_expires_at, attempts = attempts + 1
+SET lease_owner = :owner,
+    lease_expires_at = (julianday('now') - 2440587.5) * 86400.0 + :lease_seconds,
+    attempts = attempts + 1
 WHERE id IN (
     SELECT id FROM outbox
-    WHERE available_at <= :now AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    WHERE available_at <= (julianday('now') - 2440587.5) * 86400.0
+      AND (lease_expires_at IS NULL OR lease_expires_at < (julianday('now') - 2440587.5) * 86400.0)
     ORDER BY available_at LIMIT :limit
 )
 RETURNING id, stream_id, step, destination, payload, attempts, available_at, created_at;
+
+-- name: lock_message
+-- The lease on a message, locked until the transaction ends: an outcome is recorded by the
+-- lease holder of that attempt only (the fence); a replica that lost it learns so here.
+SELECT lease_owner, attempts FROM outbox WHERE id = :id;
+
+-- name: extend_leases
+-- Keep the leases of the calls still in flight alive; a lease already taken over is left alone.
+UPDATE outbox SET lease_expires_at = (julianday('now') - 2440587.5) * 86400.0 + :lease_seconds
+WHERE lease_owner = :owner AND id IN (SELECT value FROM json_each(:ids));
 
 -- name: delete_message
 -- The message's outcome is recorded: it leaves the outbox.
@@ -55,13 +67,17 @@ DELETE FROM outbox WHERE id = :id;
 
 -- name: reschedule_message
 -- Deliver again later: release the lease and set the next attempt's time.
-UPDATE outbox SET available_at = :available_at, lease_owner = NULL, lease_expires_at = NULL
+UPDATE outbox
+SET available_at = (julianday('now') - 2440587.5) * 86400.0 + :delay,
+    lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id;
 
--- name: next_due_time
--- When the next message falls due (or a lease runs out), for the relay's sleep.
+-- name: seconds_until_due
+-- How long until the next message falls due or a lease runs out (negative: overdue), by the
+-- database's clock; NULL when the outbox is empty.
 SELECT min(CASE WHEN lease_expires_at IS NOT NULL AND lease_expires_at > available_at
-                THEN lease_expires_at ELSE available_at END) AS due
+                THEN lease_expires_at ELSE available_at END)
+       - (julianday('now') - 2440587.5) * 86400.0 AS due
 FROM outbox;
 
 -- name: pending_messages

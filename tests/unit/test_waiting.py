@@ -1,0 +1,65 @@
+"""A request waiting on a workflow is woken by a change made here, however close it comes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from metallica.protools import engine
+from metallica.protools.http import wait_for_state
+from metallica.protools.relay import Watchers
+
+RUNNING = engine.WorkflowState("wf-1", version=2)
+DONE = engine.WorkflowState("wf-1", version=4, status=engine.COMPLETED_STATUS)
+
+
+def test_a_change_between_the_read_and_the_wait_is_not_lost() -> None:
+    # The workflow completes (and notifies) right after the waiter read it as running, before
+    # it starts waiting: the waiter must see it at once, not at its next poll.
+    watchers = Watchers()
+    reads: list[float] = []
+
+    def load(workflow_id: str) -> engine.WorkflowState:
+        reads.append(time.monotonic())
+        if len(reads) == 1:
+            return RUNNING  # as read; meanwhile, on the event loop, the relay finishes it:
+        return DONE
+
+    async def main() -> tuple[engine.WorkflowState | None, float]:
+        loop = asyncio.get_running_loop()
+
+        def load_then_finish(workflow_id: str) -> engine.WorkflowState:
+            state = load(workflow_id)
+            if state is RUNNING:
+                loop.call_soon_threadsafe(watchers.notify, workflow_id)
+                time.sleep(0.05)  # the notification lands before this read returns
+            return state
+
+        started = time.monotonic()
+        state = await wait_for_state(load_then_finish, watchers, "wf-1", 60, poll=30)
+        return state, time.monotonic() - started
+
+    state, elapsed = asyncio.run(asyncio.wait_for(main(), 20))
+    assert state == DONE
+    assert elapsed < 5, f"woken by the poll after {elapsed:.1f} s, not by the notification"
+    assert len(reads) == 2
+
+
+def test_a_waiter_gives_up_after_its_time_with_the_state_it_has() -> None:
+    async def main() -> engine.WorkflowState | None:
+        return await wait_for_state(lambda _: RUNNING, Watchers(), "wf-1", 0.2, poll=0.05)
+
+    assert asyncio.run(main()) == RUNNING
+
+
+def test_watchers_forget_a_watch_once_it_ends() -> None:
+    async def main() -> None:
+        watchers = Watchers()
+        with watchers.watch("wf-1") as first, watchers.watch("wf-1") as second:
+            watchers.notify("wf-1")
+            assert first.is_set()
+            assert second.is_set()
+        watchers.notify("wf-1")  # nobody watches: nothing to do, nothing kept
+        assert watchers._waiting == {}
+
+    asyncio.run(main())
