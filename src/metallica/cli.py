@@ -232,8 +232,15 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
 @click.argument("service", type=SERVICE_NAMES)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--fd",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Serve on this inherited, already bound and listening socket instead of --host/--port "
+    "(how `metallica up` and the test stacks start services, so no port is ever raced for).",
+)
 @service_options
-def serve(service: str, host: str, port: int, **options: Any) -> None:
+def serve(service: str, host: str, port: int, fd: int | None, **options: Any) -> None:
     """Run one service process (protools, generator or mailer) until stopped."""
     import uvicorn
 
@@ -241,9 +248,21 @@ def serve(service: str, host: str, port: int, **options: Any) -> None:
 
     json_logging.configure(options["log_level"])
     app = build_app(service, options)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
     )
+    sockets = None
+    if fd is not None:
+        from metallica.listeners import PortUnavailable, inherited_socket
+
+        try:
+            sockets = [inherited_socket(fd)]
+        except (OSError, PortUnavailable) as error:
+            raise click.UsageError(f"--fd {fd}: not an inherited socket ({error})") from None
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run does: the app's startup failed
 
 
 @main.command()
@@ -308,13 +327,14 @@ def _database_urls(database_url: str | None) -> dict[str, str]:
 )
 @click.option(
     "--port",
-    type=int,
+    type=click.IntRange(0, 65535 - 216),
     default=8000,
     show_default=True,
-    help="protools' first port; generators at +100, mailers at +200.",
+    help="protools' first port; generators at +100, mailers at +200; 0: any free ports.",
 )
 def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> None:
     """Run the whole stack as local processes until Ctrl-C."""
+    from metallica.listeners import PortUnavailable
     from metallica.stack import LocalStack
 
     token = (
@@ -326,7 +346,15 @@ def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> No
     token_file.chmod(0o600)
     stack = LocalStack(data_dir, token, replicas, _database_urls(database_url), base_port=port)
     click.echo(f"starting {replicas} replica(s) of each service ...")
-    with stack:
+    try:
+        stack.start()
+    except PortUnavailable as error:
+        stack.stop()
+        raise click.ClickException(f"{error.detail} (choose another with --port)") from None
+    except BaseException:
+        stack.stop()
+        raise
+    try:
         for service in ("protools", "generator", "mailer"):
             click.echo(f"{service:<10} {'  '.join(stack.urls(service))}")
         click.echo(f"maildir    {stack.maildir}")
@@ -346,6 +374,8 @@ def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> No
         except KeyboardInterrupt:
             pass
         click.echo("stopping ...")
+    finally:
+        stack.stop()
 
 
 # --- clients ----------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,26 +19,29 @@ from pathlib import Path
 
 import httpx
 
+from metallica.listeners import PortReservation
+
 SERVICES = ("generator", "mailer", "protools")
 # With a base port, protools listens on base, the generators on base+100, the mailers on base+200.
 PORT_OFFSETS = {"protools": 0, "generator": 100, "mailer": 200}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Replica:
+    """One service process; its port is reserved by the stack for the stack's whole life, and
+    each start hands the process a listening socket on it (see :mod:`metallica.listeners`)."""
+
     service: str
     index: int
-    port: int
+    reservation: PortReservation
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     stopped_on_purpose: bool = False
+
+    @property
+    def port(self) -> int:
+        return self.reservation.port
 
     @property
     def url(self) -> str:
@@ -94,16 +96,18 @@ class LocalStack:
         (self.data_dir / "logs").mkdir(exist_ok=True)
         for service in SERVICES:
             offset = PORT_OFFSETS[service]
-            self.members[service] = [
-                Replica(
-                    service,
-                    index,
-                    self.base_port + offset + index if self.base_port else free_port(),
-                    {},
-                    self.data_dir / "logs" / f"{service}-{index + 1}.log",
+            self.members[service] = []
+            for index in range(self.replicas):
+                port = self.base_port + offset + index if self.base_port else 0
+                self.members[service].append(
+                    Replica(
+                        service,
+                        index,
+                        PortReservation("127.0.0.1", port),
+                        {},
+                        self.data_dir / "logs" / f"{service}-{index + 1}.log",
+                    )
                 )
-                for index in range(self.replicas)
-            ]
         common = {
             "METALLICA_API_TOKEN": self.api_token,
             "METALLICA_MAILDIR": str(self.maildir),
@@ -154,24 +158,27 @@ class LocalStack:
         env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
         env |= replica.env
         log = open(replica.log_path, "ab")  # noqa: SIM115 (the child process owns it)
-        replica.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "metallica",
-                "serve",
-                replica.service,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(replica.port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        listener = replica.reservation.listener()
+        try:
+            replica.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "metallica",
+                    "serve",
+                    replica.service,
+                    "--fd",
+                    str(listener.fileno()),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(listener.fileno(),),
+            )
+        finally:
+            listener.close()  # the child has its own copy: the port now listens in it alone
+            log.close()
 
     def wait_healthy(self, replica: Replica, timeout: float = 30.0) -> None:
         until = time.monotonic() + timeout
@@ -230,6 +237,9 @@ class LocalStack:
         for service in reversed(SERVICES):
             for index in range(len(self.members.get(service, []))):
                 self.stop_replica(service, index)
+        for replicas in self.members.values():
+            for replica in replicas:
+                replica.reservation.close()
 
     def __enter__(self) -> LocalStack:
         try:

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, urlparse
 
+from metallica.listeners import PortReservation
+
 HOST = "127.0.0.1"
 IO_TIMEOUT = 5.0
 """The longest any socket call in these tests may block."""
@@ -279,9 +281,7 @@ def reads_to_end(sock: socket.socket) -> list[bytes]:
     raise AssertionError("the connection did not end")
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 where nothing listens right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+def refused_port() -> PortReservation:
+    """A port on 127.0.0.1 that refuses connections for as long as the reservation is open
+    (reserved, never listened on: no other process can start listening there meanwhile)."""
+    return PortReservation(HOST)

@@ -23,6 +23,7 @@ from metallica.faultproxy import (
     Timeout,
     control_app,
 )
+from metallica.listeners import PortReservation
 from tests.faultproxy import servers
 from tests.faultproxy.conftest import TestClient
 from tests.faultproxy.servers import connect, exchange
@@ -244,15 +245,21 @@ def test_the_client_drives_the_api(api: TestClient, echo: servers.TcpServer) -> 
 
 @pytest.mark.slow
 def test_serve_runs_the_control_api_as_a_process(echo: servers.TcpServer) -> None:
-    control_port = servers.free_port()
+    reservation = PortReservation()
+    control_port = reservation.port
+    listener = reservation.listener()
     code = (
         "from metallica.faultproxy import serve; "
-        f"serve('127.0.0.1', {control_port}, [('echo', '127.0.0.1:0', '127.0.0.1:{echo.port}')],"
-        " log_level='warning')"
+        f"serve('127.0.0.1', 0, [('echo', '127.0.0.1:0', '127.0.0.1:{echo.port}')],"
+        f" log_level='warning', fd={listener.fileno()})"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-c", code],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=(listener.fileno(),),
     )
+    listener.close()
     try:
         with ProxyControlClient(f"http://127.0.0.1:{control_port}", timeout=2.0) as control:
             deadline = time.monotonic() + 15
@@ -268,6 +275,7 @@ def test_serve_runs_the_control_api_as_a_process(echo: servers.TcpServer) -> Non
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
+        reservation.close()
     # uvicorn shuts down gracefully (stopping the proxies), then re-raises the signal.
     assert process.returncode in (0, -signal.SIGTERM), stderr.decode()
     assert b"Traceback" not in stderr, stderr.decode()

@@ -74,9 +74,10 @@ def test_a_half_close_is_forwarded_and_the_other_way_keeps_working(proxies: Prox
 
 
 def test_an_unreachable_upstream_closes_the_client_connection(proxies: ProxyThread) -> None:
-    port = proxies.add_proxy("nowhere", "127.0.0.1", servers.free_port())
-    with connect(port) as sock:
-        data, how = read_to_end(sock)
+    with servers.refused_port() as nowhere:
+        port = proxies.add_proxy("nowhere", "127.0.0.1", nowhere.port)
+        with connect(port) as sock:
+            data, how = read_to_end(sock)
     assert data == b""
     assert how in ("eof", "reset")
 

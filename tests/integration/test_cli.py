@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from metallica.cli import main
+from metallica.listeners import PortReservation
 
 pytestmark = pytest.mark.slow
 
@@ -88,9 +89,8 @@ def test_up_runs_the_stack_until_interrupted_and_the_client_commands_use_it(
     tmp_path: Path,
 ) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
-    base = 20000 + (os.getpid() * 7) % 9000
     up = subprocess.Popen(
-        [sys.executable, "-m", "metallica", "up", "--port", str(base)],
+        [sys.executable, "-m", "metallica", "up", "--port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -104,13 +104,14 @@ def test_up_runs_the_stack_until_interrupted_and_the_client_commands_use_it(
             lines.append(line)
             if "Ctrl-C to stop." in line:
                 break
-        assert any(line.startswith(f"protools   http://127.0.0.1:{base}") for line in lines), lines
+        (protools,) = [line.split()[1] for line in lines if line.startswith("protools ")]
+        assert protools.startswith("http://127.0.0.1:"), lines
         token_file = tmp_path / ".metallica" / "api-token"
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
 
         def client(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "metallica", *args, "--url", f"http://127.0.0.1:{base}"],
+                [sys.executable, "-m", "metallica", *args, "--url", protools],
                 cwd=tmp_path,
                 env=env,
                 capture_output=True,
@@ -134,3 +135,19 @@ def test_up_runs_the_stack_until_interrupted_and_the_client_commands_use_it(
         rest = up.communicate(timeout=30)[0]
     assert up.returncode == 0, rest
     assert "stopping" in rest
+
+
+def test_up_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with PortReservation() as taken:
+        result = subprocess.run(
+            [sys.executable, "-m", "metallica", "up", "--port", str(taken.port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"127.0.0.1:{taken.port}" in result.stderr
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from metallica.faultproxy import Down, ProxyThread
-from metallica.stack import free_port
+from metallica.listeners import PortReservation
 from tests.pg_admin import create_database, drop_database, with_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -39,8 +39,9 @@ def test_a_service_waits_for_its_database_then_serves(
     assert server.hostname is not None
     assert server.port is not None
     log = tmp_path / "generator.log"
-    port = free_port()
-    with ProxyThread() as proxies:
+    reservation = PortReservation()
+    port = reservation.port
+    with reservation, ProxyThread() as proxies:
         proxy_port = proxies.add_proxy("postgres", server.hostname, server.port)
         proxies.add_toxic("postgres", Down())
         through_proxy = with_database(
@@ -48,12 +49,15 @@ def test_a_service_waits_for_its_database_then_serves(
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("METALLICA_")}
         env |= {"METALLICA_DATABASE_URL": through_proxy, "METALLICA_API_TOKEN": "t"}
-        with open(log, "wb") as output:
+        listener = reservation.listener()
+        fd = str(listener.fileno())
+        with open(log, "wb") as output, listener:
             process = subprocess.Popen(
-                [sys.executable, "-m", "metallica", "serve", "generator", "--port", str(port)],
+                [sys.executable, "-m", "metallica", "serve", "generator", "--fd", fd],
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
             )
         try:
             # Wait until the service has met the refused database and said so: a fixed sleep

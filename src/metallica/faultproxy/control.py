@@ -20,6 +20,8 @@ body or toxic, 404 for an unknown proxy or toxic, 409 for a taken name or an unu
 
 from __future__ import annotations
 
+import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -142,9 +144,15 @@ def control_app(
 
 
 def serve(
-    host: str, port: int, proxies: list[tuple[str, str, str]], *, log_level: str = "info"
+    host: str,
+    port: int,
+    proxies: list[tuple[str, str, str]],
+    *,
+    log_level: str = "info",
+    fd: int | None = None,
 ) -> None:
-    """Run the control API on ``host:port`` with uvicorn until interrupted.
+    """Run the control API on ``host:port`` (or on the inherited listening socket ``fd``) with
+    uvicorn until interrupted.
 
     ``proxies`` are ``(name, listen "host:port", upstream "host:port")``, created at startup;
     they are checked first, so a bad one raises :class:`InvalidProxy` before anything listens.
@@ -154,7 +162,7 @@ def serve(
         check_name(name, "name", InvalidProxy)
         parse_address(listen, "listen")
         parse_address(upstream, "upstream")
-    uvicorn.run(
+    config = uvicorn.Config(
         control_app(proxies),
         host=host,
         port=port,
@@ -162,3 +170,7 @@ def serve(
         lifespan="on",
         loop="asyncio",
     )
+    server = uvicorn.Server(config)
+    server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    if not server.started:
+        sys.exit(3)
