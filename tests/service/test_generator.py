@@ -19,6 +19,7 @@ from metallica.password_generator.settings import GeneratorSettings
 from metallica.storage import Timeouts, open_database
 from tests.conftest import MakeUrl
 from tests.service.conftest import AUTH, TestClient, count, headers, migrated, problem_code
+from tests.waiting import eventually
 
 PASSWORDS = "/v1/passwords"
 MakeClient = Callable[..., TestClient]
@@ -361,7 +362,7 @@ def test_a_retry_during_persistence_is_told_to_come_back_instead_of_waiting(
     holder = threading.Thread(target=lambda: first.append(create(first_client, "k1", ALICE)))
     holder.start()
     try:
-        assert _eventually(lambda: commands_in_flight(url, backend) > 0)
+        assert eventually(lambda: commands_in_flight(url, backend) > 0)
         started = time.monotonic()
         retried = create(retry_client, "k1", ALICE)
         elapsed = time.monotonic() - started
@@ -407,12 +408,3 @@ def commands_in_flight(url: str, backend: str) -> int:
         return 1
     finally:
         probe.close()
-
-
-def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    until = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > until:
-            return False
-        time.sleep(0.02)
-    return True

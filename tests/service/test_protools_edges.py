@@ -33,21 +33,13 @@ from metallica.storage import Database, Timeouts
 from tests.asgi_server import AsgiServer
 from tests.conftest import MakeUrl
 from tests.service.conftest import AUTH, TestClient, headers, migrated, problem_code
+from tests.waiting import eventually
 
 TOKEN = "test-token"
 CREATE = "/v1/workflows/password-creation"
 GENERATE, MAIL = password_workflow.GENERATE, password_workflow.MAIL
 GENERATED = {"username": "alice", "password": "pw-from-the-generator"}
 EXPIRED = -1.0  # a lease length that is over as soon as it is taken
-
-
-def eventually(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
-    until = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > until:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # --- the workflow service, driven directly -------------------------------------------------------

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import stamina
 from starlette.concurrency import run_in_threadpool
@@ -90,7 +91,7 @@ class LoopHealth:
         self.last_error = type(error).__name__
         return min(MAX_LOOP_BACKOFF, 0.1 * float(2 ** min(self.failures, 10)))
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> dict[str, Any]:
         return {"ok": self.ok, "failures": self.failures, "last_error": self.last_error}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import stamina
 from starlette.applications import Starlette
@@ -56,12 +56,16 @@ def database_check(database: Database) -> ReadinessCheck:
     return check
 
 
-def health_check(health: Any) -> ReadinessCheck:
-    """Ready when a background loop runs and its last round succeeded (``LoopHealth``)."""
+class DescribesHealth(Protocol):
+    def describe(self) -> dict[str, Any]:
+        """``{"ok": bool, ...}``: how a background task fares."""
+
+
+def health_check(health: DescribesHealth) -> ReadinessCheck:
+    """Ready when a background task says it is (the relay's loops: running, last round ok)."""
 
     async def check() -> dict[str, Any]:
-        described: dict[str, Any] = health.describe()
-        return described
+        return health.describe()
 
     return check
 
