@@ -49,6 +49,8 @@ def main() -> None:
 # --- serve ------------------------------------------------------------------------------------
 
 SERVICE_NAMES = click.Choice(["protools", "generator", "mailer"])
+# `serve` also runs the benchmark's non-durable floor (see `metallica bench --floor`).
+SERVE_NAMES = click.Choice(["protools", "generator", "mailer", "floor"])
 
 
 # (flag, type, default, help): each is also the variable METALLICA_<FLAG>, e.g.
@@ -147,6 +149,23 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
     """The ASGI app of ``service`` from the serve options; a missing setting is a usage error."""
     from metallica.storage import UnsupportedDatabaseUrl, check_url
 
+    if service == "floor":
+        from metallica.bench.floor import FloorSettings
+        from metallica.bench.floor import create_app as create_floor
+
+        return create_floor(
+            FloorSettings(
+                api_token=_require("METALLICA_API_TOKEN", options["api_token"]),
+                generator_urls=_require(
+                    "METALLICA_GENERATOR_URLS", _urls(options["generator_urls"])
+                ),
+                mailer_urls=_require("METALLICA_MAILER_URLS", _urls(options["mailer_urls"])),
+                mail_domain=options["mail_domain"],
+                call_timeout=options["call_timeout"],
+                connect_timeout=options["connect_timeout"],
+                concurrency=options["relay_concurrency"],
+            )
+        )
     database_url = _require("METALLICA_DATABASE_URL", options["database_url"])
     try:
         check_url(database_url)
@@ -229,7 +248,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
 
 
 @main.command()
-@click.argument("service", type=SERVICE_NAMES)
+@click.argument("service", type=SERVE_NAMES)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
 @click.option(
@@ -241,7 +260,10 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
 )
 @service_options
 def serve(service: str, host: str, port: int, fd: int | None, **options: Any) -> None:
-    """Run one service process (protools, generator or mailer) until stopped."""
+    """Run one service process (protools, generator or mailer) until stopped.
+
+    `floor` is the benchmark's non-durable orchestrator (see `metallica bench --floor`).
+    """
     import uvicorn
 
     from metallica.web import logging as json_logging
@@ -677,3 +699,157 @@ def demo(data_dir: Path | None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+def _concurrencies(value: str) -> list[int]:
+    try:
+        found = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of integers, e.g. 1,4,16,64") from None
+    if not found or any(c < 1 or c > 4096 for c in found):
+        raise click.BadParameter("each concurrency is 1 to 4096")
+    return found
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--concurrency",
+    "concurrency",
+    default="1,4,16,64",
+    show_default=True,
+    help="Closed-loop concurrencies to run, comma-separated.",
+)
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Workflows measured per concurrency.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(0),
+    default=100,
+    show_default=True,
+    help="Workflows sent (not measured) before each round.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Replicas of each service in the stack the bench starts.",
+)
+@click.option("--postgres", is_flag=True, help="Run on a throwaway PostgreSQL cluster.")
+@click.option("--database-url", help="Run on this PostgreSQL server (fresh schemas per run).")
+@click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    help="Measure a running protools instead (repeat for replicas); no floor, no check.",
+)
+@click.option("--token", envvar="METALLICA_API_TOKEN", help="The API token, with --url.")
+@click.option(
+    "--floor",
+    is_flag=True,
+    help="Also run each round through a non-durable orchestrator on the same HTTP "
+    "stack and services, and give each durable figure as a ratio to it.",
+)
+@click.option("--no-check", is_flag=True, help="Skip the invariant checker afterwards.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    help="Draw throughput and p99 against concurrency into this PNG (matplotlib).",
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Keep the stack's files here.")
+def bench(
+    concurrency: str,
+    count: int,
+    warmup: int,
+    replicas: int,
+    postgres: bool,
+    database_url: str | None,
+    urls: tuple[str, ...],
+    token: str | None,
+    floor: bool,
+    no_check: bool,
+    json_path: Path | None,
+    plot_path: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Measure workflows/s and latency in closed loops, then check the invariants.
+
+    Starts its own stack (SQLite by default) unless given --url; prints a live progress line,
+    one line per round, then a table with CPU ms per workflow of every process measured.
+    """
+    from metallica.bench.runner import BenchConfig, run, table
+
+    if sum(map(bool, (postgres, database_url, urls))) > 1:
+        raise click.UsageError("--postgres, --database-url and --url exclude each other")
+    if urls and not token:
+        raise click.UsageError("--url needs the API token (--token or METALLICA_API_TOKEN)")
+    if urls and floor:
+        raise click.UsageError("--floor needs a stack the bench starts (drop --url)")
+    config = BenchConfig(
+        concurrencies=_concurrencies(concurrency),
+        count=count,
+        warmup=warmup,
+        replicas=replicas,
+        postgres=postgres,
+        database_url=database_url,
+        urls=urls,
+        token=token,
+        floor=floor,
+        check=not no_check and not urls,
+        data_dir=data_dir,
+    )
+    started = time.monotonic()
+    live = sys.stderr.isatty()
+
+    def say(line: str) -> None:
+        click.echo(
+            f"\r\033[K[{time.monotonic() - started:6.1f}s] {line}"
+            if live
+            else f"[{time.monotonic() - started:6.1f}s] {line}",
+            err=True,
+        )
+
+    last_drawn = [0.0]
+
+    def progress_line(line: str) -> None:
+        now = time.monotonic()
+        if live:
+            click.echo(f"\r\033[K{line}", err=True, nl=False)
+        elif line and now - last_drawn[0] >= 5:  # a log, not a terminal: a line every 5 s
+            last_drawn[0] = now
+            click.echo(f"[{now - started:6.1f}s] {line}", err=True)
+
+    report = run(config, say, progress_line)
+    click.echo(table(report))
+    for name, (before, after) in sorted(report.memory_mb.items()):
+        click.echo(f"rss {name}: {before:.1f} MB at the start, {after:.1f} MB at the end")
+    if json_path is not None:
+        json_path.write_text(report.to_json())
+        click.echo(f"results: {json_path}")
+    if plot_path is not None:
+        from metallica.bench.plot import plot
+
+        try:
+            plot(report, plot_path)
+        except RuntimeError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"plot: {plot_path}")
+    if report.checker is not None:
+        verdict = "held" if report.checker["ok"] else "VIOLATED"
+        click.echo(f"invariants over {report.checker['workflows']} workflows: {verdict}")
+        for violation in report.checker["violations"][:10]:
+            click.echo(f"  {violation}")
+        if not report.checker["ok"]:
+            sys.exit(1)

@@ -22,8 +22,9 @@ import httpx
 from metallica.listeners import PortReservation
 
 SERVICES = ("generator", "mailer", "protools")
-# With a base port, protools listens on base, the generators on base+100, the mailers on base+200.
-PORT_OFFSETS = {"protools": 0, "generator": 100, "mailer": 200}
+# With a base port, protools listens on base, the generators on base+100, the mailers on base+200
+# (and the benchmark's floor, when asked for, on base+300).
+PORT_OFFSETS = {"protools": 0, "generator": 100, "mailer": 200, "floor": 300}
 
 
 @dataclass
@@ -71,6 +72,7 @@ class LocalStack:
     service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     route: Callable[[Replica], str] | None = None
     supervise: bool = False
+    services: tuple[str, ...] = SERVICES
     members: dict[str, list[Replica]] = field(default_factory=dict)
     restarts: int = 0
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -94,7 +96,7 @@ class LocalStack:
     def _plan(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
-        for service in SERVICES:
+        for service in self.services:
             offset = PORT_OFFSETS[service]
             self.members[service] = []
             for index in range(self.replicas):
@@ -127,7 +129,7 @@ class LocalStack:
 
     def start(self, timeout: float = 30.0) -> None:
         self._plan()
-        everyone = [replica for service in SERVICES for replica in self.members[service]]
+        everyone = [replica for service in self.services for replica in self.members[service]]
         for replica in everyone:  # all at once: protools retries until the others are up
             self._spawn(replica)
         for replica in everyone:
@@ -234,7 +236,7 @@ class LocalStack:
         self._closing.set()
         if self._supervisor is not None:
             self._supervisor.join()
-        for service in reversed(SERVICES):
+        for service in reversed(self.services):
             for index in range(len(self.members.get(service, []))):
                 self.stop_replica(service, index)
         for replicas in self.members.values():

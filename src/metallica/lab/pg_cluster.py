@@ -140,6 +140,10 @@ class ThrowawayCluster:
             self.stop()
             raise
 
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends are its children)."""
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
     def restart_immediate(self) -> None:
         """Kill the server without a clean shutdown and start it again (crash recovery)."""
         if not self._running:

@@ -1,0 +1,1 @@
+"""``metallica bench``: the load generator, the non-durable floor, the results and the plot."""

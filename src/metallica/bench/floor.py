@@ -1,0 +1,88 @@
+"""The floor: the password workflow with no durability at all, on protools' own HTTP stack.
+
+It answers protools' create endpoint by awaiting the generator's call, then the mailer's, and
+returning the password: no event, no outbox, no command store, no retry. It uses the same
+server (:func:`metallica.web.app.service_app`) and the same pooled clients
+(:class:`metallica.protools.clients.ServiceClients`) as protools, against the same services, so
+``metallica bench --floor`` measures what durability costs, and nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from metallica.errors import ServiceUnavailable
+from metallica.protools import engine, password_workflow
+from metallica.protools.clients import ServiceClients
+from metallica.protools.service import parse_command
+from metallica.web.app import authenticated, service_app
+from metallica.web.requests import idempotency_key, json_object
+
+
+@dataclass(frozen=True)
+class FloorSettings:
+    api_token: str
+    generator_urls: tuple[str, ...]
+    mailer_urls: tuple[str, ...]
+    mail_domain: str = "example.com"
+    call_timeout: float = 3.0
+    connect_timeout: float = 1.0
+    concurrency: int = 128
+
+
+def create_app(settings: FloorSettings) -> Starlette:
+    definition = password_workflow.definition(deadline_seconds=60, retry=engine.RetryPolicy())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        clients = ServiceClients(
+            {"generator": settings.generator_urls, "mailer": settings.mailer_urls},
+            token=settings.api_token,
+            connect_timeout=settings.connect_timeout,
+            call_timeout=settings.call_timeout,
+            max_connections=settings.concurrency,
+        )
+        app.state.clients = clients
+        app.state.readiness_checks = {}
+        try:
+            yield
+        finally:
+            await clients.aclose()
+
+    async def create_password(request: Request) -> Response:
+        idempotency_key(request)
+        username, email = parse_command(await json_object(request), settings.mail_domain)
+        clients: ServiceClients = request.app.state.clients
+        state = engine.WorkflowState(
+            str(uuid.uuid4()),
+            input=password_workflow.workflow_input(username, email, settings.mail_domain),
+        )
+        for step in definition.steps:
+            call = step.request(state)
+            _, outcome = await clients.send(call, 1, step.interpret)
+            if not isinstance(outcome, engine.Succeeded):
+                raise ServiceUnavailable(f"{step.name}: {outcome}")
+            state = engine.WorkflowState(
+                state.workflow_id,
+                input=state.input,
+                results={**state.results, step.name: outcome.result},
+            )
+        body = {"workflow_id": state.workflow_id, "status": "completed"}
+        return JSONResponse(body | definition.result(state))
+
+    routes = [
+        Route(
+            "/v1/workflows/password-creation",
+            authenticated(settings.api_token, create_password),
+            methods=["POST"],
+        )
+    ]
+    return service_app("floor", routes, lifespan)

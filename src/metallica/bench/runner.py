@@ -1,0 +1,347 @@
+"""A benchmark run: start (or reach) the stack, run the rounds, measure, check, report.
+
+For each concurrency C, the durable round (protools) and, with ``--floor``, the floor's round
+run one after the other, in the same run and against the same generator and mailer, so every
+durable figure comes with its ratio to the floor measured minutes apart on the same machine.
+CPU time is read from each service process (and PostgreSQL's, when the run started it) before
+and after each round; resident memory at the start and the end of the run. After the rounds,
+the lab's invariant checker reads the stores: returned == stored == mailed, nothing lost or
+doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from metallica.bench.loadgen import ClosedLoop, Round
+from metallica.lab import checker
+from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.stack import LocalStack
+
+# Quiet services: a log line per request would be part of what is measured.
+BENCH_ENV = {"METALLICA_LOG_LEVEL": "WARNING"}
+DURABLE, FLOOR = "metallica", "floor"
+
+
+@dataclass
+class BenchConfig:
+    concurrencies: Sequence[int] = (1, 4, 16, 64)
+    count: int = 1000
+    warmup: int = 100
+    replicas: int = 1
+    postgres: bool = False  # a throwaway cluster
+    database_url: str | None = None  # or a server of the user's (a schema per service)
+    urls: Sequence[str] = ()  # or a running protools (its replicas)
+    token: str | None = None
+    floor: bool = False
+    check: bool = True
+    data_dir: Path | None = None
+
+    @property
+    def backend(self) -> str:
+        if self.urls:
+            return "external"
+        return "postgres" if self.postgres or self.database_url else "sqlite"
+
+
+@dataclass
+class RoundReport:
+    target: str
+    concurrency: int
+    count: int
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int]
+    cpu_ms_per_workflow: dict[str, float]
+    floor_ratio: float | None = None
+
+    @classmethod
+    def of(cls, target: str, measured: Round, cpu: dict[str, float]) -> RoundReport:
+        def ms(seconds: float) -> float:
+            return round(seconds * 1000, 1)
+
+        per_workflow = {
+            name: round(seconds * 1000 / max(measured.count, 1), 2) for name, seconds in cpu.items()
+        }
+        return cls(
+            target,
+            measured.concurrency,
+            measured.count,
+            round(measured.elapsed, 2),
+            round(measured.throughput, 1),
+            ms(measured.percentile(0.50)),
+            ms(measured.percentile(0.95)),
+            ms(measured.percentile(0.99)),
+            ms(measured.percentile(1.0)),
+            measured.errors,
+            per_workflow,
+        )
+
+
+@dataclass
+class BenchReport:
+    config: dict[str, Any]
+    rounds: list[RoundReport] = field(default_factory=list)
+    memory_mb: dict[str, tuple[float, float]] = field(default_factory=dict)
+    checker: dict[str, Any] | None = None
+    started_at: str = ""
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "config": self.config,
+                "started_at": self.started_at,
+                "machine": self.machine,
+                "rounds": [vars(r) for r in self.rounds],
+                "memory_mb": self.memory_mb,
+                "checker": self.checker,
+            },
+            indent=2,
+        )
+
+
+class Processes:
+    """The processes whose CPU and memory a run reads, by name."""
+
+    def __init__(self) -> None:
+        self._processes: dict[str, list[psutil.Process]] = {}
+
+    def add(self, name: str, pid: int, *, with_children: bool = False) -> None:
+        process = psutil.Process(pid)
+        found = [process, *(process.children(recursive=True) if with_children else [])]
+        self._processes[name] = found
+
+    def refresh_children(self, name: str) -> None:
+        """Pick up children started since (PostgreSQL starts a backend per connection)."""
+        parent = self._processes[name][0]
+        self._processes[name] = [parent, *parent.children(recursive=True)]
+
+    def cpu_seconds(self) -> dict[str, float]:
+        totals = {}
+        for name, processes in self._processes.items():
+            total = 0.0
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += times.user + times.system
+            totals[name] = total
+        return totals
+
+    def rss_mb(self) -> dict[str, float]:
+        sizes = {}
+        for name, processes in self._processes.items():
+            total = 0
+            for process in processes:
+                try:
+                    total += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+            sizes[name] = round(total / 2**20, 1)
+        return sizes
+
+
+Say = Callable[[str], None]
+
+
+@contextmanager
+def _stack(config: BenchConfig, token: str, say: Say) -> Iterator[tuple[LocalStack, Processes]]:
+    with ExitStack() as cleanup:
+        data_dir = config.data_dir or Path(
+            cleanup.enter_context(tempfile.TemporaryDirectory(prefix="metallica-bench-"))
+        )
+        urls: dict[str, str] = {}
+        processes = Processes()
+        if config.postgres:
+            say("starting a throwaway PostgreSQL cluster")
+            cluster = ThrowawayCluster()
+            cluster.start()
+            cleanup.callback(cluster.stop)
+            urls = _databases(cluster.url)
+            processes.add("postgres", cluster.postmaster_pid(), with_children=True)
+        elif config.database_url:
+            urls = _databases(config.database_url)
+        services = ("generator", "mailer", "protools", *(("floor",) if config.floor else ()))
+        stack = LocalStack(
+            data_dir,
+            token,
+            config.replicas,
+            urls,
+            base_port=None,
+            extra_env=BENCH_ENV,
+            services=services,
+        )
+        say(f"starting {config.replicas} replica(s) of {', '.join(services)} ({data_dir})")
+        stack.start()
+        cleanup.callback(stack.stop)
+        for service in services:
+            for replica in stack.members[service]:
+                assert replica.process is not None
+                processes.add(replica.name, replica.process.pid)
+        yield stack, processes
+
+
+def _databases(server_url: str) -> dict[str, str]:
+    """A schema per service in the database of ``server_url``, fresh for this run."""
+    from metallica.storage.postgres import ensure_schema, schema_url
+
+    run = uuid.uuid4().hex[:8]
+    urls = {}
+    for service in ("protools", "generator", "mailer"):
+        schema = f"bench_{run}_{service}"
+        ensure_schema(server_url, schema)
+        urls[service] = schema_url(server_url, schema)
+    return urls
+
+
+def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> BenchReport:
+    """Run the benchmark ``config`` describes; ``say`` prints a line, ``progress_line`` redraws
+    the live one."""
+    report = BenchReport(
+        config={
+            "concurrencies": list(config.concurrencies),
+            "count": config.count,
+            "warmup": config.warmup,
+            "replicas": config.replicas,
+            "backend": config.backend,
+            "floor": config.floor,
+        },
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine={
+            "cpus": psutil.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        },
+    )
+    token = config.token or secrets.token_urlsafe(16)
+    records: list[checker.ClientRecord] = []
+    with ExitStack() as running:
+        if config.urls:
+            targets = {DURABLE: list(config.urls)}
+            processes = Processes()
+            stack = None
+        else:
+            stack, processes = running.enter_context(_stack(config, token, say))
+            targets = {DURABLE: stack.urls("protools")}
+            if config.floor:
+                targets[FLOOR] = stack.urls("floor")
+        memory_before = processes.rss_mb()
+        prefix = f"b{uuid.uuid4().hex[:6]}"
+        for concurrency in config.concurrencies:
+            durable_round: RoundReport | None = None
+            for target, urls in targets.items():
+                loop = ClosedLoop(urls, token, prefix=f"{prefix}-{target[0]}{concurrency}")
+                if config.warmup:
+                    asyncio.run(loop.run(concurrency, config.warmup))
+                if "postgres" in processes.cpu_seconds():
+                    processes.refresh_children("postgres")
+                before = processes.cpu_seconds()
+
+                label = f"{target:<9} C={concurrency:<3}"
+
+                def progress(done: int, total: int, seconds: float, label: str = label) -> None:
+                    rate = done / seconds if seconds > 0 else 0.0
+                    progress_line(f"{label} {done}/{total}  {rate:,.0f} wf/s")
+
+                measured = asyncio.run(loop.run(concurrency, config.count, progress=progress))
+                after = processes.cpu_seconds()
+                cpu = {name: after[name] - before.get(name, after[name]) for name in after}
+                round_report = RoundReport.of(target, measured, cpu)
+                if target == DURABLE:
+                    durable_round = round_report
+                    records.extend(sample.record for sample in measured.samples)
+                elif durable_round is not None and round_report.throughput > 0:
+                    durable_round.floor_ratio = round(
+                        durable_round.throughput / round_report.throughput, 3
+                    )
+                report.rounds.append(round_report)
+                progress_line("")
+                say(summary(round_report))
+        memory_after = processes.rss_mb()
+        report.memory_mb = {
+            name: (memory_before.get(name, 0.0), size) for name, size in memory_after.items()
+        }
+        if config.check and stack is not None:
+            say(f"checking the invariants over {len(records)} workflows")
+            snapshot = checker.read_snapshot(
+                stack.database_url("protools"), stack.database_url("generator"), stack.maildir
+            )
+            # The floor's passwords and mails belong to no workflow, by design: leave them out.
+            floor_users = f"{prefix}-{FLOOR[0]}".lower()
+            snapshot.passwords = {
+                user: password
+                for user, password in snapshot.passwords.items()
+                if not user.startswith(floor_users)
+            }
+            snapshot.mails = [
+                mail for mail in snapshot.mails if not mail.to.lower().startswith(floor_users)
+            ]
+            found = checker.check(snapshot, records)
+            report.checker = checker.as_dict(found)
+    return report
+
+
+def summary(round_report: RoundReport) -> str:
+    errors = sum(round_report.errors.values())
+    return (
+        f"{round_report.target:<9} C={round_report.concurrency:<3} "
+        f"{round_report.throughput:>7.1f} wf/s  p50 {round_report.p50_ms:>6.1f} ms  "
+        f"p99 {round_report.p99_ms:>6.1f} ms  errors {errors}"
+    )
+
+
+def table(report: BenchReport) -> str:
+    """The results as a plain text table."""
+    from metallica.client import format_table
+
+    names = sorted({name for r in report.rounds for name in r.cpu_ms_per_workflow})
+    headers = [
+        "target",
+        "C",
+        "N",
+        "wf/s",
+        "x floor",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        *[f"cpu {name}" for name in names],
+    ]
+    rows = [
+        [
+            r.target,
+            str(r.concurrency),
+            str(r.count),
+            f"{r.throughput:.1f}",
+            "" if r.floor_ratio is None else f"{r.floor_ratio:.2f}",
+            f"{r.p50_ms:.1f}",
+            f"{r.p95_ms:.1f}",
+            f"{r.p99_ms:.1f}",
+            f"{r.max_ms:.1f}",
+            str(sum(r.errors.values())),
+            *[
+                f"{r.cpu_ms_per_workflow[name]:.2f}" if name in r.cpu_ms_per_workflow else ""
+                for name in names
+            ],
+        ]
+        for r in report.rounds
+    ]
+    return format_table(headers, rows)

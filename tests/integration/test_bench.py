@@ -1,0 +1,68 @@
+"""`metallica bench` as users run it: a stack of its own, rounds, the floor, the checker, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_measures_durable_and_floor_rounds_checks_and_draws(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
+    results, picture = tmp_path / "bench.json", tmp_path / "bench.png"
+    options = ["-c", "1,3", "-n", "12", "--warmup", "3", "--floor"]
+    files = ["--json", str(results), "--plot", str(picture)]
+    finished = subprocess.run(
+        [sys.executable, "-m", "metallica", "bench", *options, *files],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(results.read_text())
+    rounds = [(r["target"], r["concurrency"], r["count"]) for r in report["rounds"]]
+    assert rounds == [
+        ("metallica", 1, 12),
+        ("floor", 1, 12),
+        ("metallica", 3, 12),
+        ("floor", 3, 12),
+    ]
+    for measured in report["rounds"]:
+        assert measured["errors"] == {}
+        assert measured["throughput"] > 0
+        assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
+        assert {"generator-1", "mailer-1", "protools-1", "floor-1"} <= set(
+            measured["cpu_ms_per_workflow"]
+        )
+    durable = [r for r in report["rounds"] if r["target"] == "metallica"]
+    assert all(r["floor_ratio"] > 0 for r in durable)
+    assert report["checker"]["ok"] is True
+    assert report["checker"]["workflows"] == 2 * (12 + 3)  # warm-up workflows are checked too
+    assert set(report["memory_mb"]) >= {"protools-1", "generator-1", "mailer-1"}
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    assert "x floor" in finished.stdout
+    assert "invariants over 30 workflows: held" in finished.stdout
+    assert "Traceback" not in finished.stderr
+
+
+def test_bench_refuses_contradictory_options(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "metallica", "bench", "--url", "http://127.0.0.1:9", "--floor"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 2
+    assert "Traceback" not in finished.stderr
