@@ -101,6 +101,12 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "Seconds a statement waits for a lock (keep it under protools' call timeout).",
     ),
     (
+        "db-pool-size",
+        click.IntRange(1, 1000),
+        16,
+        "Connections to this service's database (PostgreSQL: mind max_connections).",
+    ),
+    (
         "db-statement-timeout",
         click.FloatRange(0.01, 3600),
         10.0,
@@ -211,6 +217,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 faults_enabled=options["faults"],
                 relay_concurrency=options["relay_concurrency"],
                 database_timeouts=timeouts,
+                database_pool_size=options["db_pool_size"],
             )
         )
     if service == "generator":
@@ -229,6 +236,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 policy,
                 faults_enabled=options["faults"],
                 database_timeouts=timeouts,
+                database_pool_size=options["db_pool_size"],
             )
         )
     from metallica.mail_sender.http import create_app as create_mailer
@@ -243,6 +251,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
             options["mail_from"],
             faults_enabled=options["faults"],
             database_timeouts=timeouts,
+            database_pool_size=options["db_pool_size"],
         )
     )
 
@@ -831,7 +840,12 @@ def bench(
             last_drawn[0] = now
             click.echo(f"[{now - started:6.1f}s] {line}", err=True)
 
-    report = run(config, say, progress_line)
+    from metallica.bench.runner import BenchError
+
+    try:
+        report = run(config, say, progress_line)
+    except BenchError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(table(report))
     for name, (before, after) in sorted(report.memory_mb.items()):
         click.echo(f"rss {name}: {before:.1f} MB at the start, {after:.1f} MB at the end")

@@ -2,7 +2,7 @@
 
 Each error carries a stable ``code`` (the last part of its problem+json ``type``), an HTTP
 ``status`` and a ``title``; the docstring is the default detail. The HTTP layer turns them into
-RFC 9457 problem documents (see :mod:`metallica.web.problems`).
+RFC 9457 problem documents (see :mod:`metallica.problems`).
 """
 
 from __future__ import annotations

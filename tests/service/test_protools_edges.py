@@ -62,14 +62,7 @@ def replica(
     definition = password_workflow.definition(
         deadline_seconds=deadline, retry=engine.RetryPolicy(0.01, 0.05)
     )
-    return WorkflowService(
-        database,
-        definition,
-        replica_id=name,
-        lease_seconds=lease,
-        mail_domain="example.com",
-        clock=clock,
-    )
+    return WorkflowService(database, definition, replica_id=name, lease_seconds=lease, clock=clock)
 
 
 def lease_of(database: Database, message_id: int) -> store.LeaseState | None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from metallica.protools import store
+from metallica.protools import engine, store
 from metallica.storage import (
     Database,
     SchemaTooOld,
@@ -125,8 +125,8 @@ def shipped_versions(database: Database) -> list[int]:
     return [version for version, _, _ in migration_files(database.dialect, database.schema)]
 
 
-def event(type_: str, **data: Any) -> store.NewEvent:
-    return store.NewEvent(type=type_, data=data)
+def event(type_: str, **data: Any) -> engine.NewEvent:
+    return engine.NewEvent(type=type_, data=data)
 
 
 def enqueue(
@@ -339,7 +339,7 @@ class EventStoreConformance:
                 for stream in ("a", "b", "c"):
                     store.append(tx, stream, round_, [event("E", round=round_)], now=NOW)
 
-        seen: list[store.RecordedEvent] = []
+        seen: list[engine.RecordedEvent] = []
         with database.transaction(write=False) as tx:
             whole = store.read_all(tx)
             after = 0

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from metallica.lab.checker import OK, ClientRecord, Mail, Snapshot, check
-from metallica.protools.store import RecordedEvent
+from metallica.protools.engine import RecordedEvent
 
 START = 1_000.0
 

@@ -18,6 +18,8 @@ from metallica.protools.engine import (
     Call,
     Decision,
     Failed,
+    NewEvent,
+    RecordedEvent,
     Retry,
     RetryPolicy,
     Step,
@@ -26,7 +28,6 @@ from metallica.protools.engine import (
     WorkflowState,
 )
 from metallica.protools.password_workflow import GENERATE, MAIL
-from metallica.protools.store import NewEvent, RecordedEvent
 
 WORKFLOW_ID = "wf-1"
 T0 = 1_000_000.0
@@ -214,6 +215,7 @@ def test_start_records_the_workflow_and_calls_the_generator() -> None:
         ),
     )
     assert decision.send == Call(
+        step=GENERATE,
         destination="generator",
         method="POST",
         path="/v1/passwords",
@@ -431,7 +433,7 @@ def test_a_password_generated_past_the_deadline_is_still_mailed() -> None:
 
 def test_past_the_deadline_success_does_not_start_a_step_that_must_not_run_late() -> None:
     def call(step: str) -> Callable[[WorkflowState], Call]:
-        return lambda state: Call(step, "POST", f"/{step}", {}, f"{state.workflow_id}/{step}")
+        return lambda state: Call(step, step, "POST", f"/{step}", {}, f"{state.workflow_id}/{step}")
 
     def ok(response: engine.Response) -> engine.Outcome:
         return Succeeded(dict(response.body))
@@ -441,6 +443,7 @@ def test_past_the_deadline_success_does_not_start_a_step_that_must_not_run_late(
         steps=(Step("first", "a", call("first"), ok), Step("second", "b", call("second"), ok)),
         deadline_seconds=DEADLINE_SECONDS,
         result=lambda state: {},
+        parse=lambda body: engine.Command(body, body),
     )
     start = engine.start(definition, WORKFLOW_ID, {}, now=T0)
     state = commit(None, start, now=T0)
@@ -699,3 +702,22 @@ def test_retry_policy_treats_attempts_below_one_as_the_first(attempt: int) -> No
 def test_retry_policy_is_capped_however_many_attempts(attempt: int) -> None:
     # An in-doubt step retries until it learns, however long the service stays down.
     assert RetryPolicy(0.2, 10.0).delay(attempt, lambda: 1.0) == 10.0
+
+
+def test_a_call_stored_before_calls_carried_their_step_still_reads() -> None:
+    old = {
+        "destination": "mailer",
+        "method": "POST",
+        "path": "/v1/mails",
+        "body": {},
+        "idempotency_key": "wf-9/send_mail",
+    }
+    assert Call.from_payload(old).step == "send_mail"
+
+
+def test_the_definition_reads_a_command_into_its_canonical_form_and_input() -> None:
+    command = DEFINITION.parse({"username": "Alice"})
+    assert command.canonical == {"username": "Alice", "email": None}
+    assert command.input == {"username": "Alice", "email": None, "recipient": "Alice@example.com"}
+    with pytest.raises(ValueError, match="not a mail domain"):
+        password_workflow.definition(deadline_seconds=1, retry=POLICY, mail_domain="bad domain")

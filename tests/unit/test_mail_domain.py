@@ -122,3 +122,37 @@ def test_oversized_subject_and_body_are_refused() -> None:
         domain.validate("a@example.com", "s", "b" * (domain.MAX_BODY + 1))
     assert body.value.extensions["field"] == "body"
     assert domain.validate("a@example.com", "s" * domain.MAX_SUBJECT, "b" * domain.MAX_BODY)
+
+
+@pytest.mark.parametrize(
+    ("to", "subject", "body"),
+    [
+        (
+            "alice@example.com",
+            "Your password for alice",
+            "Hello alice,\n\nYour new password is: a1!B2@c3#D4$e5%F6^g7&\n\n-- Metallica\n",
+        ),
+        ("x.y-z@mail.example.org", "s", "one line, no newline at the end"),
+        ("a@b.example", "Hi", ""),
+        ("a@b.example", "Hi", "trailing space here \nthen more"),
+        ("a@b.example", "Hi", "x" * 79),
+        ("a@b.example", "Grüße", "body"),
+        ("a@b.example", "Hi", "körper\n"),
+        ("a@b.example", "Hi", "From the start of a line\n.dot line\n"),
+        ("a@b.example", "S" * 80, "body"),
+        ("a@b.example", "Hi", "tab\there\n"),
+    ],
+)
+@pytest.mark.parametrize("sender", [SENDER, "no-reply@metallica.local", "Ünïcode <a@b.example>"])
+def test_the_fast_rendering_writes_what_the_email_package_writes(
+    to: str, subject: str, body: str, sender: str
+) -> None:
+    mail = domain.validate(to, subject, body)
+    fast = domain.render(mail, sender=sender, mail_id="m-1", sent_at=1_700_000_000.0)
+    reference = domain._render_with_email(
+        mail,
+        sender=sender,
+        date="Tue, 14 Nov 2023 22:13:20 +0000",
+        message_id=f"<m-1@{domain.sender_domain(sender)}>",
+    )
+    assert fast == reference

@@ -14,10 +14,10 @@ from metallica.errors import (
     ServiceUnavailable,
     UsernameTaken,
 )
+from metallica.problems import from_error
 from metallica.protools import password_workflow
 from metallica.protools.engine import Failed, Outcome, Response, Retry, RetryPolicy, Succeeded
 from metallica.protools.password_workflow import GENERATE, MAIL
-from metallica.web.problems import from_error
 
 DEFINITION = password_workflow.definition(deadline_seconds=60, retry=RetryPolicy())
 

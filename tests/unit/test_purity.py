@@ -17,10 +17,22 @@ import pytest
 
 PURE = (
     "metallica.protools.engine",
+    "metallica.protools.password_workflow",
     "metallica.password_generator.domain",
     "metallica.mail_sender.domain",
+    "metallica.problems",
+    "metallica.fingerprints",
 )
-FORBIDDEN = {"sqlite3", "psycopg", "psycopg_pool", "httpx", "starlette", "uvicorn"}
+FORBIDDEN = {
+    "sqlite3",
+    "psycopg",
+    "psycopg_pool",
+    "httpx",
+    "aiohttp",
+    "starlette",
+    "uvicorn",
+    "orjson",
+}
 
 
 def _source(module: str) -> Path:
@@ -96,8 +108,16 @@ def test_pure_modules_import_no_io_package(module: str) -> None:
 def test_the_walk_sees_through_metallica_modules() -> None:
     # Guards the guard: the same walk does find the I/O packages of an I/O module.
     reached = _closure("metallica.protools.http")
-    assert {"starlette", "httpx"} <= {name.split(".")[0] for name in reached}
-    assert "metallica.protools.store" in _closure("metallica.protools.engine")
+    assert {"starlette", "aiohttp"} <= {name.split(".")[0] for name in reached}
+    assert "metallica.protools.engine" in _closure("metallica.protools.store")
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_the_domain_never_imports_storage_or_the_web_layer(module: str) -> None:
+    reached = _closure(module)
+    layers = {"metallica.storage", "metallica.protools.store", "metallica.web"}
+    offenders = {name for name in reached if name in layers or name.startswith("metallica.web.")}
+    assert offenders == set(), f"{module} reaches {offenders}"
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -8,7 +8,7 @@ import pytest
 
 from metallica import addresses, usernames
 from metallica.errors import InvalidInput, InvalidUsername
-from metallica.protools.service import parse_command
+from metallica.protools.password_workflow import parse_command
 
 
 @pytest.mark.parametrize(

@@ -57,9 +57,42 @@ def test_watchers_forget_a_watch_once_it_ends() -> None:
         watchers = Watchers()
         with watchers.watch("wf-1") as first, watchers.watch("wf-1") as second:
             watchers.notify("wf-1")
-            assert first.is_set()
-            assert second.is_set()
+            assert first.changed.is_set()
+            assert second.changed.is_set()
         watchers.notify("wf-1")  # nobody watches: nothing to do, nothing kept
         assert watchers._waiting == {}
 
     asyncio.run(main())
+
+
+def test_a_change_that_brings_its_state_needs_no_read() -> None:
+    watchers = Watchers()
+    reads: list[str] = []
+
+    def load(workflow_id: str) -> engine.WorkflowState:
+        reads.append(workflow_id)
+        return RUNNING
+
+    async def main() -> engine.WorkflowState | None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, watchers.notify, "wf-1", RUNNING)
+        loop.call_later(0.2, watchers.notify, "wf-1", DONE)
+        return await wait_for_state(load, watchers, "wf-1", 30, poll=20)
+
+    assert asyncio.run(asyncio.wait_for(main(), 10)) == DONE
+    assert reads == ["wf-1"]  # the first read only
+
+
+def test_the_state_after_new_events_is_their_fold() -> None:
+    started = engine.RecordedEvent(
+        1, "wf-1", 1, engine.STARTED, {"workflow": "w", "input": {}, "deadline": 9.0}, 1.0
+    )
+    state = engine.fold("wf-1", [started])
+    assert state is not None
+    new = [
+        engine.NewEvent(engine.SUCCEEDED, {"step": "a", "attempt": 1, "result": {"x": 1}}),
+        engine.NewEvent(engine.COMPLETED, {}),
+    ]
+    after = engine.after(state, new, now=5.0)
+    assert (after.version, after.status, after.finished_at) == (3, engine.COMPLETED_STATUS, 5.0)
+    assert after.results == {"a": {"x": 1}}

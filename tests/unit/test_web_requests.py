@@ -11,6 +11,7 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
+from metallica import fingerprints
 from metallica.errors import BadRequest, InvalidInput, MissingIdempotencyKey
 from metallica.protools.http import REDACTED, redact
 from metallica.web import requests
@@ -143,19 +144,19 @@ def test_string_fields() -> None:
 
 
 def test_a_fingerprint_ignores_key_order() -> None:
-    assert requests.fingerprint({"username": "alice", "email": None}) == requests.fingerprint(
-        {"email": None, "username": "alice"}
-    )
+    assert fingerprints.fingerprint(
+        {"username": "alice", "email": None}
+    ) == fingerprints.fingerprint({"email": None, "username": "alice"})
     nested_a = {"a": {"x": 1, "y": [1, {"p": 1, "q": 2}]}, "b": "é"}
     nested_b = {"b": "é", "a": {"y": [1, {"q": 2, "p": 1}], "x": 1}}
-    assert requests.fingerprint(nested_a) == requests.fingerprint(nested_b)
+    assert fingerprints.fingerprint(nested_a) == fingerprints.fingerprint(nested_b)
 
 
 def test_a_fingerprint_is_a_stable_digest() -> None:
     # Stored fingerprints outlive the process: the digest must not depend on it (no hash()).
     canonical = b'{"email":null,"username":"alice"}'
     expected = hashlib.sha256(canonical).hexdigest()
-    assert requests.fingerprint({"username": "alice", "email": None}) == expected
+    assert fingerprints.fingerprint({"username": "alice", "email": None}) == expected
 
 
 @pytest.mark.parametrize(
@@ -169,7 +170,7 @@ def test_a_fingerprint_is_a_stable_digest() -> None:
     ],
 )
 def test_a_different_body_has_a_different_fingerprint(other: dict[str, Any]) -> None:
-    assert requests.fingerprint(other) != requests.fingerprint({"username": "alice"})
+    assert fingerprints.fingerprint(other) != fingerprints.fingerprint({"username": "alice"})
 
 
 # --- redaction -------------------------------------------------------------------------------

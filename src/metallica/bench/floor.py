@@ -22,7 +22,6 @@ from starlette.routing import Route
 from metallica.errors import ServiceUnavailable
 from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
-from metallica.protools.service import parse_command
 from metallica.web.app import authenticated, service_app
 from metallica.web.requests import idempotency_key, json_object
 
@@ -59,12 +58,9 @@ def create_app(settings: FloorSettings) -> Starlette:
 
     async def create_password(request: Request) -> Response:
         idempotency_key(request)
-        username, email = parse_command(await json_object(request), settings.mail_domain)
+        command = definition.parse(await json_object(request))
         clients: ServiceClients = request.app.state.clients
-        state = engine.WorkflowState(
-            str(uuid.uuid4()),
-            input=password_workflow.workflow_input(username, email, settings.mail_domain),
-        )
+        state = engine.WorkflowState(str(uuid.uuid4()), input=command.input)
         for step in definition.steps:
             call = step.request(state)
             _, outcome = await clients.send(call, 1, step.interpret)

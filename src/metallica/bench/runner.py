@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
+import uvloop
 
 from metallica.bench.loadgen import ClosedLoop, Round
 from metallica.lab import checker
 from metallica.lab.pg_cluster import ThrowawayCluster
 from metallica.stack import LocalStack
+
+T = TypeVar("T")
 
 # Quiet services: a log line per request would be part of what is measured.
 BENCH_ENV = {"METALLICA_LOG_LEVEL": "WARNING"}
@@ -190,13 +194,30 @@ def _stack(config: BenchConfig, token: str, say: Say) -> Iterator[tuple[LocalSta
             services=services,
         )
         say(f"starting {config.replicas} replica(s) of {', '.join(services)} ({data_dir})")
-        stack.start()
         cleanup.callback(stack.stop)
+        try:
+            stack.start()
+        except RuntimeError as error:
+            raise BenchError(f"{error}:\n{_log_tails(stack)}") from None
         for service in services:
             for replica in stack.members[service]:
                 assert replica.process is not None
                 processes.add(replica.name, replica.process.pid)
         yield stack, processes
+
+
+class BenchError(Exception):
+    """The benchmark could not run (its stack did not start)."""
+
+
+def _log_tails(stack: LocalStack, lines: int = 5) -> str:
+    tails = []
+    for replicas in stack.members.values():
+        for replica in replicas:
+            if replica.log_path.exists():
+                last = replica.log_path.read_text(errors="replace").splitlines()[-lines:]
+                tails += [f"  {replica.name}: {line}" for line in last]
+    return "\n".join(tails)
 
 
 def _databases(server_url: str) -> dict[str, str]:
@@ -242,6 +263,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             targets = {DURABLE: stack.urls("protools")}
             if config.floor:
                 targets[FLOOR] = stack.urls("floor")
+        processes.add("bench-client", os.getpid())
         memory_before = processes.rss_mb()
         prefix = f"b{uuid.uuid4().hex[:6]}"
         for concurrency in config.concurrencies:
@@ -249,7 +271,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             for target, urls in targets.items():
                 loop = ClosedLoop(urls, token, prefix=f"{prefix}-{target[0]}{concurrency}")
                 if config.warmup:
-                    asyncio.run(loop.run(concurrency, config.warmup))
+                    _run(loop.run(concurrency, config.warmup))
                 if "postgres" in processes.cpu_seconds():
                     processes.refresh_children("postgres")
                 before = processes.cpu_seconds()
@@ -260,7 +282,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
                     rate = done / seconds if seconds > 0 else 0.0
                     progress_line(f"{label} {done}/{total}  {rate:,.0f} wf/s")
 
-                measured = asyncio.run(loop.run(concurrency, config.count, progress=progress))
+                measured = _run(loop.run(concurrency, config.count, progress=progress))
                 after = processes.cpu_seconds()
                 cpu = {name: after[name] - before.get(name, after[name]) for name in after}
                 round_report = RoundReport.of(target, measured, cpu)
@@ -296,6 +318,12 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             found = checker.check(snapshot, records)
             report.checker = checker.as_dict(found)
     return report
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run the load generator on uvloop: it shares the machine with what it measures."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def summary(round_report: RoundReport) -> str:

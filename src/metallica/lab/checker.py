@@ -59,7 +59,7 @@ class Mail:
 class Snapshot:
     """The system's final state, read from its stores."""
 
-    events: dict[str, list[store.RecordedEvent]]
+    events: dict[str, list[engine.RecordedEvent]]
     global_positions: list[int]
     commands: dict[str, str]  # idempotency key -> workflow id
     passwords: dict[str, str]  # username key -> password
@@ -116,7 +116,7 @@ def read_snapshot(protools_url: str, generator_url: str, maildir: Path) -> Snaps
     """Read the final state of a stack from its databases and its Maildir."""
     protools = open_database(protools_url, "protools", pool_size=1)
     try:
-        events: dict[str, list[store.RecordedEvent]] = defaultdict(list)
+        events: dict[str, list[engine.RecordedEvent]] = defaultdict(list)
         positions: list[int] = []
         with protools.transaction(write=False) as tx:
             after = 0
@@ -266,7 +266,7 @@ def check(snapshot: Snapshot, records: Sequence[ClientRecord]) -> Report:
 
 
 def _deadline_failure_in_doubt(
-    workflow_id: str, events: Sequence[store.RecordedEvent]
+    workflow_id: str, events: Sequence[engine.RecordedEvent]
 ) -> str | None:
     """Why the workflow's ``deadline-exceeded`` failure came while its step was in doubt, if
     it did; None otherwise."""

@@ -24,9 +24,9 @@ import httpx
 from metallica.faultproxy import ProxyThread, Toxic
 from metallica.lab.checker import FAILED, OK, UNKNOWN, ClientRecord, Report, check, read_snapshot
 from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.problems import code_of
 from metallica.stack import LocalStack, Replica
 from metallica.storage import open_database
-from metallica.web.problems import code_of
 
 # Fast, observable settings: a short call timeout so timeouts show quickly, short leases so a
 # dead replica's work moves in seconds, a backoff cap of 5 s so a service that comes back is

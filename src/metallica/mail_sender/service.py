@@ -14,10 +14,10 @@ from pathlib import Path
 
 from metallica.errors import KeyReusedWithOtherBody
 from metallica.faults import FaultPoints
+from metallica.fingerprints import fingerprint
 from metallica.mail_sender.domain import render, validate
 from metallica.mail_sender.maildir import Maildir
 from metallica.storage import Database
-from metallica.web.requests import fingerprint
 
 
 class MailService:

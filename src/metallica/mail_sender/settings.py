@@ -16,3 +16,4 @@ class MailerSettings:
     sender: str = "Metallica <no-reply@metallica.local>"
     faults_enabled: bool = False
     database_timeouts: Timeouts = field(default_factory=Timeouts)
+    database_pool_size: int = 16

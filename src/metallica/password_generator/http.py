@@ -27,7 +27,10 @@ def create_app(settings: GeneratorSettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with migrated_database(
-            settings.database_url, "generator", settings.database_timeouts
+            settings.database_url,
+            "generator",
+            settings.database_timeouts,
+            settings.database_pool_size,
         ) as database:
             app.state.service = PasswordService(database, settings.policy, faults=faults)
             app.state.readiness_checks = {"database": database_check(database)}

@@ -16,10 +16,10 @@ from typing import Any
 from metallica import usernames
 from metallica.errors import CommandInProgress, KeyReusedWithOtherBody, UsernameTaken
 from metallica.faults import FaultPoints
+from metallica.fingerprints import fingerprint
 from metallica.password_generator.domain import PasswordPolicy, generate_password
+from metallica.problems import from_error
 from metallica.storage import Database, LockTimeout, Row
-from metallica.web.problems import from_error
-from metallica.web.requests import fingerprint
 
 
 @dataclass(frozen=True)

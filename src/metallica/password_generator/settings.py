@@ -15,3 +15,4 @@ class GeneratorSettings:
     policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     faults_enabled: bool = False
     database_timeouts: Timeouts = field(default_factory=Timeouts)
+    database_pool_size: int = 16

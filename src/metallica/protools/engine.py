@@ -30,8 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metallica.protools.store import NewEvent, RecordedEvent
-
 STARTED = "WorkflowStarted"
 ATTEMPT_FAILED = "StepAttemptFailed"
 SUCCEEDED = "StepSucceeded"
@@ -40,6 +38,26 @@ COMPLETED = "WorkflowCompleted"
 FAILED = "WorkflowFailed"
 
 RUNNING, COMPLETED_STATUS, FAILED_STATUS = "running", "completed", "failed"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append: its type and its JSON data."""
+
+    type: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored: its place in its stream and in the global log."""
+
+    global_position: int
+    stream_id: str
+    version: int
+    type: str
+    data: Mapping[str, Any]
+    recorded_at: float
 
 
 # --- definitions -----------------------------------------------------------------------------
@@ -62,8 +80,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Call:
-    """An HTTP call to a service, as the outbox stores it."""
+    """An HTTP call to a service, made by a step, as the outbox stores it."""
 
+    step: str
     destination: str
     method: str
     path: str
@@ -75,7 +94,18 @@ class Call:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Call:
-        return cls(**payload)
+        # Messages stored before calls carried their step name it at the end of their key.
+        step = payload.get("step") or str(payload["idempotency_key"]).rsplit("/", 1)[-1]
+        return cls(**({**payload, "step": step}))
+
+
+@dataclass(frozen=True)
+class Command:
+    """A client's command as its definition reads it: ``canonical``, the fields that make it
+    this command (a repeat must match them); ``input``, the workflow's input."""
+
+    canonical: Mapping[str, Any]
+    input: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -131,10 +161,14 @@ class Step:
 
 @dataclass(frozen=True)
 class WorkflowDefinition:
+    """A workflow: its steps in order, its deadline, how it reads a client's command (raising
+    an input error before anything is stored), and what it answers once completed."""
+
     name: str
     steps: tuple[Step, ...]
     deadline_seconds: float
     result: Callable[[WorkflowState], dict[str, Any]]
+    parse: Callable[[Mapping[str, Any]], Command]
 
     def step(self, name: str) -> Step:
         return next(step for step in self.steps if step.name == name)
@@ -209,6 +243,16 @@ def evolve(state: WorkflowState, event: RecordedEvent) -> WorkflowState:
             in_doubt=frozenset(),
         )
     return state  # an event type this version does not know changes nothing it tracks
+
+
+def after(state: WorkflowState, events: Sequence[NewEvent], *, now: float) -> WorkflowState:
+    """The state once ``events`` are appended after ``state`` at time ``now``."""
+    for event in events:
+        recorded = RecordedEvent(
+            0, state.workflow_id, state.version + 1, event.type, event.data, now
+        )
+        state = evolve(state, recorded)
+    return state
 
 
 def fold(workflow_id: str, events: Sequence[RecordedEvent]) -> WorkflowState | None:

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from metallica import addresses
 from metallica.errors import NotFound
 from metallica.faults import FaultPoints
+from metallica.problems import MEDIA_TYPE
 from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
 from metallica.protools.relay import Relay, Watchers
@@ -32,7 +32,6 @@ from metallica.web.app import (
     service_app,
 )
 from metallica.web.faults import fault_routes
-from metallica.web.problems import MEDIA_TYPE
 from metallica.web.requests import idempotency_key, json_object, prefer_wait
 
 logger = logging.getLogger(__name__)
@@ -84,19 +83,24 @@ async def wait_for_state(
 ) -> engine.WorkflowState | None:
     """The workflow's state once terminal, or when ``seconds`` have passed.
 
-    Woken at once by changes made here; ``poll`` covers changes another replica makes. The
-    watch is registered before each read, so a change between the read and the wait wakes it.
+    Woken at once by changes made here, which carry the new state (no read needed); ``poll``
+    covers changes another replica makes. The watch is registered before the first read, so a
+    change between a read and the wait that follows still wakes it.
     """
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
-    while True:
-        with watchers.watch(workflow_id) as changed:
-            state = await run_in_threadpool(load, workflow_id)
+    with watchers.watch(workflow_id) as watch:
+        state = await run_in_threadpool(load, workflow_id)
+        while state is not None and not state.terminal:
             remaining = until - loop.time()
-            if state is None or state.terminal or remaining <= 0:
-                return state
+            if remaining <= 0:
+                break
             with suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(remaining, poll))
+                await asyncio.wait_for(watch.changed.wait(), min(remaining, poll))
+            watch.changed.clear()
+            notified, watch.state = watch.state, None
+            state = notified if notified is not None else await run_in_threadpool(load, workflow_id)
+    return state
 
 
 def _iso(timestamp: float) -> str:
@@ -112,11 +116,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def create_app(settings: ProtoolsSettings) -> Starlette:
-    addresses.validate_domain(settings.mail_domain)  # a bad one fails here, not at each mail
     replica_id = settings.replica_id or f"protools-{uuid.uuid4().hex[:8]}"
-    definition = password_workflow.definition(
+    definition = password_workflow.definition(  # a bad mail domain fails here, at start
         deadline_seconds=settings.workflow_deadline,
         retry=engine.RetryPolicy(settings.retry_initial, settings.retry_max),
+        mail_domain=settings.mail_domain,
     )
     watchers = Watchers()
     faults = FaultPoints(FAULT_POINTS, enabled=settings.faults_enabled)
@@ -129,14 +133,18 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     async def _start(app: Starlette, stack: AsyncExitStack) -> None:
         database = await stack.enter_async_context(
-            migrated_database(settings.database_url, "protools", settings.database_timeouts)
+            migrated_database(
+                settings.database_url,
+                "protools",
+                settings.database_timeouts,
+                settings.database_pool_size,
+            )
         )
         service = WorkflowService(
             database,
             definition,
             replica_id=replica_id,
             lease_seconds=settings.lease_seconds,
-            mail_domain=settings.mail_domain,
         )
         clients = ServiceClients(
             {"generator": settings.generator_urls, "mailer": settings.mailer_urls},

@@ -6,11 +6,15 @@ workflow's state, and how each reads the service's answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from metallica.errors import InvalidUsername, MetallicaError, UsernameTaken
+from metallica import addresses, usernames
+from metallica.errors import InvalidInput, InvalidUsername, MetallicaError, UsernameTaken
+from metallica.problems import code_of, from_error
 from metallica.protools.engine import (
     Call,
+    Command,
     Failed,
     Outcome,
     Response,
@@ -21,10 +25,29 @@ from metallica.protools.engine import (
     WorkflowDefinition,
     WorkflowState,
 )
-from metallica.web.problems import code_of, from_error
 
 NAME = "password-creation"
 GENERATE, MAIL = "generate_password", "send_mail"
+
+
+def parse_command(body: Mapping[str, Any], mail_domain: str) -> tuple[str, str | None]:
+    """``(username, email)`` from a password-creation body, or a 422: everything the workflow
+    needs to end well is checked here, before anything is stored or called (the mail step must
+    never fail on an address once a password exists)."""
+    unknown = set(body) - {"username", "email"}
+    if unknown:
+        raise InvalidInput(f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
+    username, email = body.get("username"), body.get("email")
+    if not isinstance(username, str):
+        raise InvalidUsername("'username' is required and must be a string", field="username")
+    usernames.validate(username)
+    if email is not None:
+        if not isinstance(email, str):
+            raise InvalidInput("'email' must be a string", field="email")
+        addresses.validate(email, "email")
+    else:
+        addresses.validate(workflow_input(username, None, mail_domain)["recipient"], "username")
+    return username, email
 
 
 def workflow_input(username: str, email: str | None, mail_domain: str) -> dict[str, Any]:
@@ -38,6 +61,7 @@ def _step_key(state: WorkflowState, step: str) -> str:
 
 def _generate_request(state: WorkflowState) -> Call:
     return Call(
+        step=GENERATE,
         destination="generator",
         method="POST",
         path="/v1/passwords",
@@ -50,6 +74,7 @@ def _mail_request(state: WorkflowState) -> Call:
     username = state.input["username"]
     password = state.results[GENERATE]["password"]
     return Call(
+        step=MAIL,
         destination="mailer",
         method="POST",
         path="/v1/mails",
@@ -129,7 +154,18 @@ def _result(state: WorkflowState) -> dict[str, Any]:
     return {"username": generated["username"], "password": generated["password"]}
 
 
-def definition(*, deadline_seconds: float, retry: RetryPolicy) -> WorkflowDefinition:
+def definition(
+    *, deadline_seconds: float, retry: RetryPolicy, mail_domain: str = "example.com"
+) -> WorkflowDefinition:
+    """The password-creation workflow; ``mail_domain`` makes the recipient of a command that
+    names no ``email`` (a bad one raises ValueError here, at start)."""
+    addresses.validate_domain(mail_domain)
+
+    def parse(body: Mapping[str, Any]) -> Command:
+        username, email = parse_command(body, mail_domain)
+        canonical = {"username": username, "email": email}
+        return Command(canonical, workflow_input(username, email, mail_domain))
+
     return WorkflowDefinition(
         name=NAME,
         steps=(
@@ -138,4 +174,5 @@ def definition(*, deadline_seconds: float, retry: RetryPolicy) -> WorkflowDefini
         ),
         deadline_seconds=deadline_seconds,
         result=_result,
+        parse=parse,
     )

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from metallica.faults import FaultPoints
 from metallica.protools import store
 from metallica.protools.clients import ServiceClients
-from metallica.protools.engine import Call, Outcome
+from metallica.protools.engine import Call, Outcome, WorkflowState
 from metallica.protools.service import Recorded, WorkflowService
 from metallica.storage import StorageBusy, StorageError, StorageUnavailable
 
@@ -38,33 +38,45 @@ logger = logging.getLogger(__name__)
 MAX_LOOP_BACKOFF = 10.0
 
 
+@dataclass(eq=False)
+class Watch:
+    """One waiter's view: set when the workflow changes here, with its new state when the
+    change came with one."""
+
+    changed: asyncio.Event
+    state: WorkflowState | None = None
+
+
 class Watchers:
     """In-process wake-ups for whoever waits on a workflow (the creating request, a GET).
 
     Register first (:meth:`watch`), then read the workflow, then wait: a change notified
-    between the read and the wait is not lost, the watch has already seen it.
+    between the read and the wait is not lost, the watch has already seen it. A change notified
+    with the workflow's new state spares the waiter a read of its own.
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._waiting: dict[str, set[Watch]] = {}
 
     @contextlib.contextmanager
-    def watch(self, workflow_id: str) -> Iterator[asyncio.Event]:
-        """An event set when ``workflow_id`` changes here, from now until the block ends."""
-        changed = asyncio.Event()
-        self._waiting.setdefault(workflow_id, set()).add(changed)
+    def watch(self, workflow_id: str) -> Iterator[Watch]:
+        """A watch of ``workflow_id``'s changes here, from now until the block ends."""
+        watch = Watch(asyncio.Event())
+        watches = self._waiting.setdefault(workflow_id, set())
+        watches.add(watch)
         try:
-            yield changed
+            yield watch
         finally:
             waiting = self._waiting.get(workflow_id)
             if waiting is not None:
-                waiting.discard(changed)
+                waiting.discard(watch)
                 if not waiting:
                     del self._waiting[workflow_id]
 
-    def notify(self, workflow_id: str) -> None:
-        for changed in self._waiting.get(workflow_id, ()):
-            changed.set()
+    def notify(self, workflow_id: str, state: WorkflowState | None = None) -> None:
+        for watch in self._waiting.get(workflow_id, ()):
+            watch.state = state
+            watch.changed.set()
 
 
 @dataclass
@@ -232,7 +244,7 @@ class Relay:
             )
             return None  # the lease runs out and another attempt is made
         self._log_attempt(message, outcome, recorded, elapsed_ms)
-        self._watchers.notify(message.stream_id)
+        self._watchers.notify(message.stream_id, recorded.state)
         if recorded.retry_at is not None:
             self.wake()
         return recorded.message

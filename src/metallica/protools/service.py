@@ -1,4 +1,4 @@
-"""protools use cases. The only place that opens transactions.
+"""protools use cases, for any workflow definition. The only place that opens transactions.
 
 Each use case reads a workflow's events, asks the pure engine what to do, and commits the new
 events, the outbox change and (for a new command) the command record in one transaction. A
@@ -14,17 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from metallica import addresses, usernames
-from metallica.errors import (
-    CommandInProgress,
-    InvalidInput,
-    InvalidUsername,
-    KeyReusedWithOtherBody,
-)
+from metallica.errors import CommandInProgress, KeyReusedWithOtherBody
+from metallica.fingerprints import fingerprint
 from metallica.protools import engine, store
-from metallica.protools.password_workflow import workflow_input
 from metallica.storage import Database, LockTimeout, Transaction
-from metallica.web.requests import fingerprint
 
 CONFLICT_RETRIES = 8
 
@@ -51,26 +44,7 @@ class Recorded:
     retry_at: float | None
     fenced: bool = False
     late: bool = False
-
-
-def parse_command(body: Mapping[str, Any], mail_domain: str) -> tuple[str, str | None]:
-    """``(username, email)`` from a password-creation body, or a 422: everything the workflow
-    needs to end well is checked here, before anything is stored or called (the mail step must
-    never fail on an address once a password exists)."""
-    unknown = set(body) - {"username", "email"}
-    if unknown:
-        raise InvalidInput(f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
-    username, email = body.get("username"), body.get("email")
-    if not isinstance(username, str):
-        raise InvalidUsername("'username' is required and must be a string", field="username")
-    usernames.validate(username)
-    if email is not None:
-        if not isinstance(email, str):
-            raise InvalidInput("'email' must be a string", field="email")
-        addresses.validate(email, "email")
-    else:
-        addresses.validate(workflow_input(username, None, mail_domain)["recipient"], "username")
-    return username, email
+    state: engine.WorkflowState | None = None  # the workflow as this commit left it
 
 
 class WorkflowService:
@@ -81,7 +55,6 @@ class WorkflowService:
         *,
         replica_id: str,
         lease_seconds: float,
-        mail_domain: str,
         clock: Callable[[], float] = time.time,
         random_unit: Callable[[], float] = random.random,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
@@ -90,7 +63,6 @@ class WorkflowService:
         self.definition = definition
         self.replica_id = replica_id
         self.lease = store.Lease(replica_id, lease_seconds)
-        self._mail_domain = addresses.validate_domain(mail_domain)
         self._clock = clock
         self._random = random_unit
         self._new_id = new_id
@@ -105,24 +77,19 @@ class WorkflowService:
         With ``lease``, the first call is enqueued leased to this replica, to deliver at once;
         without (this replica has no free delivery slot), it is due now for any relay.
         """
-        username, email = parse_command(body, self._mail_domain)
-        body_fingerprint = fingerprint({"username": username, "email": email})
+        command = self.definition.parse(body)
+        body_fingerprint = fingerprint(command.canonical)
         workflow_id, now = self._new_id(), self._clock()
-        decision = engine.start(
-            self.definition,
-            workflow_id,
-            workflow_input(username, email, self._mail_domain),
-            now=now,
-        )
+        decision = engine.start(self.definition, workflow_id, command.input, now=now)
         try:
             with self.database.transaction() as tx:
-                command = store.record_command(
+                recorded = store.record_command(
                     tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
                 )
-                if command.workflow_id != workflow_id:
-                    if command.fingerprint != body_fingerprint:
+                if recorded.workflow_id != workflow_id:
+                    if recorded.fingerprint != body_fingerprint:
                         raise KeyReusedWithOtherBody()
-                    return Accepted(command.workflow_id, None)
+                    return Accepted(recorded.workflow_id, None)
                 store.append(tx, workflow_id, 0, decision.events, now=now)
                 assert decision.send is not None
                 message = self._send(tx, workflow_id, decision.send, leased=lease)
@@ -138,7 +105,7 @@ class WorkflowService:
         return store.enqueue(
             tx,
             stream_id=workflow_id,
-            step=call.idempotency_key.rsplit("/", 1)[-1],
+            step=call.step,
             destination=call.destination,
             payload=call.to_payload(),
             lease=self.lease if leased else None,
@@ -270,7 +237,8 @@ class WorkflowService:
         following = (
             self._send(tx, message.stream_id, decision.send) if decision.send is not None else None
         )
-        return Recorded(following, decision.finishes, decision.retry_at, fenced=not held)
+        after = engine.after(state, decision.events, now=now)
+        return Recorded(following, decision.finishes, decision.retry_at, not held, state=after)
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -278,6 +246,6 @@ class WorkflowService:
         with self.database.transaction(write=False) as tx:
             return engine.fold(workflow_id, store.read_stream(tx, workflow_id))
 
-    def history(self, workflow_id: str) -> list[store.RecordedEvent]:
+    def history(self, workflow_id: str) -> list[engine.RecordedEvent]:
         with self.database.transaction(write=False) as tx:
             return store.read_stream(tx, workflow_id)

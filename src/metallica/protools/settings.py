@@ -27,3 +27,4 @@ class ProtoolsSettings:
     faults_enabled: bool = False
     relay_concurrency: int = 128
     database_timeouts: Timeouts = field(default_factory=Timeouts)
+    database_pool_size: int = 16

@@ -1,5 +1,9 @@
 """protools' storage: the event store, the outbox and the command store.
 
+It stores what the engine decides (:class:`~metallica.protools.engine.NewEvent`) and gives back
+what the engine folds (:class:`~metallica.protools.engine.RecordedEvent`): storage depends on the
+domain, never the reverse.
+
 All three live in one database and are used through one :class:`~metallica.storage.Transaction`,
 so a state change commits its events, the outbox messages they imply and the command record
 together, or not at all. The SQL is in ``storage/sql/<dialect>/protools/queries.sql``.
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metallica.errors import MetallicaError
+from metallica.protools.engine import NewEvent, RecordedEvent
 from metallica.storage import Row, Transaction
 
 
@@ -26,26 +31,6 @@ class VersionConflict(MetallicaError):
         super().__init__(f"stream {stream_id!r} already has a version {version}")
         self.stream_id = stream_id
         self.version = version
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event to append: its type and its JSON data."""
-
-    type: str
-    data: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class RecordedEvent:
-    """An event as stored: its place in its stream and in the global log."""
-
-    global_position: int
-    stream_id: str
-    version: int
-    type: str
-    data: Mapping[str, Any]
-    recorded_at: float
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,16 @@
 """PostgreSQL adapter: psycopg 3 with a connection pool.
 
-The pool checks a connection before lending it, so a service reconnects by itself after the
-server restarts. Transactions run at READ COMMITTED; concurrency control is in the SQL (unique
-constraints, ``FOR UPDATE SKIP LOCKED``, advisory locks).
+A connection is not checked before each use (that would be a round trip per transaction): one
+found dead at BEGIN is dropped and the next one tried; one that dies mid-transaction fails it
+with StorageUnavailable (callers retry) and the pool checks its idle connections at once. So a
+service reconnects by itself after a server restart.
+Transactions run at READ COMMITTED; concurrency control is in the SQL (unique constraints,
+``FOR UPDATE SKIP LOCKED``, advisory locks).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -96,7 +100,6 @@ class PostgresDatabase:
             min_size=1,
             max_size=pool_size,
             kwargs={"row_factory": dict_row, "connect_timeout": 5},
-            check=ConnectionPool.check_connection,
             timeout=10,
             reconnect_timeout=3600,
             open=False,
@@ -106,15 +109,53 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[PostgresTransaction]:
-        with _translated_errors(), self._pool.connection() as connection:
-            if not write:
-                connection.read_only = True
+        try:
+            with _translated_errors():
+                connection, transaction = self._begin(write)
+                try:
+                    with connection.cursor() as cursor:
+                        yield PostgresTransaction(cursor, self._queries)
+                except BaseException as error:
+                    transaction.__exit__(type(error), error, error.__traceback__)  # ROLLBACK
+                    raise
+                else:
+                    transaction.__exit__(None, None, None)  # COMMIT
+                finally:
+                    if not write and not connection.closed:
+                        connection.read_only = False
+                    self._pool.putconn(connection)  # a broken one is dropped, not reused
+        except errors.StorageUnavailable:
+            # The server went away (a restart leaves every pooled connection dead): check the
+            # idle ones now, so the next transactions get live connections.
+            with contextlib.suppress(Exception):
+                self._pool.check()
+            raise
+
+    def _begin(
+        self, write: bool
+    ) -> tuple[psycopg.Connection[Row], contextlib.AbstractContextManager[psycopg.Transaction]]:
+        """A pooled connection in a new transaction. A connection found dead at BEGIN (the
+        server closed it while it sat in the pool) is dropped and the next one tried: nothing
+        was done on it, so nobody need know. No check before each use: that is a round trip."""
+        for _ in range(self._pool.max_size):
+            connection = self._pool.getconn()
             try:
-                with connection.transaction(), connection.cursor() as cursor:
-                    yield PostgresTransaction(cursor, self._queries)
-            finally:
-                if not write and not connection.closed:
-                    connection.read_only = False
+                connection.read_only = not write
+                transaction = connection.transaction()
+                transaction.__enter__()  # BEGIN
+            except psycopg.OperationalError:
+                self._pool.putconn(connection)
+                continue
+            return connection, transaction
+        connection = self._pool.getconn()  # the last try: its failure is the answer
+        try:
+            connection.read_only = not write
+            transaction = connection.transaction()
+            transaction.__enter__()
+        except BaseException:
+            self._pool.putconn(connection)
+            raise
+        return connection, transaction
 
     def close(self) -> None:
         self._pool.close()

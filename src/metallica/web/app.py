@@ -138,6 +138,7 @@ def open_migrated(
     schema: str,
     *,
     timeouts: Timeouts | None = None,
+    pool_size: int = 16,
     wait: float = DATABASE_STARTUP_WAIT,
 ) -> Database:
     """Open and migrate a service's database, waiting up to ``wait`` seconds for it to answer.
@@ -149,7 +150,7 @@ def open_migrated(
         on=StorageUnavailable, attempts=None, timeout=wait, wait_initial=0.2, wait_max=2.0
     ):
         with attempt:
-            database = open_database(url, schema, timeouts=timeouts)
+            database = open_database(url, schema, pool_size=pool_size, timeouts=timeouts)
             try:
                 migrate(database)
             except BaseException:
@@ -161,10 +162,12 @@ def open_migrated(
 
 @asynccontextmanager
 async def migrated_database(
-    url: str, schema: str, timeouts: Timeouts | None = None
+    url: str, schema: str, timeouts: Timeouts | None = None, pool_size: int = 16
 ) -> AsyncIterator[Database]:
     """A service's database, migrated to this code's schema, closed on the way out."""
-    database = await run_in_threadpool(open_migrated, url, schema, timeouts=timeouts)
+    database = await run_in_threadpool(
+        open_migrated, url, schema, timeouts=timeouts, pool_size=pool_size
+    )
     try:
         yield database
     finally:

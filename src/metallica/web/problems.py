@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from metallica.errors import MetallicaError
+from metallica.problems import MEDIA_TYPE, from_error, problem
+
+__all__ = ["MEDIA_TYPE", "exception_handlers", "from_error", "problem", "problem_response"]
 
 logger = logging.getLogger(__name__)
-
-PROBLEM_TYPE_BASE = "https://metallica.dev/problems/"
-MEDIA_TYPE = "application/problem+json"
 
 _HTTP_CODES = {
     400: ("bad-request", "Bad request"),
@@ -30,30 +30,6 @@ _HTTP_CODES = {
     413: ("payload-too-large", "Payload too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
 }
-
-
-def problem(status: int, code: str, title: str, detail: str, **extensions: Any) -> dict[str, Any]:
-    """A problem document as a dict."""
-    return {
-        "type": PROBLEM_TYPE_BASE + code,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extensions,
-    }
-
-
-def from_error(error: MetallicaError, instance: str | None = None) -> dict[str, Any]:
-    """The problem document describing a Metallica error."""
-    extra = dict(error.extensions)
-    if instance:
-        extra["instance"] = instance
-    return problem(error.status, error.code, error.title, error.detail, **extra)
-
-
-def code_of(document: Mapping[str, Any]) -> str:
-    """The short code at the end of a problem's ``type``."""
-    return str(document.get("type", "")).rsplit("/", 1)[-1]
 
 
 def problem_response(

@@ -1,8 +1,7 @@
-"""Reading requests: JSON bodies, Idempotency-Key, ``Prefer: wait=``; fingerprints of bodies."""
+"""Reading requests: JSON bodies, Idempotency-Key, ``Prefer: wait=``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any
@@ -56,9 +55,3 @@ def string_field(body: dict[str, Any], name: str, *, required: bool = True) -> s
     if not isinstance(value, str):
         raise InvalidInput(f"'{name}' must be a string", field=name)
     return value
-
-
-def fingerprint(payload: Any) -> str:
-    """A stable digest of a request body: same content, same fingerprint."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
