@@ -256,6 +256,26 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
     )
 
 
+def _die_with_parent(parent: str | None) -> None:
+    """When a stack started this process (``METALLICA_PARENT_PID``), end it with that stack:
+    a stack killed without its cleanup (SIGKILL, a crash) leaves no orphan service behind.
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere it does nothing."""
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if str(os.getppid()) != parent:  # the stack died before the prctl took effect
+        sys.exit(0)
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into a normal exit, so the command's stacks and clusters are cleaned up."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 @main.command()
 @click.argument("service", type=SERVE_NAMES)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -277,6 +297,7 @@ def serve(service: str, host: str, port: int, fd: int | None, **options: Any) ->
 
     from metallica.web import logging as json_logging
 
+    _die_with_parent(os.environ.get("METALLICA_PARENT_PID"))
     json_logging.configure(options["log_level"])
     app = build_app(service, options)
     config = uvicorn.Config(
@@ -567,6 +588,7 @@ def scenarios_run(
     if database_url and postgres:
         raise click.UsageError("--database-url and --postgres exclude each other")
     logging.getLogger("metallica.faultproxy").setLevel(logging.ERROR)
+    _exit_on_sigterm()
     started = time.monotonic()
 
     def progress(line: str) -> None:
@@ -806,6 +828,7 @@ def bench(
         raise click.UsageError("--url needs the API token (--token or METALLICA_API_TOKEN)")
     if urls and floor:
         raise click.UsageError("--floor needs a stack the bench starts (drop --url)")
+    _exit_on_sigterm()
     config = BenchConfig(
         concurrencies=_concurrencies(concurrency),
         count=count,

@@ -159,6 +159,7 @@ class LocalStack:
         replica.stopped_on_purpose = False
         env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
         env |= replica.env
+        env["METALLICA_PARENT_PID"] = str(os.getpid())  # the child dies with its stack
         log = open(replica.log_path, "ab")  # noqa: SIM115 (the child process owns it)
         listener = replica.reservation.listener()
         try:
