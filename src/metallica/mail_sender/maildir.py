@@ -38,11 +38,14 @@ class Maildir:
                 return candidate
         return next((self.root / "cur").glob(f"{name}:*"), None)  # seen, with its flags
 
-    def deliver(self, name: str, content: bytes) -> Path:
-        """Put ``content`` in ``new/<name>`` unless a mail of that name is already there."""
-        existing = self.find(name)
-        if existing is not None:
-            return existing
+    def deliver(self, name: str, content: bytes, *, look_first: bool = True) -> Path:
+        """Put ``content`` in ``new/<name>`` unless a mail of that name is already there
+        (``look_first=False``: the caller knows the name was never delivered; ``new/`` is still
+        never overwritten)."""
+        if look_first:
+            existing = self.find(name)
+            if existing is not None:
+                return existing
         temporary = self.root / "tmp" / f"{name}.{os.getpid()}.{secrets.token_hex(4)}"
         target = self.root / "new" / name
         with open(temporary, "xb") as file:

@@ -17,7 +17,7 @@ from metallica.faults import FaultPoints
 from metallica.fingerprints import fingerprint
 from metallica.mail_sender.domain import render, validate
 from metallica.mail_sender.maildir import Maildir
-from metallica.storage import Database
+from metallica.storage import Database, Row
 
 
 class MailService:
@@ -43,15 +43,23 @@ class MailService:
         no longer where it was put: a mail client moved or fetched it)."""
         mail = validate(to, subject, body)
         body_fingerprint = fingerprint({"to": to, "subject": subject, "body": body})
+        fresh_id, now = uuid.uuid4().hex, self._clock()
         with self._database.transaction() as tx:
-            tx.execute(
+            inserted = tx.fetch_one(
                 "insert_mail",
                 idempotency_key=idempotency_key,
                 fingerprint=body_fingerprint,
-                mail_id=uuid.uuid4().hex,
-                created_at=self._clock(),
+                mail_id=fresh_id,
+                created_at=now,
             )
-            record = tx.fetch_one("get_mail", idempotency_key=idempotency_key)
+            record: Row | None = {
+                "fingerprint": body_fingerprint,
+                "mail_id": fresh_id,
+                "created_at": now,
+                "delivered_at": None,
+            }
+            if inserted is None:  # a repeat: the first one's record
+                record = tx.fetch_one("get_mail", idempotency_key=idempotency_key)
         assert record is not None
         if record["fingerprint"] != body_fingerprint:
             raise KeyReusedWithOtherBody()
@@ -62,9 +70,10 @@ class MailService:
             # fetched by a mail client since; writing it again would send it twice.
             return mail_id, self._maildir.find(name)
         self._faults.hit("before_write")
-        path = self._maildir.deliver(
-            name, render(mail, sender=self._sender, mail_id=mail_id, sent_at=created_at)
-        )
+        content = render(mail, sender=self._sender, mail_id=mail_id, sent_at=created_at)
+        # A first delivery needs no look around the Maildir: the name is new. A retry may find
+        # it there already (a crash after the write, before the record said so).
+        path = self._maildir.deliver(name, content, look_first=inserted is None)
         self._faults.hit("after_write")
         with self._database.transaction() as tx:
             tx.execute("mark_delivered", mail_id=mail_id, delivered_at=self._clock())

@@ -80,17 +80,19 @@ async def wait_for_state(
     seconds: float,
     *,
     poll: float = WAITER_POLL_SECONDS,
+    known: engine.WorkflowState | None = None,
 ) -> engine.WorkflowState | None:
     """The workflow's state once terminal, or when ``seconds`` have passed.
 
     Woken at once by changes made here, which carry the new state (no read needed); ``poll``
     covers changes another replica makes. The watch is registered before the first read, so a
-    change between a read and the wait that follows still wakes it.
+    change between a read and the wait that follows still wakes it. ``known``: the state the
+    caller just committed, in place of the first read.
     """
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
     with watchers.watch(workflow_id) as watch:
-        state = await run_in_threadpool(load, workflow_id)
+        state = known if known is not None else await run_in_threadpool(load, workflow_id)
         while state is not None and not state.terminal:
             remaining = until - loop.time()
             if remaining <= 0:
@@ -200,12 +202,14 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
                 relay.release()
             raise
         if accepted.message is not None and reserved:
-            relay.start_delivery(accepted.message)
+            relay.start_delivery(accepted.message, accepted.state)
         elif reserved:
             relay.release()
         else:
             relay.wake()
-        state = await wait_for_state(service.load, watchers, accepted.workflow_id, wait)
+        state = await wait_for_state(
+            service.load, watchers, accepted.workflow_id, wait, known=accepted.state
+        )
         assert state is not None
         return answer(state, creating=True)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -160,6 +161,7 @@ class Relay:
         # A successful call is worth waiting for: retry its record for most of a lease.
         self._record_retry_seconds = record_retry_seconds or lease_seconds * 2 / 3
         self._wake = asyncio.Event()
+        self._starved = False  # the last recovery round found no free slot for due work
         self._tasks: set[asyncio.Task[None]] = set()
         self.health = {name: LoopHealth(name) for name in ("recovery", "lease_renewal")}
 
@@ -179,43 +181,54 @@ class Relay:
     def release(self) -> None:
         """Give back a reserved slot that was not used."""
         self._busy -= 1
-        self._wake.set()  # the recovery loop may claim again
+        if self._starved:  # the recovery loop left due work for want of a slot: one is free
+            self._wake.set()
 
-    def start_delivery(self, message: store.OutboxMessage) -> None:
-        """Deliver ``message`` (leased to us, its slot reserved) in the background, now."""
-        task = asyncio.get_running_loop().create_task(self._deliver_in_slot(message))
+    def start_delivery(
+        self, message: store.OutboxMessage, known: WorkflowState | None = None
+    ) -> None:
+        """Deliver ``message`` (leased to us, its slot reserved) in the background, now.
+        ``known``: the workflow's state as the commit that enqueued the message left it."""
+        task = asyncio.get_running_loop().create_task(self._deliver_in_slot(message, known))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def _deliver_in_slot(self, message: store.OutboxMessage) -> None:
+    async def _deliver_in_slot(
+        self, message: store.OutboxMessage, known: WorkflowState | None
+    ) -> None:
         try:
-            await self.deliver(message)
+            await self.deliver(message, known)
         finally:
             self.release()
 
-    async def deliver(self, message: store.OutboxMessage | None) -> None:
-        """Deliver a message and, while each step succeeds at once, the steps after it."""
+    async def deliver(
+        self, message: store.OutboxMessage | None, known: WorkflowState | None = None
+    ) -> None:
+        """Deliver a message and, while each step succeeds at once, the steps after it. The
+        state each commit leaves is carried to the next record, which then need not read it."""
         while message is not None:
-            self._in_flight[message.id] = message
+            current = message
+            self._in_flight[current.id] = current
             try:
-                following = await self._attempt(message)
+                message, known = await self._attempt(current, known)
             finally:
-                self._in_flight.pop(message.id, None)
-            message = following
+                self._in_flight.pop(current.id, None)
 
     # --- one attempt -----------------------------------------------------------------------
 
-    async def _attempt(self, message: store.OutboxMessage) -> store.OutboxMessage | None:
+    async def _attempt(
+        self, message: store.OutboxMessage, known: WorkflowState | None
+    ) -> tuple[store.OutboxMessage | None, WorkflowState | None]:
         definition = self._service.definition
         try:
             if message.attempts > 1 and not await run_in_threadpool(
                 self._service.may_attempt, message
             ):
                 self._watchers.notify(message.stream_id)
-                return None
+                return None, None
             step = definition.step(message.step)
             call = Call.from_payload(message.payload)
             started = time.monotonic()
@@ -228,6 +241,7 @@ class Relay:
                 replica=replica,
                 elapsed_ms=elapsed_ms,
                 next_replica=self._clients.replica_for(call, message.attempts + 1),
+                known=known,
             )
             await self._hit("after_record")
         except StorageError as error:
@@ -236,18 +250,18 @@ class Relay:
                 "metallica.relay_storage_error",
                 extra={"workflow_id": message.stream_id, "step": message.step, "error": error.code},
             )
-            return None
+            return None, None
         except Exception:
             logger.exception(
                 "metallica.relay_delivery_crashed",
                 extra={"workflow_id": message.stream_id, "step": message.step},
             )
-            return None  # the lease runs out and another attempt is made
+            return None, None  # the lease runs out and another attempt is made
         self._log_attempt(message, outcome, recorded, elapsed_ms)
         self._watchers.notify(message.stream_id, recorded.state)
         if recorded.retry_at is not None:
             self.wake()
-        return recorded.message
+        return recorded.message, recorded.state
 
     async def _record(
         self,
@@ -257,6 +271,7 @@ class Relay:
         replica: str,
         elapsed_ms: float,
         next_replica: str,
+        known: WorkflowState | None,
     ) -> Recorded:
         """Record an outcome, retrying in place while the database is briefly unavailable or
         busy: the call was made, and what it learnt must not be thrown away (a success lost
@@ -276,12 +291,15 @@ class Relay:
                         extra={"workflow_id": message.stream_id, "attempt": attempt.num},
                     )
                 return await run_in_threadpool(
-                    self._service.record,
-                    message,
-                    outcome,
-                    replica=replica,
-                    elapsed_ms=elapsed_ms,
-                    next_replica=next_replica,
+                    functools.partial(
+                        self._service.record,
+                        message,
+                        outcome,
+                        replica=replica,
+                        elapsed_ms=elapsed_ms,
+                        next_replica=next_replica,
+                        known=known,
+                    )
                 )
         raise AssertionError("unreachable: stamina raises once it gives up")
 
@@ -331,7 +349,8 @@ class Relay:
         """Start delivering due messages, as many as there are free slots; return how long to
         sleep (a wake-up ends the sleep early: a slot freed, a retry scheduled)."""
         self._wake.clear()  # before looking, so a wake-up while we look is not lost
-        if self.free_slots <= 0:
+        self._starved = self.free_slots <= 0
+        if self._starved:
             return self._poll_interval
         due_in = await run_in_threadpool(self._service.seconds_until_due)
         if due_in is None or due_in > 0:
@@ -345,6 +364,7 @@ class Relay:
         for message in messages:
             self._busy += 1
             self.start_delivery(message)
+        self._starved = len(messages) == limit  # more may be due than it took
         return 0 if messages else min(self._poll_interval, 0.1)
 
     async def _renew_once(self) -> float:

@@ -25,10 +25,11 @@ CONFLICT_RETRIES = 8
 @dataclass(frozen=True)
 class Accepted:
     """A command's workflow; ``message`` is its first call when the workflow is new (leased to
-    us when we asked for it, to deliver at once)."""
+    us when we asked for it, to deliver at once), and ``state`` the state it starts in."""
 
     workflow_id: str
     message: store.OutboxMessage | None
+    state: engine.WorkflowState | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ class WorkflowService:
         except LockTimeout:
             # Another request with this key holds it in an open transaction.
             raise CommandInProgress(retry_after=1) from None
-        return Accepted(workflow_id, message)
+        state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
+        return Accepted(workflow_id, message, state)
 
     def _send(
         self, tx: Transaction, workflow_id: str, call: engine.Call, *, leased: bool = True
@@ -156,6 +158,7 @@ class WorkflowService:
         replica: str,
         elapsed_ms: float,
         next_replica: str | None = None,
+        known: engine.WorkflowState | None = None,
     ) -> Recorded:
         """Commit one attempt's outcome: its events, the outbox change, the next call.
 
@@ -164,7 +167,18 @@ class WorkflowService:
         a later attempt) still records what its outcome proves: a success or a definite
         failure is the truth whoever learnt it; a retry only joins the history. Safe to call
         again after a failed commit: an outcome already recorded is not recorded twice.
+
+        ``known``: the workflow's state as this replica's last commit left it (the hot path).
+        A success is then recorded without reading the stream or the lease first: a success is
+        recorded whoever holds the lease, and if anything was appended since, the append at the
+        known version conflicts and the outcome is recorded the long way.
         """
+        if known is not None and isinstance(outcome, engine.Succeeded):
+            try:
+                with self.database.transaction() as tx:
+                    return self._record_success(tx, message, outcome, known, replica, elapsed_ms)
+            except store.VersionConflict:
+                pass  # the workflow moved on elsewhere: read it
         for _ in range(CONFLICT_RETRIES):
             now = self._clock()
             try:
@@ -175,6 +189,37 @@ class WorkflowService:
             except store.VersionConflict:
                 continue
         raise RuntimeError(f"stream {message.stream_id} kept changing under us")
+
+    def _record_success(
+        self,
+        tx: Transaction,
+        message: store.OutboxMessage,
+        outcome: engine.Succeeded,
+        known: engine.WorkflowState,
+        replica: str,
+        elapsed_ms: float,
+    ) -> Recorded:
+        now = self._clock()
+        if not engine.is_current(known, self.definition, message.step):
+            raise store.VersionConflict(message.stream_id, known.version)
+        decision = engine.decide_outcome(
+            known,
+            self.definition,
+            message.step,
+            message.attempts,
+            outcome,
+            now=now,
+            replica=replica,
+            elapsed_ms=elapsed_ms,
+            random=self._random,
+        )
+        store.append(tx, message.stream_id, known.version, decision.events, now=now)
+        store.complete(tx, message.id)
+        following = (
+            self._send(tx, message.stream_id, decision.send) if decision.send is not None else None
+        )
+        after = engine.after(known, decision.events, now=now)
+        return Recorded(following, decision.finishes, None, state=after)
 
     def _record(
         self,
