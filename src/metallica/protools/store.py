@@ -6,7 +6,7 @@ domain, never the reverse.
 
 All three live in one database and are used through one :class:`~metallica.storage.Transaction`,
 so a state change commits its events, the outbox messages they imply and the command record
-together, or not at all. The SQL is in ``storage/sql/<dialect>/protools/queries.sql``.
+together, or not at all. The SQL is in ``storage/sql/queries/protools.sql``.
 """
 
 from __future__ import annotations

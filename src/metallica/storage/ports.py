@@ -1,9 +1,9 @@
 """The storage interface every service codes against, whatever the backend.
 
 A :class:`Database` hands out :class:`Transaction` objects; a transaction runs *named* queries,
-loaded from ``sql/<dialect>/<schema>/queries.sql``. Repositories (event store, outbox, command
-store, password store) are written once against this interface; each backend differs only in its
-SQL files and in the few methods below.
+loaded from ``sql/queries/<schema>.sql`` (written once for both dialects). Repositories (event
+store, outbox, command store, password store) are written once against this interface; each
+backend differs only in its migrations, a few catalog queries and the few methods below.
 """
 
 from __future__ import annotations

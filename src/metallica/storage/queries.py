@@ -1,7 +1,12 @@
-"""Named SQL queries, read once from ``sql/<dialect>/<schema>/queries.sql``.
+"""Named SQL queries, written once for both dialects, read once per dialect.
 
-The file is a list of blocks, each starting with a ``-- name: <query_name>`` line, then
-comment lines describing it, then the SQL (procrastinate's ``sql/queries.sql`` layout).
+``sql/queries/<schema>.sql`` holds a service schema's queries, ``sql/<dialect>/common.sql`` the
+few that ask each database's own catalog. A file is a list of blocks, each starting with a
+``-- name: <query_name>`` line, then comment lines describing it, then the SQL (procrastinate's
+``sql/queries.sql`` layout).
+
+Queries take ``:name`` parameters (PostgreSQL's psycopg gets them as ``%(name)s``) and name the
+places where the dialects differ, as ``{fragment}``: :data:`FRAGMENTS` says what each becomes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,36 @@ import re
 from importlib import resources
 
 _HEADER = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")  # not a ::cast, not a time
+_FRAGMENT = re.compile(r"\{([a-z_]+)\}")
+
+# What each dialect difference is, by name.
+FRAGMENTS: dict[str, dict[str, str]] = {
+    "sqlite": {
+        # The database's clock in Unix seconds, to the millisecond.
+        "now": "((julianday('now') - 2440587.5) * 86400.0)",
+        # BEGIN IMMEDIATE already holds the only write lock.
+        "for_update": "",
+        "skip_locked": "",
+        # The ids in a JSON array parameter.
+        "ids_from_json": "SELECT value FROM json_each(:ids)",
+    },
+    "postgres": {
+        "now": "extract(epoch FROM clock_timestamp())::double precision",
+        "for_update": "FOR UPDATE",
+        "skip_locked": "FOR UPDATE SKIP LOCKED",
+        "ids_from_json": "SELECT json_array_elements_text(CAST(:ids AS json))::bigint",
+    },
+}
+
+
+def render(sql: str, dialect: str) -> str:
+    """``sql`` for ``dialect``: its fragments filled in, its parameters in the driver's style."""
+    fragments = FRAGMENTS[dialect]
+    sql = _FRAGMENT.sub(lambda match: fragments[match[1]], sql)
+    if dialect == "postgres":
+        sql = _PARAMETER.sub(r"%(\1)s", sql)
+    return sql
 
 
 def parse_queries(text: str) -> dict[str, str]:
@@ -31,10 +66,10 @@ def parse_queries(text: str) -> dict[str, str]:
 @functools.cache
 def load_queries(dialect: str, schema: str) -> dict[str, str]:
     """The named queries of one service schema for one SQL dialect, plus the common ones."""
-    folder = resources.files("metallica.storage") / "sql" / dialect
-    common = parse_queries((folder / "common.sql").read_text(encoding="utf-8"))
-    own = parse_queries((folder / schema / "queries.sql").read_text(encoding="utf-8"))
-    return common | own
+    folder = resources.files("metallica.storage") / "sql"
+    common = parse_queries((folder / dialect / "common.sql").read_text(encoding="utf-8"))
+    own = parse_queries((folder / "queries" / f"{schema}.sql").read_text(encoding="utf-8"))
+    return {name: render(sql, dialect) for name, sql in (common | own).items()}
 
 
 def migration_files(dialect: str, schema: str) -> list[tuple[int, str, str]]:

@@ -4,7 +4,7 @@ SELECT version FROM schema_migrations ORDER BY version;
 
 -- name: record_migration
 -- Record one migration as applied, in the transaction that applied it.
-INSERT INTO schema_migrations (version, name) VALUES (%(version)s, %(name)s);
+INSERT INTO schema_migrations (version, name) VALUES (:version, :name);
 
 -- name: migrations_table_exists
 -- Whether this database (its current schema) was ever migrated.

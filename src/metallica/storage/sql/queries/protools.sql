@@ -2,9 +2,9 @@
 -- Append one event; the unique (stream_id, version) is the optimistic lock: no row back means
 -- another writer took this version first, or the version would leave a gap.
 INSERT INTO events (stream_id, version, type, data, recorded_at)
-SELECT %(stream_id)s, %(version)s, %(type)s, %(data)s, %(recorded_at)s
-WHERE %(version)s = 1 OR EXISTS (
-    SELECT 1 FROM events WHERE stream_id = %(stream_id)s AND version = %(version)s - 1
+SELECT :stream_id, :version, :type, :data, :recorded_at
+WHERE :version = 1 OR EXISTS (
+    SELECT 1 FROM events WHERE stream_id = :stream_id AND version = :version - 1
 )
 ON CONFLICT (stream_id, version) DO NOTHING
 RETURNING global_position;
@@ -12,76 +12,74 @@ RETURNING global_position;
 -- name: read_stream
 -- One stream's events in version order.
 SELECT global_position, stream_id, version, type, data, recorded_at
-FROM events WHERE stream_id = %(stream_id)s ORDER BY version;
+FROM events WHERE stream_id = :stream_id ORDER BY version;
 
 -- name: read_all
 -- The global log after a position, in order (catch-up reads).
 SELECT global_position, stream_id, version, type, data, recorded_at
-FROM events WHERE global_position > %(after)s ORDER BY global_position LIMIT %(limit)s;
+FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit;
 
 -- name: list_streams
 -- The newest streams first, by their first event.
 SELECT stream_id, data, recorded_at FROM events
-WHERE version = 1 ORDER BY global_position DESC LIMIT %(limit)s;
+WHERE version = 1 ORDER BY global_position DESC LIMIT :limit;
 
 -- name: enqueue_message
 -- Put a message in the outbox, in the transaction that recorded the events implying it; with an
--- owner, already leased to that relay (its first attempt). Times are the database's clock
--- (every replica reads the same one), so replicas never compare their own clocks.
+-- owner, already leased to that relay (its first attempt). Times are the database's clock, so
+-- replicas never compare their own clocks.
 INSERT INTO outbox (stream_id, step, destination, payload, attempts, available_at, lease_owner,
                     lease_expires_at, created_at)
-SELECT %(stream_id)s, %(step)s, %(destination)s, %(payload)s,
-       CASE WHEN p.owner IS NULL THEN 0 ELSE 1 END, clock.now + %(delay)s, p.owner,
+SELECT :stream_id, :step, :destination, :payload,
+       CASE WHEN p.owner IS NULL THEN 0 ELSE 1 END, clock.now + p.delay, p.owner,
        CASE WHEN p.owner IS NULL THEN NULL ELSE clock.now + p.lease_seconds END, clock.now
-FROM (SELECT extract(epoch FROM clock_timestamp())::double precision AS now) AS clock,
-     (SELECT %(owner)s::text AS owner, %(lease_seconds)s::double precision AS lease_seconds) AS p
+FROM (SELECT {now} AS now) AS clock,
+     (SELECT CAST(:owner AS TEXT) AS owner,
+             CAST(:lease_seconds AS DOUBLE PRECISION) AS lease_seconds,
+             CAST(:delay AS DOUBLE PRECISION) AS delay) AS p
 RETURNING id, stream_id, step, destination, payload, attempts, available_at, created_at;
 
 -- name: claim_due_messages
--- Lease the due messages nobody holds (or whose holder's lease ran out), oldest first. SKIP
--- LOCKED lets relays claim side by side without waiting on each other or claiming one row twice.
+-- Lease the due messages nobody holds (or whose holder's lease ran out), oldest first.
+-- PostgreSQL: SKIP LOCKED lets relays claim side by side without waiting on each other or
+-- claiming one row twice; SQLite: the write lock of BEGIN IMMEDIATE makes them take turns.
 UPDATE outbox
-SET lease_owner = %(owner)s,
-    lease_expires_at = extract(epoch FROM clock_timestamp())::double precision + %(lease_seconds)s,
+SET lease_owner = :owner,
+    lease_expires_at = {now} + :lease_seconds,
     attempts = attempts + 1
 WHERE id IN (
     SELECT id FROM outbox
-    WHERE available_at <= extract(epoch FROM clock_timestamp())::double precision
-      AND (lease_expires_at IS NULL
-           OR lease_expires_at < extract(epoch FROM clock_timestamp())::double precision)
-    ORDER BY available_at LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    WHERE available_at <= {now}
+      AND (lease_expires_at IS NULL OR lease_expires_at < {now})
+    ORDER BY available_at LIMIT :limit
+    {skip_locked}
 )
 RETURNING id, stream_id, step, destination, payload, attempts, available_at, created_at;
 
 -- name: lock_message
 -- The lease on a message, locked until the transaction ends: an outcome is recorded by the
 -- lease holder of that attempt only (the fence); a replica that lost it learns so here.
-SELECT lease_owner, attempts FROM outbox WHERE id = %(id)s FOR UPDATE;
+SELECT lease_owner, attempts FROM outbox WHERE id = :id {for_update};
 
 -- name: extend_leases
 -- Keep the leases of the calls still in flight alive; a lease already taken over is left alone.
-UPDATE outbox SET lease_expires_at = extract(epoch FROM clock_timestamp())::double precision + %(lease_seconds)s
-WHERE lease_owner = %(owner)s
-  AND id IN (SELECT json_array_elements_text(%(ids)s::json)::bigint);
+UPDATE outbox SET lease_expires_at = {now} + :lease_seconds
+WHERE lease_owner = :owner AND id IN ({ids_from_json});
 
 -- name: delete_message
 -- The message's outcome is recorded: it leaves the outbox.
-DELETE FROM outbox WHERE id = %(id)s;
+DELETE FROM outbox WHERE id = :id;
 
 -- name: reschedule_message
 -- Deliver again later: release the lease and set the next attempt's time.
-UPDATE outbox
-SET available_at = extract(epoch FROM clock_timestamp())::double precision + %(delay)s,
-    lease_owner = NULL, lease_expires_at = NULL
-WHERE id = %(id)s;
+UPDATE outbox SET available_at = {now} + :delay, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id;
 
 -- name: seconds_until_due
 -- How long until the next message falls due or a lease runs out (negative: overdue), by the
 -- database's clock; NULL when the outbox is empty.
 SELECT min(CASE WHEN lease_expires_at IS NOT NULL AND lease_expires_at > available_at
-                THEN lease_expires_at ELSE available_at END)
-       - extract(epoch FROM clock_timestamp())::double precision AS due
+                THEN lease_expires_at ELSE available_at END) - {now} AS due
 FROM outbox;
 
 -- name: pending_messages
@@ -92,14 +90,14 @@ FROM outbox ORDER BY id;
 -- name: insert_command
 -- Record a client command; the first writer of a key wins, a repeat gets no row back.
 INSERT INTO commands (idempotency_key, fingerprint, workflow_id, created_at)
-VALUES (%(idempotency_key)s, %(fingerprint)s, %(workflow_id)s, %(created_at)s)
+VALUES (:idempotency_key, :fingerprint, :workflow_id, :created_at)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING workflow_id;
 
 -- name: get_command
 -- A recorded client command.
 SELECT idempotency_key, fingerprint, workflow_id, created_at
-FROM commands WHERE idempotency_key = %(idempotency_key)s;
+FROM commands WHERE idempotency_key = :idempotency_key;
 
 -- name: all_commands
 -- Every client command (the invariant checker).
