@@ -791,6 +791,14 @@ def _concurrencies(value: str) -> list[int]:
     help="Also run each round through a non-durable orchestrator on the same HTTP "
     "stack and services, and give each durable figure as a ratio to it.",
 )
+@click.option(
+    "--preload",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="After the rounds, store this many completed workflows (bulk path), then run "
+    "the rounds again: throughput and latency with history.",
+)
 @click.option("--no-check", is_flag=True, help="Skip the invariant checker afterwards.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here.")
 @click.option(
@@ -810,6 +818,7 @@ def bench(
     urls: tuple[str, ...],
     token: str | None,
     floor: bool,
+    preload: int,
     no_check: bool,
     json_path: Path | None,
     plot_path: Path | None,
@@ -826,8 +835,8 @@ def bench(
         raise click.UsageError("--postgres, --database-url and --url exclude each other")
     if urls and not token:
         raise click.UsageError("--url needs the API token (--token or METALLICA_API_TOKEN)")
-    if urls and floor:
-        raise click.UsageError("--floor needs a stack the bench starts (drop --url)")
+    if urls and (floor or preload):
+        raise click.UsageError("--floor and --preload need a stack the bench starts (drop --url)")
     _exit_on_sigterm()
     config = BenchConfig(
         concurrencies=_concurrencies(concurrency),
@@ -839,6 +848,7 @@ def bench(
         urls=urls,
         token=token,
         floor=floor,
+        preload=preload,
         check=not no_check and not urls,
         data_dir=data_dir,
     )

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from metallica.protools import store
+from metallica.storage import open_database
+
 pytestmark = pytest.mark.slow
 
 
@@ -66,3 +69,34 @@ def test_bench_refuses_contradictory_options(tmp_path: Path) -> None:
     )
     assert finished.returncode == 2
     assert "Traceback" not in finished.stderr
+
+
+def test_bench_preloads_history_and_measures_again(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
+    results = tmp_path / "bench.json"
+    options = ["-c", "2", "-n", "10", "--warmup", "0", "--preload", "2500"]
+    options += ["--data-dir", str(tmp_path / "stack")]
+    finished = subprocess.run(
+        [sys.executable, "-m", "metallica", "bench", *options, "--json", str(results)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(results.read_text())
+    assert [(r["history"], r["count"]) for r in report["rounds"]] == [(0, 10), (2500, 10)]
+    assert all(r["errors"] == {} for r in report["rounds"])
+    assert report["checker"] == {**report["checker"], "ok": True, "workflows": 20}
+    assert "preloaded 2,500 workflows in" in finished.stderr
+    database = open_database(f"sqlite:///{tmp_path}/stack/protools.db", "protools", pool_size=1)
+    try:
+        with database.transaction(write=False) as tx:
+            events = store.read_all(tx, limit=20_000)
+    finally:
+        database.close()
+    assert len({event.stream_id for event in events}) == 2500 + 20
+    assert sum(1 for event in events if event.type == "WorkflowCompleted") == 2500 + 20

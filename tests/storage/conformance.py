@@ -687,6 +687,47 @@ class CommandStoreConformance:
 # --- transactions and error translation ----------------------------------------------------------
 
 
+class BulkConformance:
+    """Many rows at once, through the same transaction as everything else."""
+
+    def test_copy_rows_inserts_every_row_and_rolls_back_with_its_transaction(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        columns = ("stream_id", "version", "type", "data", "recorded_at")
+        rows = [(f"wf-{n // 3}", n % 3 + 1, "Seeded", f'{{"n": {n}}}', NOW) for n in range(3000)]
+        with database.transaction() as tx:
+            assert tx.copy_rows("events", columns, iter(rows)) == 3000
+        with database.transaction(write=False) as tx:
+            assert [e.data for e in store.read_stream(tx, "wf-7")] == [
+                {"n": 21},
+                {"n": 22},
+                {"n": 23},
+            ]
+            assert len(store.read_all(tx, limit=5000)) == 3000
+
+        class Undo(Exception):
+            pass
+
+        def copy_then_fail() -> None:
+            with database.transaction() as tx:
+                command = ("idempotency_key", "fingerprint", "workflow_id", "created_at")
+                tx.copy_rows("commands", command, [("k", "f", "wf", NOW)])
+                raise Undo
+
+        with pytest.raises(Undo):
+            copy_then_fail()
+        with database.transaction(write=False) as tx:
+            assert store.find_command(tx, "k") is None
+
+    def test_copy_rows_refuses_names_that_are_not_plain_identifiers(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with pytest.raises(ValueError, match="identifier"), database.transaction() as tx:
+            tx.copy_rows("events; DROP TABLE events", ("stream_id",), [])
+
+
 class TimeoutsConformance:
     """No statement waits without limit: every session carries the configured timeouts."""
 

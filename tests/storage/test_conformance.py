@@ -21,6 +21,10 @@ class TestCommandStore(conformance.CommandStoreConformance):
     pass
 
 
+class TestBulk(conformance.BulkConformance):
+    pass
+
+
 class TestTimeouts(conformance.TimeoutsConformance):
     pass
 

@@ -17,11 +17,14 @@ def plot(report: BenchReport, path: Path, *, title: str = "") -> None:
     except ImportError:  # an optional dependency: `pip install 'metallica[bench]'`
         raise RuntimeError("--plot needs matplotlib: pip install 'metallica[bench]'") from None
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4.2))
-    for target in dict.fromkeys(r.target for r in report.rounds):
+    for target, history in dict.fromkeys((r.target, r.history) for r in report.rounds):
         rounds = sorted(
-            (r for r in report.rounds if r.target == target), key=lambda r: r.concurrency
+            (r for r in report.rounds if (r.target, r.history) == (target, history)),
+            key=lambda r: r.concurrency,
         )
         label = f"{target} ({report.config.get('backend')})" if target != "floor" else target
+        if history:
+            label += f", {history:,} stored"
         left.plot(
             [r.concurrency for r in rounds], [r.throughput for r in rounds], "o-", label=label
         )

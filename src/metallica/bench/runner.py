@@ -28,6 +28,7 @@ import psutil
 import uvloop
 
 from metallica.bench.loadgen import ClosedLoop, Round
+from metallica.bench.preload import preload
 from metallica.lab import checker
 from metallica.lab.pg_cluster import ThrowawayCluster
 from metallica.stack import LocalStack
@@ -50,6 +51,7 @@ class BenchConfig:
     urls: Sequence[str] = ()  # or a running protools (its replicas)
     token: str | None = None
     floor: bool = False
+    preload: int = 0  # after the rounds, seed this many workflows, then run them again
     check: bool = True
     data_dir: Path | None = None
 
@@ -74,6 +76,7 @@ class RoundReport:
     errors: dict[str, int]
     cpu_ms_per_workflow: dict[str, float]
     floor_ratio: float | None = None
+    history: int = 0  # completed workflows already stored when the round ran
 
     @classmethod
     def of(cls, target: str, measured: Round, cpu: dict[str, float]) -> RoundReport:
@@ -244,6 +247,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             "replicas": config.replicas,
             "backend": config.backend,
             "floor": config.floor,
+            "preload": config.preload,
         },
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         machine={
@@ -266,36 +270,42 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
         processes.add("bench-client", os.getpid())
         memory_before = processes.rss_mb()
         prefix = f"b{uuid.uuid4().hex[:6]}"
-        for concurrency in config.concurrencies:
-            durable_round: RoundReport | None = None
-            for target, urls in targets.items():
-                loop = ClosedLoop(urls, token, prefix=f"{prefix}-{target[0]}{concurrency}")
-                if config.warmup:
-                    _run(loop.run(concurrency, config.warmup))
-                if "postgres" in processes.cpu_seconds():
-                    processes.refresh_children("postgres")
-                before = processes.cpu_seconds()
-
-                label = f"{target:<9} C={concurrency:<3}"
-
-                def progress(done: int, total: int, seconds: float, label: str = label) -> None:
-                    rate = done / seconds if seconds > 0 else 0.0
-                    progress_line(f"{label} {done}/{total}  {rate:,.0f} wf/s")
-
-                measured = _run(loop.run(concurrency, config.count, progress=progress))
-                after = processes.cpu_seconds()
-                cpu = {name: after[name] - before.get(name, after[name]) for name in after}
-                round_report = RoundReport.of(target, measured, cpu)
-                if target == DURABLE:
-                    durable_round = round_report
-                    records.extend(sample.record for sample in measured.samples)
-                elif durable_round is not None and round_report.throughput > 0:
-                    durable_round.floor_ratio = round(
-                        durable_round.throughput / round_report.throughput, 3
-                    )
-                report.rounds.append(round_report)
+        histories = [0, *([config.preload] if config.preload else [])]
+        for history in histories:
+            if history:
+                assert stack is not None
+                say(f"preloading {history:,} completed workflows into the stores")
+                seconds = preload(
+                    {s: stack.database_url(s) for s in ("protools", "generator", "mailer")},
+                    history,
+                    progress_line,
+                )
                 progress_line("")
-                say(summary(round_report))
+                say(f"preloaded {history:,} workflows in {seconds:.0f} s")
+            for concurrency in config.concurrencies:
+                durable_round: RoundReport | None = None
+                for target, urls in targets.items():
+                    name = f"{prefix}{target[0]}-h{history}-c{concurrency}"
+                    measured, cpu = _round(
+                        ClosedLoop(urls, token, prefix=name),
+                        concurrency,
+                        config,
+                        processes,
+                        f"{target:<9} C={concurrency:<3}",
+                        progress_line,
+                    )
+                    round_report = RoundReport.of(target, measured, cpu)
+                    round_report.history = history
+                    if target == DURABLE:
+                        durable_round = round_report
+                        records.extend(sample.record for sample in measured.samples)
+                    elif durable_round is not None and round_report.throughput > 0:
+                        durable_round.floor_ratio = round(
+                            durable_round.throughput / round_report.throughput, 3
+                        )
+                    report.rounds.append(round_report)
+                    progress_line("")
+                    say(summary(round_report))
         memory_after = processes.rss_mb()
         report.memory_mb = {
             name: (memory_before.get(name, 0.0), size) for name, size in memory_after.items()
@@ -303,10 +313,13 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
         if config.check and stack is not None:
             say(f"checking the invariants over {len(records)} workflows")
             snapshot = checker.read_snapshot(
-                stack.database_url("protools"), stack.database_url("generator"), stack.maildir
+                stack.database_url("protools"),
+                stack.database_url("generator"),
+                stack.maildir,
+                only=records if config.preload else None,  # not a million preloaded ones
             )
             # The floor's passwords and mails belong to no workflow, by design: leave them out.
-            floor_users = f"{prefix}-{FLOOR[0]}".lower()
+            floor_users = f"{prefix}{FLOOR[0]}".lower()
             snapshot.passwords = {
                 user: password
                 for user, password in snapshot.passwords.items()
@@ -318,6 +331,30 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             found = checker.check(snapshot, records)
             report.checker = checker.as_dict(found)
     return report
+
+
+def _round(
+    loop: ClosedLoop,
+    concurrency: int,
+    config: BenchConfig,
+    processes: Processes,
+    label: str,
+    progress_line: Callable[[str], None],
+) -> tuple[Round, dict[str, float]]:
+    """One measured round, after its warm-up; its CPU seconds by process."""
+    if config.warmup:
+        _run(loop.run(concurrency, config.warmup))
+    if "postgres" in processes.cpu_seconds():
+        processes.refresh_children("postgres")
+    before = processes.cpu_seconds()
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        rate = done / seconds if seconds > 0 else 0.0
+        progress_line(f"{label} {done}/{total}  {rate:,.0f} wf/s")
+
+    measured = _run(loop.run(concurrency, config.count, progress=progress))
+    after = processes.cpu_seconds()
+    return measured, {name: after[name] - before.get(name, after[name]) for name in after}
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -342,6 +379,7 @@ def table(report: BenchReport) -> str:
     names = sorted({name for r in report.rounds for name in r.cpu_ms_per_workflow})
     headers = [
         "target",
+        "history",
         "C",
         "N",
         "wf/s",
@@ -356,6 +394,7 @@ def table(report: BenchReport) -> str:
     rows = [
         [
             r.target,
+            f"{r.history:,}",
             str(r.concurrency),
             str(r.count),
             f"{r.throughput:.1f}",

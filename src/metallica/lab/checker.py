@@ -112,33 +112,59 @@ def read_mail(path: Path) -> Mail:
     return Mail(path, str(message["To"]), match["password"] if match else None)
 
 
-def read_snapshot(protools_url: str, generator_url: str, maildir: Path) -> Snapshot:
-    """Read the final state of a stack from its databases and its Maildir."""
+def read_snapshot(
+    protools_url: str,
+    generator_url: str,
+    maildir: Path,
+    *,
+    only: Sequence[ClientRecord] | None = None,
+) -> Snapshot:
+    """Read the final state of a stack from its databases and its Maildir; with ``only``, just
+    what concerns those clients' commands (a store with a long history is not read whole)."""
     protools = open_database(protools_url, "protools", pool_size=1)
     try:
         events: dict[str, list[engine.RecordedEvent]] = defaultdict(list)
         positions: list[int] = []
         with protools.transaction(write=False) as tx:
-            after = 0
-            while batch := store.read_all(tx, after=after, limit=5000):
-                for event in batch:
-                    events[event.stream_id].append(event)
-                    positions.append(event.global_position)
-                after = batch[-1].global_position
-            commands = {
-                row["idempotency_key"]: row["workflow_id"] for row in tx.fetch_all("all_commands")
-            }
+            if only is None:
+                after = 0
+                while batch := store.read_all(tx, after=after, limit=5000):
+                    for event in batch:
+                        events[event.stream_id].append(event)
+                        positions.append(event.global_position)
+                    after = batch[-1].global_position
+                commands = {
+                    row["idempotency_key"]: row["workflow_id"]
+                    for row in tx.fetch_all("all_commands")
+                }
+            else:
+                commands = {}
+                for record in only:
+                    command = store.find_command(tx, record.key)
+                    if command is not None:
+                        commands[command.idempotency_key] = command.workflow_id
+                for workflow_id in dict.fromkeys(commands.values()):
+                    events[workflow_id] = store.read_stream(tx, workflow_id)
+                positions = sorted(e.global_position for es in events.values() for e in es)
     finally:
         protools.close()
     generator = open_database(generator_url, "generator", pool_size=1)
     try:
         with generator.transaction(write=False) as tx:
-            passwords = {
-                row["username_key"]: row["password"] for row in tx.fetch_all("all_passwords")
-            }
+            if only is None:
+                rows = tx.fetch_all("all_passwords")
+            else:
+                found = (
+                    tx.fetch_one("get_password", username_key=r.username.lower()) for r in only
+                )
+                rows = [{"username_key": row["username"].lower(), **row} for row in found if row]
+            passwords = {row["username_key"]: row["password"] for row in rows}
     finally:
         generator.close()
     mails = [read_mail(path) for path in Maildir(maildir).mails()]
+    if only is not None:
+        recipients = {r.username.lower() for r in only}
+        mails = [mail for mail in mails if mail.to.split("@")[0].lower() in recipients]
     return Snapshot(dict(events), positions, commands, passwords, mails)
 
 

@@ -8,6 +8,7 @@ backend differs only in its migrations, a few catalog queries and the few method
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,6 +46,12 @@ class Transaction(Protocol):
 
     def run_script(self, sql: str, /) -> None:
         """Run a multi-statement script without parameters (migrations)."""
+
+    def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], /
+    ) -> int:
+        """Insert many rows at once, the backend's fastest way (PostgreSQL ``COPY``); return
+        how many. Names are plain identifiers; the values are passed as data."""
 
     def lock_migrations(self) -> None:
         """Serialize concurrent migrators until this transaction ends."""

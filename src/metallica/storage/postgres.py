@@ -11,7 +11,7 @@ Transactions run at READ COMMITTED; concurrency control is in the SQL (unique co
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from metallica.storage import errors
 from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
-from metallica.storage.queries import load_queries
+from metallica.storage.queries import identifier, load_queries
 
 # Every migrator takes this advisory lock, so replicas that start together migrate one by one.
 MIGRATION_LOCK_ID = 0x6D65_7461_6C6C
@@ -76,6 +76,20 @@ class PostgresTransaction:
     def run_script(self, sql: str, /) -> None:
         with _translated_errors():
             self._cursor.execute(sql.encode())
+
+    def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], /
+    ) -> int:
+        statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN").format(
+            psycopg.sql.Identifier(identifier(table)),
+            psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(identifier(c)) for c in columns),
+        )
+        count = 0
+        with _translated_errors(), self._cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+        return count
 
     def lock_migrations(self) -> None:
         with _translated_errors():

@@ -81,3 +81,14 @@ def migration_files(dialect: str, schema: str) -> list[tuple[int, str, str]]:
         if match:
             found.append((int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def identifier(name: str) -> str:
+    """``name`` if it is a plain lower-case SQL identifier, else ValueError (bulk inserts name
+    their table and columns; nothing else may reach the SQL text)."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return name

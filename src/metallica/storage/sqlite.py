@@ -11,14 +11,14 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from metallica.storage import errors
 from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
-from metallica.storage.queries import load_queries
+from metallica.storage.queries import identifier, load_queries
 
 
 def path_from_url(url: str) -> Path:
@@ -78,6 +78,15 @@ class SQLiteTransaction:
                     statement = ""
             if statement.strip():
                 self._connection.execute(statement)
+
+    def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], /
+    ) -> int:
+        names = ", ".join(identifier(column) for column in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {identifier(table)} ({names}) VALUES ({marks})"
+        with _translated_errors():
+            return self._connection.executemany(sql, rows).rowcount
 
     def lock_migrations(self) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the only write lock."""
