@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -15,6 +14,7 @@ from metallica.faults import FaultPoints
 from metallica.mail_sender.maildir import Maildir
 from metallica.mail_sender.service import MailService
 from metallica.mail_sender.settings import MailerSettings
+from metallica.threads import in_thread
 from metallica.web.app import authenticated, database_check, migrated_database, service_app
 from metallica.web.faults import fault_routes
 from metallica.web.requests import idempotency_key, json_object, string_field
@@ -46,7 +46,7 @@ def create_app(settings: MailerSettings) -> Starlette:
         assert subject is not None
         assert text is not None
         service: MailService = request.app.state.service
-        mail_id, _ = await run_in_threadpool(service.send, key, to, subject, text)
+        mail_id, _ = await in_thread(service.send, key, to, subject, text)
         return JSONResponse({"id": mail_id}, 202)
 
     token = settings.api_token

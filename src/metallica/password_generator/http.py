@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -14,6 +13,7 @@ from starlette.routing import Route
 from metallica.faults import FaultPoints
 from metallica.password_generator.service import PasswordService
 from metallica.password_generator.settings import GeneratorSettings
+from metallica.threads import in_thread
 from metallica.web.app import authenticated, database_check, migrated_database, service_app
 from metallica.web.faults import fault_routes
 from metallica.web.requests import idempotency_key, json_object, string_field
@@ -42,7 +42,7 @@ def create_app(settings: GeneratorSettings) -> Starlette:
         username = string_field(body, "username")
         assert username is not None
         service: PasswordService = request.app.state.service
-        created = await run_in_threadpool(service.create, key, username)
+        created = await in_thread(service.create, key, username)
         return JSONResponse({"username": created.username, "password": created.password}, 201)
 
     token = settings.api_token

@@ -11,7 +11,6 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,6 +23,7 @@ from metallica.protools.clients import ServiceClients
 from metallica.protools.relay import Relay, Watchers
 from metallica.protools.service import WorkflowService
 from metallica.protools.settings import ProtoolsSettings
+from metallica.threads import in_thread
 from metallica.web.app import (
     authenticated,
     database_check,
@@ -92,7 +92,7 @@ async def wait_for_state(
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
     with watchers.watch(workflow_id) as watch:
-        state = known if known is not None else await run_in_threadpool(load, workflow_id)
+        state = known if known is not None else await in_thread(load, workflow_id)
         while state is not None and not state.terminal:
             remaining = until - loop.time()
             if remaining <= 0:
@@ -101,7 +101,7 @@ async def wait_for_state(
                 await asyncio.wait_for(watch.changed.wait(), min(remaining, poll))
             watch.changed.clear()
             notified, watch.state = watch.state, None
-            state = notified if notified is not None else await run_in_threadpool(load, workflow_id)
+            state = notified if notified is not None else await in_thread(load, workflow_id)
     return state
 
 
@@ -194,9 +194,9 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         # otherwise it is due at once for whichever relay has one.
         reserved = relay.try_reserve()
         try:
-            accepted = await run_in_threadpool(service.accept, key, body, lease=reserved)
+            accepted = await in_thread(service.accept, key, body, lease=reserved)
             if faults.armed:
-                await run_in_threadpool(faults.hit, "after_accept")
+                await in_thread(faults.hit, "after_accept")
         except BaseException:
             if reserved:
                 relay.release()
@@ -225,7 +225,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     async def get_events(request: Request) -> Response:
         service: WorkflowService = request.app.state.service
-        events = await run_in_threadpool(service.history, request.path_params["workflow_id"])
+        events = await in_thread(service.history, request.path_params["workflow_id"])
         if not events:
             raise NotFound("no workflow with this id")
         return JSONResponse(

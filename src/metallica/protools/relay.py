@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import stamina
-from starlette.concurrency import run_in_threadpool
 
 from metallica.faults import FaultPoints
 from metallica.protools import store
@@ -32,6 +31,7 @@ from metallica.protools.clients import ServiceClients
 from metallica.protools.engine import Call, Outcome, WorkflowState
 from metallica.protools.service import Recorded, WorkflowService
 from metallica.storage import StorageBusy, StorageError, StorageUnavailable
+from metallica.threads import in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -224,9 +224,7 @@ class Relay:
     ) -> tuple[store.OutboxMessage | None, WorkflowState | None]:
         definition = self._service.definition
         try:
-            if message.attempts > 1 and not await run_in_threadpool(
-                self._service.may_attempt, message
-            ):
+            if message.attempts > 1 and not await in_thread(self._service.may_attempt, message):
                 self._watchers.notify(message.stream_id)
                 return None, None
             step = definition.step(message.step)
@@ -290,7 +288,7 @@ class Relay:
                         "metallica.record_retried",
                         extra={"workflow_id": message.stream_id, "attempt": attempt.num},
                     )
-                return await run_in_threadpool(
+                return await in_thread(
                     functools.partial(
                         self._service.record,
                         message,
@@ -326,7 +324,7 @@ class Relay:
 
     async def _hit(self, point: str) -> None:
         if self._faults.armed:
-            await run_in_threadpool(self._faults.hit, point)
+            await in_thread(self._faults.hit, point)
 
     # --- background loops ------------------------------------------------------------------
 
@@ -352,13 +350,13 @@ class Relay:
         self._starved = self.free_slots <= 0
         if self._starved:
             return self._poll_interval
-        due_in = await run_in_threadpool(self._service.seconds_until_due)
+        due_in = await in_thread(self._service.seconds_until_due)
         if due_in is None or due_in > 0:
             return self._poll_interval if due_in is None else min(self._poll_interval, due_in)
         limit = min(self._batch_size, self.free_slots)
         self._busy += limit  # reserved before the claim, so the hot path cannot overshoot
         try:
-            messages = await run_in_threadpool(self._service.claim_due, limit)
+            messages = await in_thread(self._service.claim_due, limit)
         finally:
             self._busy -= limit
         for message in messages:
@@ -371,7 +369,7 @@ class Relay:
         """Extend the leases of every call in flight; return how long until the next time."""
         in_flight = list(self._in_flight)
         if in_flight:
-            await run_in_threadpool(self._service.extend_leases, in_flight)
+            await in_thread(self._service.extend_leases, in_flight)
         return self._renew_every
 
     async def aclose(self, grace: float = 2.0) -> None:

@@ -9,7 +9,6 @@ from typing import Any, Protocol
 
 import stamina
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
 from metallica.storage import Database, StorageUnavailable, Timeouts, open_database
 from metallica.storage.migrate import migrate, verify
+from metallica.threads import in_thread
 from metallica.web.auth import require_token
 from metallica.web.problems import exception_handlers
 
@@ -50,7 +50,7 @@ def database_check(database: Database) -> ReadinessCheck:
     """Ready when the database answers and its schema is this code's (migrations applied)."""
 
     async def check() -> dict[str, Any]:
-        await run_in_threadpool(verify, database)
+        await in_thread(verify, database)
         return {"ok": True}
 
     return check
@@ -165,9 +165,7 @@ async def migrated_database(
     url: str, schema: str, timeouts: Timeouts | None = None, pool_size: int = 16
 ) -> AsyncIterator[Database]:
     """A service's database, migrated to this code's schema, closed on the way out."""
-    database = await run_in_threadpool(
-        open_migrated, url, schema, timeouts=timeouts, pool_size=pool_size
-    )
+    database = await in_thread(open_migrated, url, schema, timeouts=timeouts, pool_size=pool_size)
     try:
         yield database
     finally:
