@@ -7,6 +7,7 @@ version conflict (another replica wrote first) re-reads and decides again.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
@@ -199,27 +200,10 @@ class WorkflowService:
         replica: str,
         elapsed_ms: float,
     ) -> Recorded:
-        now = self._clock()
         if not engine.is_current(known, self.definition, message.step):
             raise store.VersionConflict(message.stream_id, known.version)
-        decision = engine.decide_outcome(
-            known,
-            self.definition,
-            message.step,
-            message.attempts,
-            outcome,
-            now=now,
-            replica=replica,
-            elapsed_ms=elapsed_ms,
-            random=self._random,
-        )
-        store.append(tx, message.stream_id, known.version, decision.events, now=now)
-        store.complete(tx, message.id)
-        following = (
-            self._send(tx, message.stream_id, decision.send) if decision.send is not None else None
-        )
-        after = engine.after(known, decision.events, now=now)
-        return Recorded(following, decision.finishes, None, state=after)
+        now = self._clock()
+        return self._apply(tx, message, outcome, known, now, replica, elapsed_ms, None, held=True)
 
     def _record(
         self,
@@ -249,31 +233,41 @@ class WorkflowService:
             if held:
                 store.complete(tx, message.id)  # another attempt recorded the step first
             return Recorded(None, False, None, fenced=not held, late=bool(late.events))
-        if held:
-            decision = engine.decide_outcome(
-                state,
-                self.definition,
-                message.step,
-                message.attempts,
-                outcome,
-                now=now,
-                replica=replica,
-                elapsed_ms=elapsed_ms,
-                random=self._random,
-                next_replica=next_replica,
-            )
-        else:
-            decision = engine.decide_fenced_outcome(
-                state,
-                self.definition,
-                message.step,
-                message.attempts,
-                outcome,
-                now=now,
-                replica=replica,
-                elapsed_ms=elapsed_ms,
-                random=self._random,
-            )
+        return self._apply(
+            tx, message, outcome, state, now, replica, elapsed_ms, next_replica, held=held
+        )
+
+    def _apply(
+        self,
+        tx: Transaction,
+        message: store.OutboxMessage,
+        outcome: engine.Outcome,
+        state: engine.WorkflowState,
+        now: float,
+        replica: str,
+        elapsed_ms: float,
+        next_replica: str | None,
+        *,
+        held: bool,
+    ) -> Recorded:
+        """Decide what the outcome means for the workflow at ``state`` and commit it: the
+        lease holder's way, or (``held=False``) the way of a replica that lost its lease."""
+        decide = (
+            functools.partial(engine.decide_outcome, next_replica=next_replica)
+            if held
+            else engine.decide_fenced_outcome
+        )
+        decision = decide(
+            state,
+            self.definition,
+            message.step,
+            message.attempts,
+            outcome,
+            now=now,
+            replica=replica,
+            elapsed_ms=elapsed_ms,
+            random=self._random,
+        )
         store.append(tx, message.stream_id, state.version, decision.events, now=now)
         if decision.retry_at is not None:
             store.reschedule(tx, message.id, delay=decision.retry_at - now)
