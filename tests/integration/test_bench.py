@@ -16,20 +16,24 @@ from metallica.storage import open_database
 pytestmark = pytest.mark.slow
 
 
-def test_bench_measures_durable_and_floor_rounds_checks_and_draws(tmp_path: Path) -> None:
+def bench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``metallica bench ARGS`` as a user runs it, without the caller's METALLICA_* settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
-    results, picture = tmp_path / "bench.json", tmp_path / "bench.png"
-    options = ["-c", "1,3", "-n", "12", "--warmup", "3", "--floor"]
-    files = ["--json", str(results), "--plot", str(picture)]
-    finished = subprocess.run(
-        [sys.executable, "-m", "metallica", "bench", *options, *files],
-        cwd=tmp_path,
+    return subprocess.run(
+        [sys.executable, "-m", "metallica", "bench", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
+
+
+def test_bench_measures_durable_and_floor_rounds_checks_and_draws(tmp_path: Path) -> None:
+    results, picture = tmp_path / "bench.json", tmp_path / "bench.png"
+    options = ["-c", "1,3", "-n", "12", "--warmup", "3", "--floor"]
+    finished = bench(tmp_path, *options, "--json", str(results), "--plot", str(picture))
 
     assert finished.returncode == 0, finished.stdout + finished.stderr
     report = json.loads(results.read_text())
@@ -59,31 +63,16 @@ def test_bench_measures_durable_and_floor_rounds_checks_and_draws(tmp_path: Path
 
 
 def test_bench_refuses_contradictory_options(tmp_path: Path) -> None:
-    finished = subprocess.run(
-        [sys.executable, "-m", "metallica", "bench", "--url", "http://127.0.0.1:9", "--floor"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = bench(tmp_path, "--url", "http://127.0.0.1:9", "--floor")
     assert finished.returncode == 2
     assert "Traceback" not in finished.stderr
 
 
 def test_bench_preloads_history_and_measures_again(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
     results = tmp_path / "bench.json"
     options = ["-c", "2", "-n", "10", "--warmup", "0", "--preload", "2500"]
-    options += ["--data-dir", str(tmp_path / "stack")]
-    finished = subprocess.run(
-        [sys.executable, "-m", "metallica", "bench", *options, "--json", str(results)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    finished = bench(
+        tmp_path, *options, "--data-dir", str(tmp_path / "stack"), "--json", str(results)
     )
 
     assert finished.returncode == 0, finished.stdout + finished.stderr

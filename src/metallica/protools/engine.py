@@ -373,12 +373,7 @@ def decide_outcome(
 ) -> Decision:
     """The events (and next message) that record one attempt's outcome."""
     step = definition.step(step_name)
-    common = {
-        "step": step_name,
-        "attempt": attempt,
-        "replica": replica,
-        "elapsed_ms": round(elapsed_ms, 1),
-    }
+    common = _attempt_fields(step_name, attempt, replica, elapsed_ms)
     if isinstance(outcome, Succeeded):
         succeeded = NewEvent(SUCCEEDED, {**common, "result": dict(outcome.result)})
         after = evolve(
@@ -437,10 +432,7 @@ def decide_late_outcome(
     if not isinstance(outcome, Succeeded) or state.results.get(step_name) == outcome.result:
         return Decision()
     late = {
-        "step": step_name,
-        "attempt": attempt,
-        "replica": replica,
-        "elapsed_ms": round(elapsed_ms, 1),
+        **_attempt_fields(step_name, attempt, replica, elapsed_ms),
         "result": dict(outcome.result),
         "status": state.status,
     }
@@ -480,10 +472,7 @@ def decide_fenced_outcome(
     failed_attempt = NewEvent(
         ATTEMPT_FAILED,
         {
-            "step": step_name,
-            "attempt": attempt,
-            "replica": replica,
-            "elapsed_ms": round(elapsed_ms, 1),
+            **_attempt_fields(step_name, attempt, replica, elapsed_ms),
             "reason": outcome.reason,
             "detail": outcome.detail,
             "in_doubt": outcome.in_doubt or is_in_doubt(state, step_name, attempt),
@@ -493,6 +482,16 @@ def decide_fenced_outcome(
         },
     )
     return Decision(events=(failed_attempt,))
+
+
+def _attempt_fields(step: str, attempt: int, replica: str, elapsed_ms: float) -> dict[str, Any]:
+    """What every event about one attempt says: which step, which attempt, where, how long."""
+    return {
+        "step": step,
+        "attempt": attempt,
+        "replica": replica,
+        "elapsed_ms": round(elapsed_ms, 1),
+    }
 
 
 def _index(definition: WorkflowDefinition, step: str) -> int:
