@@ -89,3 +89,52 @@ def test_bench_preloads_history_and_measures_again(tmp_path: Path) -> None:
         database.close()
     assert len({event.stream_id for event in events}) == 2500 + 20
     assert sum(1 for event in events if event.type == "WorkflowCompleted") == 2500 + 20
+
+
+def test_bench_open_loop_reports_goodput_shedding_a_timeline_and_checks(tmp_path: Path) -> None:
+    results, picture = tmp_path / "open.json", tmp_path / "open.png"
+    options = ["--open-loop", "--rate", "30", "--duration", "3", "--seed", "1", "--warmup", "5"]
+    finished = bench(tmp_path, *options, "--json", str(results), "--plot", str(picture))
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(results.read_text())
+    summary = report["summary"]
+    assert 45 <= summary["arrivals"] <= 135  # 90 expected: Poisson, seeded
+    assert summary["errors"] == {}
+    assert summary["outcomes"]["error"] == summary["outcomes"]["failed"] == 0
+    assert summary["completed"] + summary["rejected"] + summary["pending"] == summary["arrivals"]
+    assert summary["throughput"] > 0
+    assert 0 < summary["goodput"] <= summary["throughput"]
+    admitted = summary["admitted_latency"]
+    assert 0 < admitted["p50_ms"] <= admitted["p95_ms"] <= admitted["p99_ms"] <= admitted["max_ms"]
+    assert set(summary["rejection_latency"]) == {"p50_ms", "p95_ms", "p99_ms", "max_ms"}
+    assert isinstance(summary["rejections_by_status"], dict)
+    assert summary["rejections_without_retry_after"] >= 0
+    assert [row["second"] for row in report["timeline"]] == [0, 1, 2]
+    assert sum(row["arrivals"] for row in report["timeline"]) == summary["arrivals"]
+    assert report["unsettled"] == 0
+    assert report["checker"]["ok"] is True
+    assert report["checker"]["workflows"] == 5 + summary["arrivals"] - summary["rejected"]
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    assert "goodput" in finished.stdout
+    assert f"invariants over {report['checker']['workflows']} workflows: held" in finished.stdout
+    assert "Traceback" not in finished.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--rate", "30", "-c", "4"],  # a closed-loop option in an open loop
+        ["--phases", "10x1", "--duration", "5"],
+        ["--rate", "5", "--ramp", "1:5"],
+        ["--open-loop"],  # no schedule
+        ["--rate", "5", "--capacity"],
+        ["--p99-bound-ms", "50"],  # a capacity option in a closed loop
+        ["--phases", "10x1,oops"],
+        ["--rate", "5", "--url", "http://192.0.2.1:8000", "--token", "t"],  # not loopback
+    ],
+)
+def test_bench_refuses_open_loop_options_out_of_place(tmp_path: Path, options: list[str]) -> None:
+    finished = bench(tmp_path, *options)
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert "Traceback" not in finished.stderr

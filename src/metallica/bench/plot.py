@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 from metallica.bench.runner import BenchReport
 
 
-def plot(report: BenchReport, path: Path, *, title: str = "") -> None:
-    """Draw ``report`` into ``path`` (matplotlib, no screen needed)."""
+def pyplot_module() -> ModuleType:
+    """matplotlib's pyplot on a backend that needs no screen; a RuntimeError if not installed."""
     try:
         import matplotlib
 
@@ -16,6 +17,12 @@ def plot(report: BenchReport, path: Path, *, title: str = "") -> None:
         import matplotlib.pyplot as pyplot
     except ImportError:  # an optional dependency: `pip install 'metallica[bench]'`
         raise RuntimeError("--plot needs matplotlib: pip install 'metallica[bench]'") from None
+    return pyplot
+
+
+def plot(report: BenchReport, path: Path, *, title: str = "") -> None:
+    """Draw ``report`` into ``path`` (matplotlib, no screen needed)."""
+    pyplot = pyplot_module()
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4.2))
     for target, history in dict.fromkeys((r.target, r.history) for r in report.rounds):
         rounds = sorted(

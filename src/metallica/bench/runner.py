@@ -170,7 +170,10 @@ Say = Callable[[str], None]
 
 
 @contextmanager
-def _stack(config: BenchConfig, token: str, say: Say) -> Iterator[tuple[LocalStack, Processes]]:
+def started_stack(
+    config: BenchConfig, token: str, say: Say
+) -> Iterator[tuple[LocalStack, Processes]]:
+    """The stack ``config`` asks for, started, with its processes to measure; stopped after."""
     with ExitStack() as cleanup:
         data_dir = config.data_dir or Path(
             cleanup.enter_context(tempfile.TemporaryDirectory(prefix="metallica-bench-"))
@@ -263,7 +266,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             processes = Processes()
             stack = None
         else:
-            stack, processes = running.enter_context(_stack(config, token, say))
+            stack, processes = running.enter_context(started_stack(config, token, say))
             targets = {DURABLE: stack.urls("protools")}
             if config.floor:
                 targets[FLOOR] = stack.urls("floor")
@@ -312,25 +315,44 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
         }
         if config.check and stack is not None:
             say(f"checking the invariants over {len(records)} workflows")
-            snapshot = checker.read_snapshot(
-                stack.database_url("protools"),
-                stack.database_url("generator"),
-                stack.maildir,
-                only=records if config.preload else None,  # not a million preloaded ones
-            )
             # The floor's passwords and mails belong to no workflow, by design: leave them out.
-            floor_users = f"{prefix}{FLOOR[0]}".lower()
-            snapshot.passwords = {
-                user: password
-                for user, password in snapshot.passwords.items()
-                if not user.startswith(floor_users)
-            }
-            snapshot.mails = [
-                mail for mail in snapshot.mails if not mail.to.lower().startswith(floor_users)
-            ]
-            found = checker.check(snapshot, records)
-            report.checker = checker.as_dict(found)
+            report.checker = check_invariants(
+                stack,
+                records,
+                only=bool(config.preload),  # not a million preloaded ones
+                leave_out=f"{prefix}{FLOOR[0]}",
+            )
     return report
+
+
+def check_invariants(
+    stack: LocalStack,
+    records: Sequence[checker.ClientRecord],
+    *,
+    only: bool = False,
+    leave_out: str | None = None,
+) -> dict[str, Any]:
+    """The lab checker's verdict on ``stack``'s stores against what ``records`` were told.
+
+    ``only``: read just those commands' workflows (a store with a long history is not read
+    whole). ``leave_out``: passwords and mails of usernames with this prefix are none of the
+    checker's business (the floor's, which no workflow owns).
+    """
+    snapshot = checker.read_snapshot(
+        stack.database_url("protools"),
+        stack.database_url("generator"),
+        stack.maildir,
+        only=records if only else None,
+    )
+    if leave_out:
+        skipped = leave_out.lower()
+        snapshot.passwords = {
+            user: password
+            for user, password in snapshot.passwords.items()
+            if not user.startswith(skipped)
+        }
+        snapshot.mails = [m for m in snapshot.mails if not m.to.lower().startswith(skipped)]
+    return checker.as_dict(checker.check(snapshot, records))
 
 
 def _round(
@@ -343,7 +365,7 @@ def _round(
 ) -> tuple[Round, dict[str, float]]:
     """One measured round, after its warm-up; its CPU seconds by process."""
     if config.warmup:
-        _run(loop.run(concurrency, config.warmup))
+        run_on_uvloop(loop.run(concurrency, config.warmup))
     if "postgres" in processes.cpu_seconds():
         processes.refresh_children("postgres")
     before = processes.cpu_seconds()
@@ -352,12 +374,12 @@ def _round(
         rate = done / seconds if seconds > 0 else 0.0
         progress_line(f"{label} {done}/{total}  {rate:,.0f} wf/s")
 
-    measured = _run(loop.run(concurrency, config.count, progress=progress))
+    measured = run_on_uvloop(loop.run(concurrency, config.count, progress=progress))
     after = processes.cpu_seconds()
     return measured, {name: after[name] - before.get(name, after[name]) for name in after}
 
 
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+def run_on_uvloop(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run the load generator on uvloop: it shares the machine with what it measures."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coroutine)
