@@ -99,3 +99,26 @@ class ServiceUnavailable(MetallicaError):
     code = "service-unavailable"
     status = 503
     title = "Service unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """The service is at its limit of work in flight; retry after the time it gives."""
+
+    code = "overloaded"
+    title = "Overloaded"
+
+
+class TooManyRequests(MetallicaError):
+    """This client sent more requests than its rate allows; retry after the time given."""
+
+    code = "rate-limited"
+    status = 429
+    title = "Too many requests"
+
+
+class DeadlinePassed(ServiceUnavailable):
+    """The caller's deadline for this request passed before the work could start; it was not
+    done."""
+
+    code = "deadline-passed"
+    title = "Deadline passed"

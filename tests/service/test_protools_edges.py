@@ -146,7 +146,7 @@ def test_leases_are_judged_by_the_databases_clock_not_a_replicas(database: Datab
         accepted.message, Retry("connection-refused", in_doubt=False), replica="g", elapsed_ms=1
     )
     assert recorded.retry_at is not None
-    due_in = ahead.seconds_until_due()
+    due_in = ahead.outbox_summary().due_in
     assert due_in is not None
     assert due_in <= 0.05 + 0.5
 

@@ -136,12 +136,13 @@ def enqueue(
     step: str = "send",
     delay: float = 0.0,
     lease: store.Lease | None = None,
+    destination: str = "mailer",
 ) -> int:
     return store.enqueue(
         tx,
         stream_id=stream_id,
         step=step,
-        destination="mailer",
+        destination=destination,
         payload={"stream": stream_id, "step": step},
         delay=delay,
         lease=lease,
@@ -554,7 +555,7 @@ class OutboxConformance:
         assert (row["lease_owner"], row["lease_expires_at"]) == (None, None)
         assert time.time() + 115 <= row["available_at"] <= time.time() + 121
         with database.transaction() as tx:
-            due_in = store.seconds_until_due(tx)
+            due_in = store.summary(tx).due_in
             assert due_in is not None
             assert 115 <= due_in <= 120
             # Not due yet, although no lease holds it any more...
@@ -577,31 +578,79 @@ class OutboxConformance:
         with database.transaction() as tx:
             assert [m.id for m in store.claim_due(tx, lease("b"), limit=9)] == [kept]
 
-    def test_seconds_until_due_is_the_next_due_message_or_lease_expiry(
-        self, make_db: DatabaseFactory
-    ) -> None:
+    def test_due_in_is_the_next_due_message_or_lease_expiry(self, make_db: DatabaseFactory) -> None:
         database = make_db()
         with database.transaction() as tx:
-            assert store.seconds_until_due(tx) is None
+            assert store.summary(tx).due_in is None
             first = enqueue(tx, "wf-1", delay=50)
             enqueue(tx, "wf-2", delay=100)
-            assert 45 <= (store.seconds_until_due(tx) or 0) <= 50
+            assert 45 <= (store.summary(tx).due_in or 0) <= 50
             # Leased until after the other one is due: the other one is next.
             store.reschedule(tx, first, delay=-1)
             store.claim_due(tx, lease("relay-a", 300), limit=1)
-            assert 95 <= (store.seconds_until_due(tx) or 0) <= 100
+            assert 95 <= (store.summary(tx).due_in or 0) <= 100
 
         with database.transaction() as tx:
             # A lease that ends before the message is due does not make it due earlier.
             enqueue(tx, "wf-4", delay=500, lease=lease("relay-a", 20))
-            assert 95 <= (store.seconds_until_due(tx) or 0) <= 100
+            assert 95 <= (store.summary(tx).due_in or 0) <= 100
             enqueue(tx, "wf-5", delay=-30)  # overdue: due now, never a negative wait
-            assert store.seconds_until_due(tx) == 0
+            assert store.summary(tx).due_in == 0
 
         with database.transaction() as tx:
             for message_id in pending_by_id(database):
                 store.complete(tx, message_id)
-            assert store.seconds_until_due(tx) is None
+            assert store.summary(tx).due_in is None
+
+    def test_the_summary_counts_every_message_and_ages_the_oldest(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            assert store.summary(tx) == store.OutboxSummary(None, 0, 0.0)
+            enqueue(tx, "wf-1", delay=50)
+            enqueue(tx, "wf-2", lease=lease("relay-a"))
+            summary = store.summary(tx)
+        assert summary.depth == 2
+        assert 0 <= summary.oldest_age < 5
+
+    def test_skipped_destinations_are_neither_due_nor_claimed(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        """A relay whose circuit to a service is open leaves that service's messages alone."""
+        database = make_db()
+        with database.transaction() as tx:
+            enqueue(tx, "wf-1", destination="generator")
+            mail = enqueue(tx, "wf-2", destination="mailer", delay=30)
+        with database.transaction() as tx:
+            assert store.summary(tx).due_in == 0
+            summary = store.summary(tx, skip=["generator"])
+            assert summary.due_in is not None
+            assert 25 <= summary.due_in <= 30
+            assert summary.depth == 2  # the depth counts everything
+            assert store.claim_due(tx, lease("relay-a"), limit=10, skip=["generator"]) == []
+            store.reschedule(tx, mail, delay=-1)
+            claimed = store.claim_due(tx, lease("relay-a"), limit=10, skip=["generator"])
+        assert [message.id for message in claimed] == [mail]
+
+    def test_an_attempt_released_unmade_is_claimed_again_under_the_same_number(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        """A parked attempt was never made: undoing its claim leaves no attempt unrecorded."""
+        database = make_db()
+        with database.transaction() as tx:
+            message_id = enqueue(tx, "wf-1", lease=lease("relay-a"))  # attempt 1, leased
+            store.release_unattempted(tx, message_id, delay=60)
+        row = pending_by_id(database)[message_id]
+        assert (row["lease_owner"], row["attempts"]) == (None, 0)
+        assert time.time() + 55 <= row["available_at"] <= time.time() + 61
+        with database.transaction() as tx:
+            assert store.claim_due(tx, lease("relay-b"), limit=10) == []  # not due yet
+            # On a message nobody claimed, it only moves the due time: no attempt below zero.
+            store.release_unattempted(tx, message_id, delay=-1)
+        with database.transaction() as tx:
+            (claimed,) = store.claim_due(tx, lease("relay-b"), limit=10)
+        assert claimed.attempts == 1  # the first attempt, as if it had never been claimed
 
     def test_an_unreadable_payload_fails_only_its_own_message(
         self, make_db: DatabaseFactory

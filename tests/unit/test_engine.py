@@ -721,3 +721,55 @@ def test_the_definition_reads_a_command_into_its_canonical_form_and_input() -> N
     assert command.input == {"username": "Alice", "email": None, "recipient": "Alice@example.com"}
     with pytest.raises(ValueError, match="not a mail domain"):
         password_workflow.definition(deadline_seconds=1, retry=POLICY, mail_domain="bad domain")
+
+
+# --- parking -----------------------------------------------------------------------------------
+
+
+def park(state: WorkflowState, reason: str, attempt: int = 1, now: float = T0 + 1) -> Decision:
+    return engine.decide_park(
+        state, GENERATE, attempt, reason=reason, detail="why", delay=2.0, now=now
+    )
+
+
+def test_a_parked_step_waits_without_an_attempt_or_a_doubt() -> None:
+    state = started()
+    decision = park(state, "circuit-open")
+    assert types(decision.events) == [engine.PARKED]
+    assert decision.events[0].data == {
+        "step": GENERATE,
+        "attempt": 1,
+        "reason": "circuit-open",
+        "detail": "why",
+        "resume_in": 2.0,
+    }
+    assert decision.retry_at == T0 + 3
+    assert decision.send is None
+    assert not decision.finishes
+    after = commit(state, decision, now=T0 + 1)
+    assert after.parked == {GENERATE: "circuit-open"}
+    assert after.attempts == {}  # no attempt was made: none is unrecorded either
+    assert after.in_doubt == frozenset()
+    assert not engine.is_in_doubt(after, GENERATE, 1)
+
+
+def test_parking_again_for_the_same_reason_adds_no_event_until_an_attempt_is_made() -> None:
+    state = commit(started(), park(started(), "circuit-open"), now=T0 + 1)
+    again = park(state, "circuit-open")
+    assert again.events == ()
+    assert again.retry_at == T0 + 3
+    other = park(state, "retry-budget")
+    assert types(other.events) == [engine.PARKED]  # a new reason is worth saying
+
+    failed = outcome_of(state, GENERATE, 1, Retry("timeout"), now=T0 + 2)
+    state = commit(state, failed, now=T0 + 2)
+    assert state.parked == {}
+    assert types(park(state, "circuit-open", attempt=2).events) == [engine.PARKED]
+
+
+def test_a_success_clears_the_parked_reason() -> None:
+    state = commit(started(), park(started(), "circuit-open"), now=T0 + 1)
+    state = commit(
+        state, outcome_of(state, GENERATE, 1, Succeeded(GENERATED), now=T0 + 2), now=T0 + 2
+    )
+    assert state.parked == {}

@@ -22,6 +22,11 @@ PURE = (
     "metallica.mail_sender.domain",
     "metallica.problems",
     "metallica.fingerprints",
+    "metallica.overload.limits",
+    "metallica.overload.breaker",
+    "metallica.overload.budget",
+    "metallica.overload.rates",
+    "metallica.protools.flow",
 )
 FORBIDDEN = {
     "sqlite3",

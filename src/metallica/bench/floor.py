@@ -81,4 +81,4 @@ def create_app(settings: FloorSettings) -> Starlette:
             methods=["POST"],
         )
     ]
-    return service_app("floor", routes, lifespan)
+    return service_app("floor", routes, lifespan, max_in_flight=100_000)  # it never sheds

@@ -138,7 +138,7 @@ def control_app(
         Route("/proxies/{name}/toxics", endpoints.clear_toxics, methods=["DELETE"]),
         Route("/proxies/{name}/toxics/{toxic}", endpoints.remove_toxic, methods=["DELETE"]),
     ]
-    app = service_app(SERVICE_NAME, routes, lifespan)
+    app = service_app(SERVICE_NAME, routes, lifespan, max_in_flight=64)
     app.state.registry = registry
     return app
 

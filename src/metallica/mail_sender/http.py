@@ -54,4 +54,4 @@ def create_app(settings: MailerSettings) -> Starlette:
         Route("/v1/mails", authenticated(token, send_mail), methods=["POST"]),
         *fault_routes(token, faults),
     ]
-    return service_app("mailer", routes, lifespan)
+    return service_app("mailer", routes, lifespan, max_in_flight=settings.max_in_flight)

@@ -17,3 +17,4 @@ class MailerSettings:
     faults_enabled: bool = False
     database_timeouts: Timeouts = field(default_factory=Timeouts)
     database_pool_size: int = 16
+    max_in_flight: int = 1024

@@ -50,4 +50,4 @@ def create_app(settings: GeneratorSettings) -> Starlette:
         Route("/v1/passwords", authenticated(token, create_password), methods=["POST"]),
         *fault_routes(token, faults),
     ]
-    return service_app("generator", routes, lifespan)
+    return service_app("generator", routes, lifespan, max_in_flight=settings.max_in_flight)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from metallica import usernames
+from metallica import deadlines, usernames
 from metallica.errors import CommandInProgress, KeyReusedWithOtherBody, UsernameTaken
 from metallica.faults import FaultPoints
 from metallica.fingerprints import fingerprint
@@ -52,6 +52,7 @@ class PasswordService:
         Raises :class:`UsernameTaken` (also on replay) and :class:`KeyReusedWithOtherBody`.
         """
         usernames.validate(username)
+        deadlines.check()  # nobody waits for this any more: do not start
         body_fingerprint = fingerprint({"username": username})
         self._faults.hit("before_persist")
         try:

@@ -16,3 +16,4 @@ class GeneratorSettings:
     faults_enabled: bool = False
     database_timeouts: Timeouts = field(default_factory=Timeouts)
     database_pool_size: int = 16
+    max_in_flight: int = 1024

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
+from metallica import deadlines
+from metallica.deadlines import DEADLINE_HEADER
 from metallica.faults import ATTEMPT_HEADER
 from metallica.protools.engine import Call, Outcome, Response, Retry
 
@@ -52,7 +54,12 @@ class ServiceClients:
         self._replicas = {
             name: [url.rstrip("/") for url in urls] for name, urls in replicas.items()
         }
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            # How long we wait for each answer: the service drops work we gave up on.
+            DEADLINE_HEADER: deadlines.header_value(call_timeout),
+        }
         self._timeout = aiohttp.ClientTimeout(
             total=connect_timeout + call_timeout,
             connect=connect_timeout,

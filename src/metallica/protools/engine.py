@@ -13,6 +13,7 @@ Events of a workflow stream::
                         elapsed_ms, unrecorded?}
     StepSucceeded      {step, attempt, result, replica, elapsed_ms}
     StepSucceededLate  {step, attempt, result, replica, elapsed_ms, status}
+    StepParked         {step, attempt, reason, detail, resume_in}
     WorkflowCompleted  {}
     WorkflowFailed     {step, error, attempt?}
 
@@ -34,6 +35,7 @@ STARTED = "WorkflowStarted"
 ATTEMPT_FAILED = "StepAttemptFailed"
 SUCCEEDED = "StepSucceeded"
 SUCCEEDED_LATE = "StepSucceededLate"
+PARKED = "StepParked"
 COMPLETED = "WorkflowCompleted"
 FAILED = "WorkflowFailed"
 
@@ -198,6 +200,7 @@ class WorkflowState:
     attempts: Mapping[str, int] = field(default_factory=dict)
     in_doubt: frozenset[str] = frozenset()
     error: Mapping[str, Any] | None = None
+    parked: Mapping[str, str] = field(default_factory=dict)  # step -> why it waits (no call)
 
     @property
     def terminal(self) -> bool:
@@ -221,7 +224,10 @@ def evolve(state: WorkflowState, event: RecordedEvent) -> WorkflowState:
         doubt = state.in_doubt | {step} if data["in_doubt"] else state.in_doubt
         attempts = max(state.attempts.get(step, 0), int(data["attempt"]))
         return dataclasses.replace(
-            state, attempts={**state.attempts, step: attempts}, in_doubt=doubt
+            state,
+            attempts={**state.attempts, step: attempts},
+            in_doubt=doubt,
+            parked=_unparked(state, step),
         )
     if event.type == SUCCEEDED:
         step = data["step"]
@@ -231,7 +237,10 @@ def evolve(state: WorkflowState, event: RecordedEvent) -> WorkflowState:
             attempts={**state.attempts, step: attempts},
             results={**state.results, step: data["result"]},
             in_doubt=state.in_doubt - {step},
+            parked=_unparked(state, step),
         )
+    if event.type == PARKED:
+        return dataclasses.replace(state, parked={**state.parked, data["step"]: data["reason"]})
     if event.type == COMPLETED:
         return dataclasses.replace(state, status=COMPLETED_STATUS, finished_at=event.recorded_at)
     if event.type == FAILED:
@@ -243,6 +252,12 @@ def evolve(state: WorkflowState, event: RecordedEvent) -> WorkflowState:
             in_doubt=frozenset(),
         )
     return state  # an event type this version does not know changes nothing it tracks
+
+
+def _unparked(state: WorkflowState, step: str) -> Mapping[str, str]:
+    if step not in state.parked:
+        return state.parked
+    return {name: reason for name, reason in state.parked.items() if name != step}
 
 
 def after(state: WorkflowState, events: Sequence[NewEvent], *, now: float) -> WorkflowState:
@@ -414,6 +429,32 @@ def decide_outcome(
         ended = NewEvent(FAILED, {"step": step_name, "error": deadline_exceeded(state, step_name)})
         return Decision(events=(failed_attempt, ended))
     return Decision(events=(failed_attempt,), retry_at=now + delay)
+
+
+def decide_park(
+    state: WorkflowState,
+    step: str,
+    attempt: int,
+    *,
+    reason: str,
+    detail: str,
+    delay: float,
+    now: float,
+) -> Decision:
+    """Hold back ``attempt`` of ``step`` for ``delay`` seconds without calling (its service's
+    circuit is open, the retry budget is spent, no call slot came): the attempt is not made, so
+    nothing new is in doubt and the workflow does not fail. The history says why the step
+    waited, once per reason: parking again for the same reason adds no event."""
+    if state.parked.get(step) == reason:
+        return Decision(retry_at=now + delay)
+    parked = {
+        "step": step,
+        "attempt": attempt,
+        "reason": reason,
+        "detail": detail,
+        "resume_in": round(delay, 3),
+    }
+    return Decision(events=(NewEvent(PARKED, parked),), retry_at=now + delay)
 
 
 def decide_late_outcome(

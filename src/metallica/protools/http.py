@@ -15,13 +15,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from metallica.errors import NotFound
+from metallica.errors import MetallicaError, NotFound, Overloaded, TooManyRequests
 from metallica.faults import FaultPoints
+from metallica.overload.rates import retry_after_header
 from metallica.problems import MEDIA_TYPE
 from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
+from metallica.protools.flow import Admission, DownstreamGuard
+from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.relay import Relay, Watchers
-from metallica.protools.service import WorkflowService
+from metallica.protools.service import Accepted, WorkflowService
 from metallica.protools.settings import ProtoolsSettings
 from metallica.threads import in_thread
 from metallica.web.app import (
@@ -40,6 +43,12 @@ logger = logging.getLogger(__name__)
 FAULT_POINTS = ("after_accept", "before_record", "after_record")
 # How often a waiter re-reads a workflow that another replica may be driving.
 WAITER_POLL_SECONDS = 0.25
+# Why a new command is refused, by the admission's reason; and when to try again, seconds.
+REFUSALS = {
+    "overloaded": "this replica is at its limit of workflows in progress",
+    "backlog-full": "too many workflows are parked waiting for a service",
+}
+SHED_RETRY_AFTER = 1
 REDACTED = "***"
 
 
@@ -126,6 +135,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
     )
     watchers = Watchers()
     faults = FaultPoints(FAULT_POINTS, enabled=settings.faults_enabled)
+    metrics = ProtoolsMetrics()
+    admission = Admission(settings.flow)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -155,6 +166,9 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             call_timeout=settings.call_timeout,
             max_connections=settings.relay_concurrency,
         )
+        guards = {
+            name: DownstreamGuard.create(name, settings.flow) for name in ("generator", "mailer")
+        }
         relay = Relay(
             service,
             clients,
@@ -162,7 +176,11 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             poll_interval=settings.poll_interval,
             faults=faults,
             concurrency=settings.relay_concurrency,
+            guards=guards,
+            limit_wait=settings.call_timeout,
+            metrics=metrics,
         )
+        metrics.watch(admission, relay.guards)
         app.state.service, app.state.relay = service, relay
         app.state.readiness_checks = {
             "database": database_check(database),
@@ -174,6 +192,34 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         stack.push_async_callback(_cancel, loop_task)
         logger.info("metallica.protools_started", extra={"replica": replica_id})
 
+    async def start_workflow(
+        service: WorkflowService, relay: Relay, key: str, body: Mapping[str, Any]
+    ) -> Accepted:
+        """Accept an admitted command. A new workflow's first call is leased to us only if we
+        have a slot to make it now; otherwise it is due at once for whichever relay has one.
+        Its place under the admission limit is given back when our delivery of it stops."""
+        reserved = relay.try_reserve()
+        try:
+            accepted = await in_thread(service.accept, key, body, lease=reserved)
+            if faults.armed:
+                await in_thread(faults.hit, "after_accept")
+        except BaseException:
+            if reserved:
+                relay.release()
+            admission.finished(None)
+            raise
+        if accepted.message is not None:
+            metrics.workflows.labels("started").inc()
+        if accepted.message is not None and reserved:
+            relay.start_delivery(accepted.message, accepted.state, finished=admission.finished)
+            return accepted
+        if reserved:
+            relay.release()
+        else:
+            relay.wake()
+        admission.finished(None)
+        return accepted
+
     def answer(state: engine.WorkflowState, *, creating: bool) -> Response:
         body = representation(state, definition)
         if state.status == engine.RUNNING and creating:
@@ -184,29 +230,27 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             return JSONResponse(problem, client_status(state.error), media_type=MEDIA_TYPE)
         return JSONResponse(body, 200)
 
+    def shed(reason: str, error: MetallicaError) -> MetallicaError:
+        metrics.shed.labels(reason).inc()
+        return error
+
     async def create_password(request: Request) -> Response:
         key = idempotency_key(request)
         body = await json_object(request)
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         service: WorkflowService = request.app.state.service
         relay: Relay = request.app.state.relay
-        # A new workflow's first call is leased to us only if we have a slot to make it now;
-        # otherwise it is due at once for whichever relay has one.
-        reserved = relay.try_reserve()
-        try:
-            accepted = await in_thread(service.accept, key, body, lease=reserved)
-            if faults.armed:
-                await in_thread(faults.hit, "after_accept")
-        except BaseException:
-            if reserved:
-                relay.release()
-            raise
-        if accepted.message is not None and reserved:
-            relay.start_delivery(accepted.message, accepted.state)
-        elif reserved:
-            relay.release()
+        rate_wait = admission.rate_wait(request.headers.get("authorization", ""))
+        if rate_wait > 0:
+            raise shed("rate-limited", TooManyRequests(retry_after=retry_after_header(rate_wait)))
+        refusal = admission.try_admit(relay.outbox_depth)
+        if refusal is not None:
+            # Saturated: a replay of a known key is still answered (a read, no write).
+            accepted = await in_thread(service.find_accepted, key, body)
+            if accepted is None:
+                raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
         else:
-            relay.wake()
+            accepted = await start_workflow(service, relay, key, body)
         state = await wait_for_state(
             service.load, watchers, accepted.workflow_id, wait, known=accepted.state
         )
@@ -255,4 +299,6 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         ),
         *fault_routes(token, faults),
     ]
-    return service_app("protools", routes, lifespan)
+    return service_app(
+        "protools", routes, lifespan, max_in_flight=settings.max_in_flight, metrics=metrics
+    )

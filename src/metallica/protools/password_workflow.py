@@ -10,7 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from metallica import addresses, usernames
-from metallica.errors import InvalidInput, InvalidUsername, MetallicaError, UsernameTaken
+from metallica.errors import (
+    DeadlinePassed,
+    InvalidInput,
+    InvalidUsername,
+    MetallicaError,
+    Overloaded,
+    UsernameTaken,
+)
 from metallica.problems import code_of, from_error
 from metallica.protools.engine import (
     Call,
@@ -87,6 +94,10 @@ def _mail_request(state: WorkflowState) -> Call:
     )
 
 
+# A 503 with one of these problem types is a refusal made before any work was started.
+SHED_CODES = frozenset({Overloaded.code, DeadlinePassed.code})
+
+
 def interpret_common(response: Response) -> Retry:
     """How any service's answer that is neither the step's success nor one of its definite
     refusals reads: a retry, always. ``in_doubt`` when the service may have acted on the call.
@@ -102,8 +113,9 @@ def interpret_common(response: Response) -> Retry:
         return Retry(
             "in-progress", "the service is still processing this key", True, response.retry_after
         )
-    if status == 429:
-        return Retry("overloaded", "HTTP 429", False, response.retry_after)
+    if status == 429 or (status == 503 and code in SHED_CODES):
+        # Shed before any work (over its limit, or our deadline passed): it did not act.
+        return Retry("overloaded", f"HTTP {status} {code}".strip(), False, response.retry_after)
     if status == 503:
         # Refused, or failed mid-way (a database lost during a commit): it may have acted.
         return Retry("unavailable", f"HTTP 503 {code}".strip(), True, response.retry_after)

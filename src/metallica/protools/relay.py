@@ -6,10 +6,15 @@ success hands over the next step's message the same way, in the same slot: no po
 
 Recovery path: a loop claims due messages (retries whose time came, messages of a dead replica
 whose lease ran out), never more than the free slots, so a replica that comes back after an
-outage does not grab a backlog it cannot call in time. A second loop extends the leases of the
-calls in flight, so a slow call keeps its lease and no other replica starts the same step
-beside it. Neither loop dies on an error: it logs, backs off and tries again, and
-:attr:`Relay.health` tells the readiness check how they fare.
+outage does not grab a backlog it cannot call in time, and none for a service whose circuit is
+open here. A second loop extends the leases of the calls in flight, so a slow call keeps its
+lease and no other replica starts the same step beside it. Neither loop dies on an error: it
+logs, backs off and tries again, and :attr:`Relay.health` tells the readiness check how they fare.
+
+Before each call, the service's guard (:mod:`metallica.protools.flow`) may hold it back: the
+circuit is open, a retry is over budget, or no call slot under the service's adaptive limit came
+in time. The attempt is then parked, not made: its claim is undone, the history says why the
+step waited, and the message is due again later. Nothing fails for it.
 """
 
 from __future__ import annotations
@@ -18,17 +23,21 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import stamina
 
 from metallica.faults import FaultPoints
+from metallica.overload.breaker import OPEN
 from metallica.protools import store
 from metallica.protools.clients import ServiceClients
-from metallica.protools.engine import Call, Outcome, WorkflowState
+from metallica.protools.engine import COMPLETED_STATUS, Call, Outcome, Retry, WorkflowState
+from metallica.protools.flow import DownstreamGuard, FlowSettings
+from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.service import Recorded, WorkflowService
 from metallica.storage import StorageBusy, StorageError, StorageUnavailable
 from metallica.threads import in_thread
@@ -37,6 +46,13 @@ logger = logging.getLogger(__name__)
 
 # The longest a failing loop waits before it tries again.
 MAX_LOOP_BACKOFF = 10.0
+# When a held-back retry or call is due again: a random time in these bounds (seconds), so the
+# parked steps do not all come back at once.
+BUDGET_PARK_SECONDS = (0.5, 2.0)
+LIMIT_PARK_SECONDS = (0.2, 1.0)
+BREAKER_PARK_JITTER = 0.5
+
+Finished = Callable[[float | None], None]  # told how long a delivery took, if it ended the workflow
 
 
 @dataclass(eq=False)
@@ -146,10 +162,20 @@ class Relay:
         batch_size: int = 32,
         concurrency: int = 128,
         record_retry_seconds: float | None = None,
+        guards: Mapping[str, DownstreamGuard] | None = None,
+        limit_wait: float = 1.0,
+        metrics: ProtoolsMetrics | None = None,
     ) -> None:
         self._service = service
         self._clients = clients
         self._watchers = watchers
+        destinations = {step.destination for step in service.definition.steps}
+        self.guards = dict(guards or {})
+        for name in destinations - self.guards.keys():
+            self.guards[name] = DownstreamGuard.create(name, FlowSettings())
+        self._limit_wait = limit_wait
+        self._metrics = metrics or ProtoolsMetrics()
+        self.outbox_depth = 0  # as the last recovery round read it
         self._poll_interval = poll_interval
         self._faults = faults or FaultPoints()
         self._batch_size = batch_size
@@ -185,11 +211,19 @@ class Relay:
             self._wake.set()
 
     def start_delivery(
-        self, message: store.OutboxMessage, known: WorkflowState | None = None
+        self,
+        message: store.OutboxMessage,
+        known: WorkflowState | None = None,
+        *,
+        finished: Finished | None = None,
     ) -> None:
         """Deliver ``message`` (leased to us, its slot reserved) in the background, now.
-        ``known``: the workflow's state as the commit that enqueued the message left it."""
-        task = asyncio.get_running_loop().create_task(self._deliver_in_slot(message, known))
+        ``known``: the workflow's state as the commit that enqueued the message left it;
+        ``finished``: told, once the delivery stops, how long it took if it ended the workflow
+        (None if the workflow goes on later: a retry, a parked step)."""
+        task = asyncio.get_running_loop().create_task(
+            self._deliver_in_slot(message, known, finished)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -197,18 +231,22 @@ class Relay:
         self._wake.set()
 
     async def _deliver_in_slot(
-        self, message: store.OutboxMessage, known: WorkflowState | None
+        self, message: store.OutboxMessage, known: WorkflowState | None, finished: Finished | None
     ) -> None:
+        started, ended = time.monotonic(), False
         try:
-            await self.deliver(message, known)
+            ended = await self.deliver(message, known)
         finally:
             self.release()
+            if finished is not None:
+                finished(time.monotonic() - started if ended else None)
 
     async def deliver(
         self, message: store.OutboxMessage | None, known: WorkflowState | None = None
-    ) -> None:
+    ) -> bool:
         """Deliver a message and, while each step succeeds at once, the steps after it. The
-        state each commit leaves is carried to the next record, which then need not read it."""
+        state each commit leaves is carried to the next record, which then need not read it.
+        Returns whether the workflow ended."""
         while message is not None:
             current = message
             self._in_flight[current.id] = current
@@ -216,6 +254,7 @@ class Relay:
                 message, known = await self._attempt(current, known)
             finally:
                 self._in_flight.pop(current.id, None)
+        return known is not None and known.terminal
 
     # --- one attempt -----------------------------------------------------------------------
 
@@ -223,15 +262,33 @@ class Relay:
         self, message: store.OutboxMessage, known: WorkflowState | None
     ) -> tuple[store.OutboxMessage | None, WorkflowState | None]:
         definition = self._service.definition
+        guard = self.guards[message.destination]
         try:
-            if message.attempts > 1 and not await in_thread(self._service.may_attempt, message):
+            # A message not handed over by the commit before it (claimed by recovery, parked,
+            # retried) may be past its workflow's deadline: ask first.
+            if (message.attempts > 1 or known is None) and not await in_thread(
+                self._service.may_attempt, message
+            ):
                 self._watchers.notify(message.stream_id)
+                return None, None
+            held_back = await self._hold_back(message, guard)
+            if held_back is not None:
+                await self._park(message, *held_back)
                 return None, None
             step = definition.step(message.step)
             call = Call.from_payload(message.payload)
             started = time.monotonic()
-            replica, outcome = await self._clients.send(call, message.attempts, step.interpret)
-            elapsed_ms = (time.monotonic() - started) * 1000
+            try:
+                replica, outcome = await self._clients.send(call, message.attempts, step.interpret)
+            except BaseException:
+                guard.limiter.release(None)
+                guard.breaker.abandoned()
+                raise
+            elapsed = time.monotonic() - started
+            guard.learn(outcome, elapsed)
+            elapsed_ms = elapsed * 1000
+            if isinstance(outcome, Retry):
+                self._metrics.retries.labels(message.destination, outcome.reason).inc()
             await self._hit("before_record")
             recorded = await self._record(
                 message,
@@ -259,7 +316,56 @@ class Relay:
         self._watchers.notify(message.stream_id, recorded.state)
         if recorded.retry_at is not None:
             self.wake()
+        if recorded.finished and recorded.state is not None:
+            status = "completed" if recorded.state.status == COMPLETED_STATUS else "failed"
+            self._metrics.workflows.labels(status).inc()
         return recorded.message, recorded.state
+
+    async def _hold_back(
+        self, message: store.OutboxMessage, guard: DownstreamGuard
+    ) -> tuple[str, str, float] | None:
+        """Whether the attempt must wait instead of calling now: ``(reason, detail, seconds)``;
+        None when it may go, holding a call slot under the service's limit (the caller gives
+        it back through ``guard.learn``)."""
+        breaker, retry = guard.breaker, message.attempts > 1
+        if not breaker.allow():
+            wait = breaker.opens_again_in() + random.uniform(0, BREAKER_PARK_JITTER)
+            return "circuit-open", f"{guard.name}'s circuit is open", wait
+        if retry and not guard.budget.try_spend():
+            breaker.abandoned()
+            return (
+                "retry-budget",
+                "retries to this service are over budget",
+                random.uniform(*BUDGET_PARK_SECONDS),
+            )
+        if not await guard.limiter.acquire(self._limit_wait):
+            breaker.abandoned()
+            detail = f"no call slot under {guard.name}'s limit ({guard.limiter.limit})"
+            return "concurrency-limit", detail, random.uniform(*LIMIT_PARK_SECONDS)
+        if not retry:
+            guard.budget.deposit()
+        self._metrics.calls.labels(guard.name, "retry" if retry else "first").inc()
+        return None
+
+    async def _park(
+        self, message: store.OutboxMessage, reason: str, detail: str, delay: float
+    ) -> None:
+        self._metrics.parked.labels(message.destination, reason).inc()
+        state = await in_thread(
+            self._service.park, message, reason=reason, detail=detail, delay=delay
+        )
+        logger.info(
+            "metallica.step_parked",
+            extra={
+                "workflow_id": message.stream_id,
+                "step": message.step,
+                "attempt": message.attempts,
+                "reason": reason,
+                "resume_in": round(delay, 3),
+            },
+        )
+        self._watchers.notify(message.stream_id, state)
+        self.wake()
 
     async def _record(
         self,
@@ -347,16 +453,24 @@ class Relay:
         """Start delivering due messages, as many as there are free slots; return how long to
         sleep (a wake-up ends the sleep early: a slot freed, a retry scheduled)."""
         self._wake.clear()  # before looking, so a wake-up while we look is not lost
+        open_circuits = [name for name, g in self.guards.items() if g.breaker.state == OPEN]
+        summary = await in_thread(self._service.outbox_summary, open_circuits)
+        self.outbox_depth = summary.depth
+        self._metrics.outbox_depth.set(summary.depth)
+        self._metrics.outbox_oldest_age.set(summary.oldest_age)
+        # A circuit that opens again lets its parked steps be claimed: look again then.
+        reopening = [self.guards[name].breaker.opens_again_in() for name in open_circuits]
+        longest = min([self._poll_interval, *(wait + 0.01 for wait in reopening)])
         self._starved = self.free_slots <= 0
         if self._starved:
-            return self._poll_interval
-        due_in = await in_thread(self._service.seconds_until_due)
+            return longest
+        due_in = summary.due_in
         if due_in is None or due_in > 0:
-            return self._poll_interval if due_in is None else min(self._poll_interval, due_in)
+            return longest if due_in is None else min(longest, due_in)
         limit = min(self._batch_size, self.free_slots)
         self._busy += limit  # reserved before the claim, so the hot path cannot overshoot
         try:
-            messages = await in_thread(self._service.claim_due, limit)
+            messages = await in_thread(self._service.claim_due, limit, open_circuits)
         finally:
             self._busy -= limit
         for message in messages:

@@ -101,6 +101,18 @@ class WorkflowService:
         state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
         return Accepted(workflow_id, message, state)
 
+    def find_accepted(self, idempotency_key: str, body: Mapping[str, Any]) -> Accepted | None:
+        """The workflow a key already started, read without writing anything (a replay is
+        answered even when new commands are refused); None if the key is new."""
+        command = self.definition.parse(body)
+        with self.database.transaction(write=False) as tx:
+            recorded = store.find_command(tx, idempotency_key)
+        if recorded is None:
+            return None
+        if recorded.fingerprint != fingerprint(command.canonical):
+            raise KeyReusedWithOtherBody()
+        return Accepted(recorded.workflow_id, None)
+
     def _send(
         self, tx: Transaction, workflow_id: str, call: engine.Call, *, leased: bool = True
     ) -> store.OutboxMessage:
@@ -116,13 +128,48 @@ class WorkflowService:
 
     # --- delivery ------------------------------------------------------------------------------
 
-    def claim_due(self, limit: int) -> list[store.OutboxMessage]:
+    def claim_due(self, limit: int, skip: Sequence[str] = ()) -> list[store.OutboxMessage]:
+        """Lease up to ``limit`` due messages, none for the destinations in ``skip``."""
         with self.database.transaction() as tx:
-            return store.claim_due(tx, self.lease, limit=limit)
+            return store.claim_due(tx, self.lease, limit=limit, skip=skip)
 
-    def seconds_until_due(self) -> float | None:
+    def outbox_summary(self, skip: Sequence[str] = ()) -> store.OutboxSummary:
         with self.database.transaction(write=False) as tx:
-            return store.seconds_until_due(tx)
+            return store.summary(tx, skip=skip)
+
+    def park(
+        self, message: store.OutboxMessage, *, reason: str, detail: str, delay: float
+    ) -> engine.WorkflowState | None:
+        """Hold back the attempt ``message`` claimed, without making it, for ``delay`` seconds
+        (see :func:`engine.decide_park`); return the workflow's state after. Fenced like a
+        record: only the holder of this attempt's lease parks it (None otherwise)."""
+        for _ in range(CONFLICT_RETRIES):
+            now = self._clock()
+            try:
+                with self.database.transaction() as tx:
+                    lease = store.lock_message(tx, message.id)
+                    if lease is None or not lease.held_by(self.replica_id, message.attempts):
+                        return None
+                    events = store.read_stream(tx, message.stream_id)
+                    state = engine.fold(message.stream_id, events)
+                    if state is None or not engine.is_current(state, self.definition, message.step):
+                        store.complete(tx, message.id)  # a stale message: nothing to wait for
+                        return state
+                    decision = engine.decide_park(
+                        state,
+                        message.step,
+                        message.attempts,
+                        reason=reason,
+                        detail=detail,
+                        delay=delay,
+                        now=now,
+                    )
+                    store.append(tx, message.stream_id, state.version, decision.events, now=now)
+                    store.release_unattempted(tx, message.id, delay=delay)
+                    return engine.after(state, decision.events, now=now)
+            except store.VersionConflict:
+                continue
+        raise RuntimeError(f"stream {message.stream_id} kept changing under us")
 
     def extend_leases(self, message_ids: Sequence[int]) -> int:
         """Keep this replica's leases on ``message_ids`` (calls in flight) alive."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metallica.protools.flow import FlowSettings
 from metallica.storage import Timeouts
 
 
@@ -28,3 +29,5 @@ class ProtoolsSettings:
     relay_concurrency: int = 128
     database_timeouts: Timeouts = field(default_factory=Timeouts)
     database_pool_size: int = 16
+    max_in_flight: int = 1024
+    flow: FlowSettings = field(default_factory=FlowSettings)

@@ -192,12 +192,19 @@ def enqueue(
     return _message(row)
 
 
-def claim_due(tx: Transaction, lease: Lease, *, limit: int) -> list[OutboxMessage]:
-    """Lease up to ``limit`` due messages that no live lease holds, oldest first."""
+def claim_due(
+    tx: Transaction, lease: Lease, *, limit: int, skip: Sequence[str] = ()
+) -> list[OutboxMessage]:
+    """Lease up to ``limit`` due messages that no live lease holds, oldest first, leaving out
+    those for the destinations in ``skip``."""
     if limit <= 0:
         return []
     rows = tx.fetch_all(
-        "claim_due_messages", owner=lease.owner, lease_seconds=lease.seconds, limit=limit
+        "claim_due_messages",
+        owner=lease.owner,
+        lease_seconds=lease.seconds,
+        limit=limit,
+        strings=json.dumps(list(skip)),
     )
     return sorted((_message(row) for row in rows), key=lambda message: message.available_at)
 
@@ -231,11 +238,32 @@ def reschedule(tx: Transaction, message_id: int, *, delay: float) -> None:
     tx.execute("reschedule_message", id=message_id, delay=max(delay, 0.0))
 
 
-def seconds_until_due(tx: Transaction) -> float | None:
-    """Seconds until the next message falls due or a lease runs out (0 if one is overdue);
-    None when the outbox is empty."""
-    row = tx.fetch_one("seconds_until_due")
-    return None if row is None or row["due"] is None else max(float(row["due"]), 0.0)
+def release_unattempted(tx: Transaction, message_id: int, *, delay: float) -> None:
+    """Undo the claim of an attempt that was never made, and deliver again in ``delay``."""
+    tx.execute("release_unattempted", id=message_id, delay=max(delay, 0.0))
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    """``due_in``: seconds until the next message falls due or a lease runs out (0 if one is
+    overdue; None when none is left); ``depth``: messages in the outbox; ``oldest_age``: the
+    oldest one's age in seconds (0 when empty)."""
+
+    due_in: float | None
+    depth: int
+    oldest_age: float
+
+
+def summary(tx: Transaction, *, skip: Sequence[str] = ()) -> OutboxSummary:
+    """The outbox at a glance; ``due_in`` leaves out the destinations in ``skip``."""
+    row = tx.fetch_one("outbox_summary", strings=json.dumps(list(skip)))
+    assert row is not None, "an aggregate always returns a row"
+    due = row["due"]
+    return OutboxSummary(
+        None if due is None else max(float(due), 0.0),
+        int(row["depth"]),
+        max(float(row["oldest_age"] or 0.0), 0.0),
+    )
 
 
 def pending(tx: Transaction) -> list[Row]:

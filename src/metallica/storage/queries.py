@@ -29,12 +29,15 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "skip_locked": "",
         # The ids in a JSON array parameter.
         "ids_from_json": "SELECT value FROM json_each(:ids)",
+        # The strings in a JSON array parameter.
+        "strings_from_json": "SELECT value FROM json_each(:strings)",
     },
     "postgres": {
         "now": "extract(epoch FROM clock_timestamp())::double precision",
         "for_update": "FOR UPDATE",
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "ids_from_json": "SELECT json_array_elements_text(CAST(:ids AS json))::bigint",
+        "strings_from_json": "SELECT json_array_elements_text(CAST(:strings AS json))",
     },
 }
 

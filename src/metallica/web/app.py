@@ -20,6 +20,8 @@ from metallica.storage import Database, StorageUnavailable, Timeouts, open_datab
 from metallica.storage.migrate import migrate, verify
 from metallica.threads import in_thread
 from metallica.web.auth import require_token
+from metallica.web.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
+from metallica.web.overload import FlowControlMiddleware
 from metallica.web.problems import exception_handlers
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -176,17 +178,28 @@ def service_app(
     name: str,
     routes: Sequence[BaseRoute],
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]],
+    *,
+    max_in_flight: int,
+    metrics: ServiceMetrics | None = None,
 ) -> Starlette:
-    """A Starlette app with the shared health check and problem+json error table."""
+    """A Starlette app with the shared health, readiness and metrics endpoints, the problem+json
+    error table, and the service's own protection (``max_in_flight`` requests at once)."""
+    metrics = metrics or ServiceMetrics(name)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             *routes,
         ],
         exception_handlers=exception_handlers(),
-        middleware=[Middleware(FaultContextMiddleware)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(FlowControlMiddleware, max_in_flight=max_in_flight, metrics=metrics),
+            Middleware(FaultContextMiddleware),
+        ],
         lifespan=lifespan,
     )
     app.state.service_name = name
+    app.state.metrics = metrics
     return app

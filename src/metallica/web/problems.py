@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from metallica.errors import MetallicaError
+from metallica.errors import DeadlinePassed, MetallicaError
 from metallica.problems import MEDIA_TYPE, from_error, problem
 
 __all__ = ["MEDIA_TYPE", "exception_handlers", "from_error", "problem", "problem_response"]
@@ -48,7 +48,11 @@ async def _on_metallica_error(request: Request, exc: Exception) -> Response:
         retry_after = 1  # a busy or unreachable database: worth retrying soon
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    if exc.status >= 500:
+    if isinstance(exc, DeadlinePassed):
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.shed.labels("deadline-passed").inc()
+    elif exc.status >= 500:
         logger.warning(
             "metallica.request_failed", extra={"code": exc.code, "path": request.url.path}
         )

@@ -40,7 +40,8 @@ FROM (SELECT {now} AS now) AS clock,
 RETURNING id, stream_id, step, destination, payload, attempts, available_at, created_at;
 
 -- name: claim_due_messages
--- Lease the due messages nobody holds (or whose holder's lease ran out), oldest first.
+-- Lease the due messages nobody holds (or whose holder's lease ran out), oldest first, except
+-- those for the destinations in :strings (a JSON array: services whose circuit is open here).
 -- PostgreSQL: SKIP LOCKED lets relays claim side by side without waiting on each other or
 -- claiming one row twice; SQLite: the write lock of BEGIN IMMEDIATE makes them take turns.
 UPDATE outbox
@@ -51,6 +52,7 @@ WHERE id IN (
     SELECT id FROM outbox
     WHERE available_at <= {now}
       AND (lease_expires_at IS NULL OR lease_expires_at < {now})
+      AND destination NOT IN ({strings_from_json})
     ORDER BY available_at LIMIT :limit
     {skip_locked}
 )
@@ -75,12 +77,25 @@ DELETE FROM outbox WHERE id = :id;
 UPDATE outbox SET available_at = {now} + :delay, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id;
 
--- name: seconds_until_due
+-- name: outbox_summary
 -- How long until the next message falls due or a lease runs out (negative: overdue), by the
--- database's clock; NULL when the outbox is empty.
-SELECT min(CASE WHEN lease_expires_at IS NOT NULL AND lease_expires_at > available_at
-                THEN lease_expires_at ELSE available_at END) - {now} AS due
+-- database's clock, leaving out the destinations in :strings (a JSON array; NULL when no
+-- message is left); and, over every message, how many there are and the age of the oldest.
+SELECT min(CASE WHEN destination IN ({strings_from_json}) THEN NULL
+                WHEN lease_expires_at IS NOT NULL AND lease_expires_at > available_at
+                THEN lease_expires_at ELSE available_at END) - {now} AS due,
+       count(*) AS depth,
+       {now} - min(created_at) AS oldest_age
 FROM outbox;
+
+-- name: release_unattempted
+-- Give back a claimed attempt that was never made (the call was held back: circuit open, no
+-- retry budget): the claim is undone, so no attempt number is left unrecorded, and the message
+-- is due again after :delay.
+UPDATE outbox SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+                  available_at = {now} + :delay,
+                  lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id;
 
 -- name: pending_messages
 -- Every message still in the outbox (operators, tests).
