@@ -99,6 +99,65 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "protools: calls in flight at once; the relay claims no more, the pool holds as many.",
     ),
     (
+        "max-in-flight",
+        click.IntRange(1, 1_000_000),
+        1024,
+        "Requests served at once; beyond, 503 overloaded with Retry-After "
+        "(health, readiness and metrics are never refused).",
+    ),
+    (
+        "admission-limit",
+        click.IntRange(1, 100_000),
+        64,
+        "protools: most workflows admitted and unfinished at once per replica; the adaptive "
+        "limit stays under it; beyond, new commands get 503 with Retry-After.",
+    ),
+    (
+        "client-rate",
+        click.FloatRange(0, 1e9),
+        1000.0,
+        "protools: commands per second per client (bearer token); beyond, 429. 0: no limit.",
+    ),
+    ("client-burst", click.FloatRange(1, 1e9), 2000.0, "protools: a client's burst allowance."),
+    (
+        "backlog-max",
+        click.IntRange(1, 100_000_000),
+        10_000,
+        "protools: outbox messages (workflows parked or in flight) beyond which new commands "
+        "get 503; while a service is down, commands are accepted and parked up to this.",
+    ),
+    (
+        "breaker-failures",
+        click.IntRange(1, 10_000),
+        5,
+        "protools: failures in a row (unreachable, timeout, 5xx) that open a service's circuit.",
+    ),
+    (
+        "breaker-open-seconds",
+        click.FloatRange(0.01, 3600),
+        1.0,
+        "protools: how long a circuit stays open before a probe; doubles while probes fail "
+        "(up to 15 s).",
+    ),
+    (
+        "retry-budget-ratio",
+        click.FloatRange(0, 10),
+        0.2,
+        "protools: retries allowed per first attempt, per service; a retry over budget waits.",
+    ),
+    (
+        "retry-budget-floor",
+        click.FloatRange(0, 1e6),
+        5.0,
+        "protools: retries per second always allowed per service.",
+    ),
+    (
+        "downstream-limit",
+        click.IntRange(1, 4096),
+        128,
+        "protools: most calls in flight to one service; the adaptive limit stays under it.",
+    ),
+    (
         "db-lock-timeout",
         click.FloatRange(0.01, 600),
         2.0,
@@ -196,6 +255,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
             addresses.validate_domain(options["mail_domain"])
         except ValueError as error:
             raise click.UsageError(f"METALLICA_MAIL_DOMAIN: {error}") from None
+        from metallica.protools.flow import FlowSettings
         from metallica.protools.http import create_app
         from metallica.protools.settings import ProtoolsSettings
 
@@ -222,6 +282,18 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 relay_concurrency=options["relay_concurrency"],
                 database_timeouts=timeouts,
                 database_pool_size=options["db_pool_size"],
+                max_in_flight=options["max_in_flight"],
+                flow=FlowSettings(
+                    admission_limit=options["admission_limit"],
+                    client_rate=options["client_rate"],
+                    client_burst=options["client_burst"],
+                    backlog_max=options["backlog_max"],
+                    breaker_failures=options["breaker_failures"],
+                    breaker_open_seconds=options["breaker_open_seconds"],
+                    retry_budget_ratio=options["retry_budget_ratio"],
+                    retry_budget_floor=options["retry_budget_floor"],
+                    downstream_limit=options["downstream_limit"],
+                ),
             )
         )
     if service == "generator":
@@ -241,6 +313,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 faults_enabled=options["faults"],
                 database_timeouts=timeouts,
                 database_pool_size=options["db_pool_size"],
+                max_in_flight=options["max_in_flight"],
             )
         )
     from metallica.mail_sender.http import create_app as create_mailer
@@ -256,6 +329,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
             faults_enabled=options["faults"],
             database_timeouts=timeouts,
             database_pool_size=options["db_pool_size"],
+            max_in_flight=options["max_in_flight"],
         )
     )
 
