@@ -620,8 +620,8 @@ def scenarios_list() -> None:
     from metallica.client import format_table
     from metallica.lab.scenarios import SCENARIOS
 
-    rows = [[s.name, s.title, s.fault] for s in SCENARIOS.values()]
-    click.echo(format_table(["name", "scenario", "fault"], rows))
+    rows = [[s.name, s.group, s.title, s.fault] for s in SCENARIOS.values()]
+    click.echo(format_table(["name", "group", "scenario", "fault"], rows))
 
 
 @scenarios.command("run")
@@ -641,6 +641,12 @@ def scenarios_list() -> None:
 @click.option("--down-seconds", type=float, default=30.0, show_default=True)
 @click.option("--wire-seconds", type=float, default=10.0, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Keep the lab's files here.")
+@click.option(
+    "--overload",
+    is_flag=True,
+    help="Run the overload scenarios (default with no NAMES: the fault scenarios). They first "
+    "measure the lab's capacity C; use them with --postgres --replicas 2.",
+)
 def scenarios_run(
     names: tuple[str, ...],
     replicas: int,
@@ -649,8 +655,10 @@ def scenarios_run(
     down_seconds: float,
     wire_seconds: float,
     data_dir: Path | None,
+    overload: bool,
 ) -> None:
-    """Run the scenarios NAMES (default: all); exit 1 on any violation."""
+    """Run the scenarios NAMES (default: every fault scenario, or with --overload every
+    overload scenario); exit 1 on any violation."""
     import contextlib
     import logging
     import uuid
@@ -658,7 +666,7 @@ def scenarios_run(
     from metallica.lab.harness import LabConfig
     from metallica.lab.pg_cluster import ThrowawayCluster
     from metallica.lab.runner import render, run_scenarios
-    from metallica.lab.scenarios import SCENARIOS
+    from metallica.lab.scenarios import FAULT_SCENARIOS, OVERLOAD_SCENARIOS, SCENARIOS
 
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
@@ -695,7 +703,8 @@ def scenarios_run(
             down_seconds=down_seconds,
             wire_fault_seconds=wire_seconds,
         )
-        results = run_scenarios(list(names or SCENARIOS), config, progress)
+        default = OVERLOAD_SCENARIOS if overload else FAULT_SCENARIOS
+        results = run_scenarios(list(names or default), config, progress)
     click.echo(render(results))
     bad = [result.name for result in results if not result.ok]
     click.echo(f"\n{len(results) - len(bad)}/{len(results)} scenarios held every invariant.")

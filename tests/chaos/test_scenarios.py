@@ -15,7 +15,7 @@ import pytest
 
 from metallica.lab.harness import Lab, LabConfig
 from metallica.lab.pg_cluster import ThrowawayCluster
-from metallica.lab.scenarios import SCENARIOS, run_scenario
+from metallica.lab.scenarios import FAULT_SCENARIOS, SCENARIOS, run_scenario
 from tests.pg_admin import create_database, drop_database, with_database
 
 VARIANTS = [
@@ -55,7 +55,7 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", FAULT_SCENARIOS)
 def test_scenario(lab: Lab, name: str) -> None:
     result = run_scenario(lab, SCENARIOS[name])
 

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from metallica.faultproxy import Latency, LimitData, ResetPeer, Timeout, Toxic
+from metallica.lab import overload
 from metallica.lab.checker import FAILED, OK, ClientRecord, Report
 from metallica.lab.harness import CALL_TIMEOUT, Lab
 
@@ -55,6 +56,7 @@ class Scenario:
     fault: str
     run: Callable[[Lab], list[Check]]
     slow: bool = False
+    group: str = "faults"  # "overload": measured against the lab's capacity (lab/overload.py)
 
 
 def _name(prefix: str) -> str:
@@ -444,6 +446,31 @@ def _wire_faults(lab: Lab) -> list[Check]:
     ]
 
 
+# --- 10-13: network overload, against the lab's own capacity ---------------------------------
+
+
+def _overload(measure: Callable[[Lab], overload.OverloadRun]) -> Callable[[Lab], list[Check]]:
+    def run(lab: Lab) -> list[Check]:
+        calibration = overload.calibrate(lab)
+        measured = measure(lab).measured
+        checks = [
+            Check(
+                "capacity measured first",
+                calibration.capacity > 0,
+                f"C = {calibration.capacity:g} wf/s, unloaded p99 "
+                f"{calibration.unloaded_p99_ms:g} ms; probes: {calibration.probes}",
+            )
+        ]
+        for name, held in measured.bounds.items():
+            target = "target met" if measured.targets.get(name) else "target NOT met"
+            checks.append(Check(name, held, target))
+        figures = ", ".join(f"{key}={value}" for key, value in measured.figures.items())
+        checks.append(Check("figures", True, figures))
+        return checks
+
+    return run
+
+
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
@@ -510,8 +537,42 @@ SCENARIOS: dict[str, Scenario] = {
             _wire_faults,
             slow=True,
         ),
+        Scenario(
+            "overload-2x",
+            "Open-loop load at twice the capacity",
+            "2xC for 60 s",
+            _overload(overload.twice_capacity),
+            slow=True,
+            group="overload",
+        ),
+        Scenario(
+            "overload-slow-generator",
+            "Twice the capacity, slow generator",
+            "2xC for 60 s, generator wire latency = half the call timeout",
+            _overload(overload.slow_generator),
+            slow=True,
+            group="overload",
+        ),
+        Scenario(
+            "overload-generator-down",
+            "Generator down under half the capacity",
+            "0.5xC, every generator replica stopped for 20 s",
+            _overload(overload.generator_down),
+            slow=True,
+            group="overload",
+        ),
+        Scenario(
+            "overload-recovery",
+            "Recovery after overload",
+            "2xC for 30 s, then 0.5xC for 30 s",
+            _overload(overload.recovery),
+            slow=True,
+            group="overload",
+        ),
     )
 }
+FAULT_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.group == "faults"]
+OVERLOAD_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.group == "overload"]
 
 
 def run_scenario(lab: Lab, scenario: Scenario) -> ScenarioResult:

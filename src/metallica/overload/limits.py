@@ -31,12 +31,18 @@ class GradientLimit:
     maximum: int = 200
     tolerance: float = 1.5
     smoothing: float = 0.2
-    long_window: int = 600  # samples in the long-term average
+    long_window: int = 600  # samples in the long-term measure
     warmup: int = 10  # samples averaged plainly before the exponential average starts
     backoff: float = 0.9  # what a drop multiplies the limit by
+    # "average": the long-term RTT is an exponential average (Gradient2: it follows a lasting
+    # change of latency); "minimum": the lowest RTT of the last one or two windows (Vegas's
+    # no-load RTT: latency is held near what the service does unloaded, however long the load).
+    baseline: str = "average"
     estimate: float = field(init=False)
     long_rtt: float = field(init=False, default=0.0)
     samples: int = field(init=False, default=0)
+    _window_min: float = field(init=False, default=math.inf)
+    _previous_min: float = field(init=False, default=math.inf)
 
     def __post_init__(self) -> None:
         self.estimate = float(min(max(self.initial, self.minimum), self.maximum))
@@ -52,9 +58,12 @@ class GradientLimit:
             self.estimate = max(float(self.minimum), self.estimate * self.backoff)
             return self.limit
         short_rtt = max(rtt, 1e-6)
-        long_rtt = self._average(short_rtt)
-        if long_rtt / short_rtt > 2:  # latency is back to normal after a long bad spell
-            self.long_rtt = long_rtt = long_rtt * 0.95
+        if self.baseline == "minimum":
+            long_rtt = self._minimum(short_rtt)
+        else:
+            long_rtt = self._average(short_rtt)
+            if long_rtt / short_rtt > 2:  # latency is back to normal after a long bad spell
+                self.long_rtt = long_rtt = long_rtt * 0.95
         if in_flight < self.estimate / 2 and not dropped:
             return self.limit  # not using what it has: no reason to grow (or to shrink)
         gradient = max(0.5, min(1.0, self.tolerance * long_rtt / short_rtt))
@@ -63,6 +72,14 @@ class GradientLimit:
         smoothed = self.estimate * (1 - self.smoothing) + target * self.smoothing
         self.estimate = min(float(self.maximum), max(float(self.minimum), smoothed))
         return self.limit
+
+    def _minimum(self, rtt: float) -> float:
+        self.samples += 1
+        self._window_min = min(self._window_min, rtt)
+        if self.samples % self.long_window == 0:  # a new window: forget the one before last
+            self._previous_min, self._window_min = self._window_min, math.inf
+        self.long_rtt = min(self._previous_min, self._window_min)
+        return self.long_rtt
 
     def _average(self, rtt: float) -> float:
         self.samples += 1

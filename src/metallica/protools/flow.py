@@ -1,10 +1,14 @@
 """Flow control at protools: what it admits, and how it spares the services it calls.
 
-**Admission** (:class:`Admission`): a new command is refused fast, before any database write,
-when its client exceeds its rate (429) or when this replica is saturated (503): the workflows
-it admitted and has not finished are at an adaptive limit, or the outbox holds more parked work
-than ``backlog_max``. Work already accepted is never refused: its steps go on through the relay,
-and replays of a known key and GETs are answered whatever the load.
+**Admission** (:class:`Admission`): a new command is refused fast, before its body is read and
+before any database access, when its client exceeds its rate (429) or when this replica is
+saturated (503): the workflows it admitted and has not finished are at an adaptive limit (held
+near the unloaded latency), or the outbox holds more parked work than ``backlog_max``. Work
+already accepted is never refused: its steps go on through the relay; a replay of a key this
+replica accepted lately is answered whatever the load (a replay landing on another replica
+while that one is saturated is told to come back, with ``Retry-After``); GETs are never shed.
+A refusal must cost next to nothing: under twice the capacity, half the requests are refused,
+and any work they cost is taken from the accepted ones.
 
 **Downstream guards** (:class:`DownstreamGuard`), one per service called: a circuit breaker
 (while open, steps park instead of failing, and resume once a probe succeeds), a concurrency
@@ -14,6 +18,7 @@ outcome tells each of them.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from metallica.overload.breaker import CircuitBreaker
@@ -30,6 +35,8 @@ UNWELL = frozenset(
 )
 OVERLOADED = frozenset({"overloaded"})
 HEALTHY, SICK, BUSY = "healthy", "unwell", "overloaded"
+# Keys of the commands a replica accepted lately: their replays skip admission without a read.
+RECENT_KEYS = 100_000
 
 
 def classify(outcome: Outcome) -> str:
@@ -113,13 +120,26 @@ class Admission:
                 minimum=min(4, settings.admission_limit),
                 maximum=settings.admission_limit,
                 tolerance=2.0,
+                long_window=500,
+                baseline="minimum",  # hold admitted latency near the unloaded one
             )
         )
         self.backlog_max = settings.backlog_max
+        self._recent: OrderedDict[str, None] = OrderedDict()
 
     def rate_wait(self, client: str) -> float:
         """0 if ``client`` may send a command now, else the seconds until it may."""
         return self.rates.take(client)
+
+    def remember(self, key: str) -> None:
+        """``key`` started a workflow here: a replay of it is answered even when saturated."""
+        self._recent[key] = None
+        self._recent.move_to_end(key)
+        while len(self._recent) > RECENT_KEYS:
+            self._recent.popitem(last=False)
+
+    def knows(self, key: str) -> bool:
+        return key in self._recent
 
     def try_admit(self, backlog: int) -> str | None:
         """Take a place for a new workflow: None when admitted, else why not."""

@@ -210,6 +210,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             raise
         if accepted.message is not None:
             metrics.workflows.labels("started").inc()
+            admission.remember(key)
         if accepted.message is not None and reserved:
             relay.start_delivery(accepted.message, accepted.state, finished=admission.finished)
             return accepted
@@ -236,18 +237,20 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     async def create_password(request: Request) -> Response:
         key = idempotency_key(request)
-        body = await json_object(request)
-        wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         service: WorkflowService = request.app.state.service
         relay: Relay = request.app.state.relay
+        # Admission first, from the headers alone: a refusal reads no body and no database.
         rate_wait = admission.rate_wait(request.headers.get("authorization", ""))
         if rate_wait > 0:
             raise shed("rate-limited", TooManyRequests(retry_after=retry_after_header(rate_wait)))
         refusal = admission.try_admit(relay.outbox_depth)
-        if refusal is not None:
-            # Saturated: a replay of a known key is still answered (a read, no write).
+        if refusal is not None and not admission.knows(key):
+            raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
+        body = await json_object(request)
+        wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
+        if refusal is not None:  # saturated, but a replay of a key accepted here: a read
             accepted = await in_thread(service.find_accepted, key, body)
-            if accepted is None:
+            if accepted is None:  # accepted here, then lost: a new command after all
                 raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
         else:
             accepted = await start_workflow(service, relay, key, body)

@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import stamina
@@ -52,7 +52,21 @@ BUDGET_PARK_SECONDS = (0.5, 2.0)
 LIMIT_PARK_SECONDS = (0.2, 1.0)
 BREAKER_PARK_JITTER = 0.5
 
-Finished = Callable[[float | None], None]  # told how long a delivery took, if it ended the workflow
+# Told, when a delivery stops, how long it spent in this replica's own work (not waiting on the
+# services) if it ended the workflow; None if the workflow goes on later.
+Finished = Callable[[float | None], None]
+
+
+@dataclass
+class Delivery:
+    """One delivery's time spent waiting on the services: their answers, their call slots."""
+
+    started: float = field(default_factory=time.monotonic)
+    elsewhere: float = 0.0
+
+    @property
+    def own_seconds(self) -> float:
+        return time.monotonic() - self.started - self.elsewhere
 
 
 @dataclass(eq=False)
@@ -219,8 +233,10 @@ class Relay:
     ) -> None:
         """Deliver ``message`` (leased to us, its slot reserved) in the background, now.
         ``known``: the workflow's state as the commit that enqueued the message left it;
-        ``finished``: told, once the delivery stops, how long it took if it ended the workflow
-        (None if the workflow goes on later: a retry, a parked step)."""
+        ``finished``: told, once the delivery stops, how long it spent in this replica's own
+        work if it ended the workflow (None if the workflow goes on later: a retry, a parked
+        step). The admission limit adapts to that time: a replica is saturated when its own
+        work slows down, not when a service does (the service's own limit sees to that)."""
         task = asyncio.get_running_loop().create_task(
             self._deliver_in_slot(message, known, finished)
         )
@@ -233,25 +249,29 @@ class Relay:
     async def _deliver_in_slot(
         self, message: store.OutboxMessage, known: WorkflowState | None, finished: Finished | None
     ) -> None:
-        started, ended = time.monotonic(), False
+        delivery, ended = Delivery(), False
         try:
-            ended = await self.deliver(message, known)
+            ended = await self.deliver(message, known, delivery)
         finally:
             self.release()
             if finished is not None:
-                finished(time.monotonic() - started if ended else None)
+                finished(delivery.own_seconds if ended else None)
 
     async def deliver(
-        self, message: store.OutboxMessage | None, known: WorkflowState | None = None
+        self,
+        message: store.OutboxMessage | None,
+        known: WorkflowState | None = None,
+        delivery: Delivery | None = None,
     ) -> bool:
         """Deliver a message and, while each step succeeds at once, the steps after it. The
         state each commit leaves is carried to the next record, which then need not read it.
         Returns whether the workflow ended."""
+        delivery = delivery or Delivery()
         while message is not None:
             current = message
             self._in_flight[current.id] = current
             try:
-                message, known = await self._attempt(current, known)
+                message, known = await self._attempt(current, known, delivery)
             finally:
                 self._in_flight.pop(current.id, None)
         return known is not None and known.terminal
@@ -259,7 +279,7 @@ class Relay:
     # --- one attempt -----------------------------------------------------------------------
 
     async def _attempt(
-        self, message: store.OutboxMessage, known: WorkflowState | None
+        self, message: store.OutboxMessage, known: WorkflowState | None, delivery: Delivery
     ) -> tuple[store.OutboxMessage | None, WorkflowState | None]:
         definition = self._service.definition
         guard = self.guards[message.destination]
@@ -271,7 +291,7 @@ class Relay:
             ):
                 self._watchers.notify(message.stream_id)
                 return None, None
-            held_back = await self._hold_back(message, guard)
+            held_back = await self._hold_back(message, guard, delivery)
             if held_back is not None:
                 await self._park(message, *held_back)
                 return None, None
@@ -285,6 +305,7 @@ class Relay:
                 guard.breaker.abandoned()
                 raise
             elapsed = time.monotonic() - started
+            delivery.elsewhere += elapsed
             guard.learn(outcome, elapsed)
             elapsed_ms = elapsed * 1000
             if isinstance(outcome, Retry):
@@ -322,7 +343,7 @@ class Relay:
         return recorded.message, recorded.state
 
     async def _hold_back(
-        self, message: store.OutboxMessage, guard: DownstreamGuard
+        self, message: store.OutboxMessage, guard: DownstreamGuard, delivery: Delivery
     ) -> tuple[str, str, float] | None:
         """Whether the attempt must wait instead of calling now: ``(reason, detail, seconds)``;
         None when it may go, holding a call slot under the service's limit (the caller gives
@@ -338,7 +359,10 @@ class Relay:
                 "retries to this service are over budget",
                 random.uniform(*BUDGET_PARK_SECONDS),
             )
-        if not await guard.limiter.acquire(self._limit_wait):
+        waiting_since = time.monotonic()
+        slot = await guard.limiter.acquire(self._limit_wait)
+        delivery.elsewhere += time.monotonic() - waiting_since
+        if not slot:
             breaker.abandoned()
             detail = f"no call slot under {guard.name}'s limit ({guard.limiter.limit})"
             return "concurrency-limit", detail, random.uniform(*LIMIT_PARK_SECONDS)
