@@ -68,6 +68,7 @@ class LabConfig:
 class Lab:
     def __init__(self, config: LabConfig, data_dir: Path) -> None:
         self.config = config
+        self.data_dir = data_dir
         self.token = secrets.token_urlsafe(16)
         self.proxies = ProxyThread(seed=7)
         self.stack = LocalStack(

@@ -25,12 +25,14 @@ compete with the load generator for one interpreter lock and make it lie about l
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from metallica.bench.capacity import CapacityResult, find_capacity
 from metallica.bench.openloop import OpenLoopResult, run_open_loop, settle
+from metallica.bench.openplot import plot_timeline
 from metallica.bench.openstats import REJECTED
 from metallica.bench.schedule import Phase
 from metallica.faultproxy import Latency
@@ -303,9 +306,6 @@ def judge(
     return Measured(name, figures, targets, bounds)
 
 
-RECOVERY_WINDOW = 5  # seconds over which recovery is judged: a p99 needs a few hundred answers
-
-
 def recovery_time(
     result: OpenLoopResult,
     drop_at: float,
@@ -314,26 +314,19 @@ def recovery_time(
     rejections: float = TARGETS.recovered_rejections,
     p99_factor: float = TARGETS.recovered_p99_factor,
 ) -> float | None:
-    """Seconds after ``drop_at`` (an offset in the schedule) from which every window of
-    :data:`RECOVERY_WINDOW` seconds to the end has under ``rejections`` of its commands
-    refused and a p99 within ``p99_factor`` of the unloaded one; None if that never happens."""
+    """Whole seconds after ``drop_at`` (an offset in the schedule) from which the commands due
+    to the end of the run had under ``rejections`` of them refused and an admitted p99 within
+    ``p99_factor`` of the unloaded one; None if no such second leaves 5 s of run to judge."""
     samples = [sample for sample in result.samples if sample.scheduled >= drop_at]
     end = max((sample.scheduled for sample in samples), default=drop_at)
     limit = calibration.unloaded_p99_ms * p99_factor
-
-    def calm(start: float) -> bool:
-        window = [s for s in samples if start <= s.scheduled < start + RECOVERY_WINDOW]
-        if not window:
-            return True
-        refused = sum(1 for s in window if s.outcome == REJECTED) / len(window)
-        latencies = sorted(s.latency for s in window if s.outcome != REJECTED)
-        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0
-        return refused < rejections and p99 * 1000 <= limit
-
     second = 0
-    while drop_at + second + RECOVERY_WINDOW <= end + 1:
-        starts = range(second, int(end - drop_at - RECOVERY_WINDOW) + 2)
-        if all(calm(drop_at + start) for start in starts):
+    while drop_at + second + 5 <= end:
+        since = [s for s in samples if s.scheduled >= drop_at + second]
+        refused = sum(1 for s in since if s.outcome == REJECTED) / len(since)
+        latencies = sorted(s.latency for s in since if s.outcome != REJECTED)
+        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0
+        if refused < rejections and p99 * 1000 <= limit:
             return float(second)
         second += 1
     return None
@@ -347,6 +340,27 @@ class OverloadRun:
     measured: Measured
     records: list[ClientRecord]
     result: OpenLoopResult
+
+
+def save(run: OverloadRun, folder: Path) -> list[Path]:
+    """Write a run's figures and timeline as JSON, and its latency/rejection plot when
+    matplotlib is installed (``metallica[bench]``); return the files written."""
+    name = run.measured.name
+    data = {
+        "scenario": name,
+        "figures": run.measured.figures,
+        "targets": run.measured.targets,
+        "bounds": run.measured.bounds,
+        "summary": run.result.summary,
+        "timeline": run.result.timeline,
+    }
+    written = [folder / f"{name}.json"]
+    written[0].write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    try:
+        plot_timeline(run.result.timeline, folder / f"{name}.png", title=f"metallica {name}")
+    except RuntimeError:  # no matplotlib: the JSON has it all
+        return written
+    return [*written, folder / f"{name}.png"]
 
 
 def _load(lab: Lab, phases: Sequence[Phase], prefix: str) -> OpenLoopResult:

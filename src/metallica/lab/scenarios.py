@@ -452,7 +452,9 @@ def _wire_faults(lab: Lab) -> list[Check]:
 def _overload(measure: Callable[[Lab], overload.OverloadRun]) -> Callable[[Lab], list[Check]]:
     def run(lab: Lab) -> list[Check]:
         calibration = overload.calibrate(lab)
-        measured = measure(lab).measured
+        run = measure(lab)
+        measured = run.measured
+        saved = overload.save(run, lab.data_dir)
         checks = [
             Check(
                 "capacity measured first",
@@ -466,6 +468,7 @@ def _overload(measure: Callable[[Lab], overload.OverloadRun]) -> Callable[[Lab],
             checks.append(Check(name, held, target))
         figures = ", ".join(f"{key}={value}" for key, value in measured.figures.items())
         checks.append(Check("figures", True, figures))
+        checks.append(Check("saved", True, ", ".join(str(path) for path in saved)))
         return checks
 
     return run
