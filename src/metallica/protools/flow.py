@@ -89,7 +89,9 @@ class DownstreamGuard:
             Limiter(
                 GradientLimit(
                     initial=min(32, settings.downstream_limit),
-                    minimum=min(4, settings.downstream_limit),
+                    # concurrency-limits' own floor: a service that is merely slow (a long
+                    # wire, not a queue) still gets 20 calls at a time from each replica.
+                    minimum=min(20, settings.downstream_limit),
                     maximum=settings.downstream_limit,
                 )
             ),
