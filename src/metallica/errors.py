@@ -31,6 +31,28 @@ class BadRequest(MetallicaError):
     title = "Bad request"
 
 
+class PayloadTooLarge(MetallicaError):
+    """The body is larger than this endpoint accepts."""
+
+    code = "payload-too-large"
+    status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(MetallicaError):
+    """The body must be JSON: send ``Content-Type: application/json``."""
+
+    code = "unsupported-media-type"
+    status = 415
+    title = "Unsupported media type"
+
+
+class InvalidId(BadRequest):
+    """The id in the path is not one this service ever gives out."""
+
+    code = "invalid-id"
+
+
 class MissingIdempotencyKey(BadRequest):
     """The Idempotency-Key header is required: 1 to 255 printable ASCII characters."""
 

@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from metallica.errors import InvalidUsername
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# ASCII letters and digits, with single separators (. _ -) between them: no Unicode look-alike
+# ("alice" spelt with a Cyrillic a), no control or direction mark, no quote, space, semicolon
+# or "--".
+USERNAME = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
+MAX_LENGTH = 64
+RULE = "a username is 1 to 64 ASCII letters and digits, with single '.', '_' or '-' between them"
 
 
 def validate(username: str) -> str:
-    """Return ``username`` if valid, else raise :class:`InvalidUsername`."""
-    if not USERNAME.fullmatch(username):
-        raise InvalidUsername(field="username")
-    return username
+    """Return ``username`` if valid, else raise :class:`InvalidUsername` saying what is wrong."""
+    if USERNAME.fullmatch(username) and len(username) <= MAX_LENGTH:
+        return username
+    raise InvalidUsername(f"{_what_is_wrong(username)}: {RULE}", field="username")
+
+
+def _what_is_wrong(username: str) -> str:
+    if not username:
+        return "the username is empty"
+    if len(username) > MAX_LENGTH:
+        return f"the username is longer than {MAX_LENGTH} characters"
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in username):
+        return (
+            "the username holds a control or formatting character (NUL, CR, LF, a direction mark)"
+        )
+    if not username.isascii():
+        return "the username holds non-ASCII characters (look-alikes of ASCII letters are refused)"
+    return "the username holds characters or separators not allowed"
 
 
 def key(username: str) -> str:

@@ -185,7 +185,9 @@ def test_a_missing_or_bad_token_is_a_401(client: TestClient, url: str) -> None:
 
 def test_a_body_that_is_not_a_json_object_is_a_422(client: TestClient, url: str) -> None:
     for raw in (b"", b"{", b"not json", b"[]", b'"alice"', b"null", b"\xff"):
-        response = client.post(PASSWORDS, content=raw, headers=headers("k1"))
+        response = client.post(
+            PASSWORDS, content=raw, headers={**headers("k1"), "Content-Type": "application/json"}
+        )
         assert response.status_code == 422, raw
         assert problem_code(response) == "invalid-body"
     assert commands(url) == 0

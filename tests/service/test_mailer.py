@@ -177,7 +177,9 @@ def test_requests_without_a_key_or_a_token_are_refused(client: TestClient, spool
         MAILS, json=MAIL, headers={"Idempotency-Key": "m1", "Authorization": "Bearer nope"}
     )
     assert wrong.status_code == 401
-    not_json = client.post(MAILS, content=b"{", headers=headers("m1"))
+    not_json = client.post(
+        MAILS, content=b"{", headers={**headers("m1"), "Content-Type": "application/json"}
+    )
     assert not_json.status_code == 422
     assert problem_code(not_json) == "invalid-body"
     assert delivered(spool) == []

@@ -95,10 +95,16 @@ def test_an_unreachable_generator_leaves_the_workflow_running_and_retrying(
         assert reused.status_code == 422
         assert problem_code(reused) == "idempotency-key-reused"
 
-        missing = client.get("/v1/workflows/no-such-workflow", headers=AUTH)
+        nobody = "/v1/workflows/00000000-0000-4000-8000-000000000000"
+        missing = client.get(nobody, headers=AUTH)
         assert missing.status_code == 404
         assert problem_code(missing) == "not-found"
-        assert client.get("/v1/workflows/no-such-workflow/events", headers=AUTH).status_code == 404
+        assert client.get(nobody + "/events", headers=AUTH).status_code == 404
+        malformed = client.get("/v1/workflows/no-such-workflow", headers=AUTH)
+        assert malformed.status_code == 400
+        assert problem_code(malformed) == "invalid-id"
+        nul = client.get("/v1/workflows/%00/events", headers=AUTH)
+        assert nul.status_code == 400
 
     with migrated(url, "protools") as database, database.transaction(write=False) as tx:
         streams = {event.stream_id for event in store.read_all(tx)}

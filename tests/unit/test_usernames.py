@@ -12,7 +12,7 @@ from metallica.protools.password_workflow import parse_command
 
 
 @pytest.mark.parametrize(
-    "name", ["a", "Z", "7", "alice", "Alice.Smith", "a_b-c.d", "0day", "x" * 64, "a" + "-" * 63]
+    "name", ["a", "Z", "7", "alice", "Alice.Smith", "a_b-c.d", "0day", "x" * 64, "a-" * 31 + "ab"]
 )
 def test_valid_usernames(name: str) -> None:
     assert usernames.validate(name) == name
@@ -34,6 +34,15 @@ def test_valid_usernames(name: str) -> None:
         "élodie",
         "\uff41lice",  # fullwidth 'a': a Unicode letter, not an ASCII one
         "alice\x00",
+        "alice\r\nBcc: x",
+        "\u202eecila",  # a right-to-left override: shows as "alice"
+        "ali\u200bce",  # a zero-width space
+        "\u0430lice",  # a Cyrillic a: looks like "alice"
+        "alice'; DROP TABLE passwords; --",
+        "alice' OR '1'='1",
+        "a--b",
+        "alice.",
+        "a..b",
     ],
 )
 def test_invalid_usernames(name: str) -> None:
@@ -42,6 +51,24 @@ def test_invalid_usernames(name: str) -> None:
     assert caught.value.status == 422
     assert caught.value.code == "invalid-username"
     assert caught.value.extensions == {"field": "username"}
+    assert "a username is 1 to 64 ASCII letters and digits" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("", "empty"),
+        ("x" * 65, "longer than 64"),
+        ("alice\x00", "control or formatting"),
+        ("\u202eecila", "control or formatting"),
+        ("\u0430lice", "non-ASCII"),
+        ("alice' OR '1'='1", "not allowed"),
+    ],
+)
+def test_a_refused_username_is_told_what_is_wrong(name: str, says: str) -> None:
+    with pytest.raises(InvalidUsername) as caught:
+        usernames.validate(name)
+    assert says in caught.value.detail
 
 
 def test_the_key_ignores_case() -> None:

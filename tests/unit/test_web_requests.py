@@ -12,7 +12,13 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from metallica import fingerprints
-from metallica.errors import BadRequest, InvalidInput, MissingIdempotencyKey
+from metallica.errors import (
+    InvalidId,
+    InvalidInput,
+    MissingIdempotencyKey,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from metallica.protools.http import REDACTED, redact
 from metallica.web import requests
 
@@ -107,12 +113,24 @@ def test_prefer_wait(header: str | None, seconds: float) -> None:
 # --- bodies ----------------------------------------------------------------------------------
 
 
-def body_of(raw: bytes) -> dict[str, Any]:
-    return asyncio.run(requests.json_object(request(body=raw)))
+JSON = [(b"content-type", b"application/json")]
+
+
+def body_of(
+    raw: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    fields: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    return asyncio.run(
+        requests.json_object(request(JSON if headers is None else headers, raw), fields=fields)
+    )
 
 
 def test_a_json_object_is_read() -> None:
     assert body_of(b'{"username": "alice", "n": [1, 2]}') == {"username": "alice", "n": [1, 2]}
+    charset = [(b"content-type", b"application/json; charset=utf-8")]
+    assert body_of(b"{}", charset) == {}
+    assert body_of(b"{}", [(b"content-type", b"application/merge-patch+json")]) == {}
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"not json", b"\xff\xfe", b"[1, 2]", b'"s"', b"null"])
@@ -122,10 +140,60 @@ def test_anything_but_a_json_object_is_a_422(raw: bytes) -> None:
     assert caught.value.status == 422
 
 
-def test_an_oversized_body_is_refused() -> None:
+@pytest.mark.parametrize(
+    "content_type", [None, b"text/plain", b"application/x-www-form-urlencoded"]
+)
+def test_a_body_that_does_not_say_it_is_json_is_a_415(content_type: bytes | None) -> None:
+    headers = [] if content_type is None else [(b"content-type", content_type)]
+    with pytest.raises(UnsupportedMediaType) as caught:
+        body_of(b'{"username": "alice"}', headers)
+    assert caught.value.status == 415
+
+
+def test_an_oversized_body_is_a_413_whether_declared_or_streamed() -> None:
     raw = b'{"x": "' + b"a" * requests.MAX_BODY_BYTES + b'"}'
-    with pytest.raises(BadRequest):
+    with pytest.raises(PayloadTooLarge) as caught:
+        body_of(raw)  # no Content-Length: refused as the stream passes the limit
+    assert caught.value.status == 413
+    declared = [*JSON, (b"content-length", str(len(raw)).encode())]
+    with pytest.raises(PayloadTooLarge):
+        body_of(raw, declared)
+
+
+@pytest.mark.parametrize("depth", [17, 100, 5000])
+def test_a_body_nested_too_deep_is_a_422_never_a_crash(depth: int) -> None:
+    raw = b'{"a": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    with pytest.raises(InvalidInput) as caught:
         body_of(raw)
+    assert "deeper" in caught.value.detail
+
+
+def test_nesting_within_the_limit_is_read() -> None:
+    raw = b'{"a": ' + b"[" * 15 + b"]" * 15 + b"}"
+    assert body_of(raw)["a"] is not None
+
+
+def test_an_unknown_field_is_refused_by_name() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        body_of(b'{"username": "alice", "admin": true}', fields=("username", "email"))
+    assert caught.value.extensions == {"field": "admin"}
+    assert "admin" in caught.value.detail
+    assert body_of(b'{"username": "alice"}', fields=("username", "email")) == {"username": "alice"}
+
+
+@pytest.mark.parametrize("value", ["", "42", "not-a-uuid", "\x00", "../events", "1" * 1000])
+def test_an_id_in_the_path_must_be_a_uuid(value: str) -> None:
+    scoped = request()
+    scoped.scope["path_params"] = {"workflow_id": value}
+    with pytest.raises(InvalidId) as caught:
+        requests.uuid_in_path(scoped, "workflow_id")
+    assert caught.value.status == 400
+
+
+def test_a_uuid_in_the_path_comes_back_canonical() -> None:
+    scoped = request()
+    scoped.scope["path_params"] = {"workflow_id": "6F9619FF-8B86-D011-B42D-00C04FC964FF"}
+    assert requests.uuid_in_path(scoped, "workflow_id") == "6f9619ff-8b86-d011-b42d-00c04fc964ff"
 
 
 def test_string_fields() -> None:

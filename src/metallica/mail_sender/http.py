@@ -40,7 +40,7 @@ def create_app(settings: MailerSettings) -> Starlette:
 
     async def send_mail(request: Request) -> Response:
         key = idempotency_key(request)
-        body = await json_object(request)
+        body = await json_object(request, fields=("to", "subject", "body"))
         to, subject, text = (string_field(body, name) for name in ("to", "subject", "body"))
         assert to is not None
         assert subject is not None

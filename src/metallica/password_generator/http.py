@@ -38,7 +38,7 @@ def create_app(settings: GeneratorSettings) -> Starlette:
 
     async def create_password(request: Request) -> Response:
         key = idempotency_key(request)
-        body = await json_object(request)
+        body = await json_object(request, fields=("username",))
         username = string_field(body, "username")
         assert username is not None
         service: PasswordService = request.app.state.service

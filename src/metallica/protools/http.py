@@ -35,7 +35,7 @@ from metallica.web.app import (
     service_app,
 )
 from metallica.web.faults import fault_routes
-from metallica.web.requests import idempotency_key, json_object, prefer_wait
+from metallica.web.requests import idempotency_key, json_object, prefer_wait, uuid_in_path
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         refusal = admission.try_admit(relay.outbox_depth)
         if refusal is not None and not admission.knows(key):
             raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
-        body = await json_object(request)
+        body = await json_object(request, fields=("username", "email"))
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         if refusal is not None:  # saturated, but a replay of a key accepted here: a read
             accepted = await in_thread(service.find_accepted, key, body)
@@ -264,7 +264,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         wait = prefer_wait(request, default=0, maximum=settings.wait_max)
         service: WorkflowService = request.app.state.service
         state = await wait_for_state(
-            service.load, watchers, request.path_params["workflow_id"], wait
+            service.load, watchers, uuid_in_path(request, "workflow_id"), wait
         )
         if state is None:
             raise NotFound("no workflow with this id")
@@ -272,7 +272,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     async def get_events(request: Request) -> Response:
         service: WorkflowService = request.app.state.service
-        events = await in_thread(service.history, request.path_params["workflow_id"])
+        events = await in_thread(service.history, uuid_in_path(request, "workflow_id"))
         if not events:
             raise NotFound("no workflow with this id")
         return JSONResponse(

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Collection
 from typing import Any
 
 from starlette.requests import Request
 
-from metallica.errors import BadRequest, InvalidInput, MissingIdempotencyKey
+from metallica.errors import (
+    InvalidId,
+    InvalidInput,
+    MissingIdempotencyKey,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16  # no endpoint takes more than a flat object; the margin is for fault specs
 _KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
@@ -23,6 +32,16 @@ def idempotency_key(request: Request) -> str:
     return key
 
 
+def uuid_in_path(request: Request, name: str) -> str:
+    """A path parameter that must be a UUID (ids this service gives out), canonical form; a
+    400 ``invalid-id`` otherwise (never a database lookup of arbitrary bytes)."""
+    value = str(request.path_params[name])
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidId(f"{name} must be a UUID", field=name) from None
+
+
 def prefer_wait(request: Request, *, default: float, maximum: float) -> float:
     """Seconds the client is willing to wait, from ``Prefer: wait=<seconds>`` (RFC 7240)."""
     match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
@@ -31,18 +50,59 @@ def prefer_wait(request: Request, *, default: float, maximum: float) -> float:
     return min(float(match[1]), maximum)
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, or a 4xx problem."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
+async def json_object(request: Request, *, fields: Collection[str] | None = None) -> dict[str, Any]:
+    """The body as a JSON object, or a 4xx problem: 415 unless it says it is JSON, 413 past
+    :data:`MAX_BODY_BYTES` (refused from ``Content-Length``, or as soon as the stream passes
+    it, never read whole), 422 if it is not a JSON object, nests deeper than
+    :data:`MAX_JSON_DEPTH`, or (with ``fields``) carries a field not in ``fields``."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType()
+    raw = await _body(request)
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    if fields is not None:
+        unknown = sorted(set(body) - set(fields))
+        if unknown:
+            raise InvalidInput(
+                f"unknown field {unknown[0]!r}; this endpoint takes {', '.join(sorted(fields))}",
+                field=unknown[0],
+            )
     return body
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (a scalar is 0, ``{}`` is 1), without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        current, level = pending.pop()
+        if isinstance(current, dict):
+            current = list(current.values())
+        if isinstance(current, list):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in current)
+    return deepest
 
 
 def string_field(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
