@@ -137,6 +137,7 @@ INVALID_BODIES: list[Any] = [
     {"username": "x" * 65},
     {"username": 5},
     {"username": None},
+    {"username": "alice", "user": "alice"},  # an unknown field is refused by its name
     {"user": "alice"},
 ]
 
@@ -148,7 +149,7 @@ def test_a_missing_or_invalid_username_is_a_422_and_stores_nothing(
         response = create(client, f"k{index}", body)
         assert response.status_code == 422, body
         assert problem_code(response) in {"invalid-username", "invalid-body"}
-        assert response.json().get("field") == "username"
+        assert response.json().get("field") == ("user" if "user" in body else "username")
     assert passwords(url) == 0
     assert commands(url) == 0
 
