@@ -19,6 +19,7 @@ PURE = (
     "metallica.protools.engine",
     "metallica.protools.password_workflow",
     "metallica.password_generator.domain",
+    "metallica.password_generator.sealing",
     "metallica.mail_sender.domain",
     "metallica.problems",
     "metallica.fingerprints",
