@@ -189,6 +189,28 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "generator: classes, each used once at least.",
     ),
     ("log-level", str, "INFO", "Log level; JSON lines on stderr."),
+    (
+        "generator-keys",
+        str,
+        None,
+        "generator: its key ring, '<key id>:<base64 of 32+ random bytes>' entries, "
+        "comma-separated; the first digests and encrypts, every one verifies and decrypts "
+        "(rotation: put the new key first, keep the old). Prefer the variable or the file.",
+    ),
+    (
+        "generator-keys-file",
+        click.Path(path_type=Path, dir_okay=False),
+        None,
+        "generator: a file of key ring entries (one a line or comma-separated; # comments), "
+        "instead of METALLICA_GENERATOR_KEYS.",
+    ),
+    (
+        "idempotency-retention",
+        click.FloatRange(600, 366 * 86400),
+        86400.0,
+        "generator: seconds a key's answer (the encrypted password) is kept for replays; a "
+        "replay after gets 410. Keep it well above protools' workflow deadline.",
+    ),
 ]
 
 
@@ -299,12 +321,17 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
     if service == "generator":
         from metallica.password_generator.domain import PasswordPolicy
         from metallica.password_generator.http import create_app as create_generator
+        from metallica.password_generator.sealing import KeyConfigError, load_keyring
         from metallica.password_generator.settings import GeneratorSettings
 
         try:
             policy = PasswordPolicy.parse(options["password_length"], options["password_classes"])
         except ValueError as error:
             raise click.UsageError(f"METALLICA_PASSWORD_*: {error}") from None
+        try:  # no key, no start; the message names no secret
+            keys = load_keyring(options["generator_keys"], options["generator_keys_file"])
+        except KeyConfigError as error:
+            raise click.UsageError(str(error)) from None
         return create_generator(
             GeneratorSettings(
                 database_url,
@@ -314,6 +341,8 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 database_timeouts=timeouts,
                 database_pool_size=options["db_pool_size"],
                 max_in_flight=options["max_in_flight"],
+                keys=keys,
+                retention=options["idempotency_retention"],
             )
         )
     from metallica.mail_sender.http import create_app as create_mailer

@@ -3,6 +3,7 @@
 Used by ``metallica up``, ``metallica demo`` and the integration tests. Each process is
 ``python -m metallica serve <service>`` with its own environment; the stack waits for every
 ``/healthz``, can kill (SIGKILL) and restart one replica, and stops only the processes it started.
+Unless told otherwise, the generators get the key file of the data dir (created on first use).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from pathlib import Path
 import httpx
 
 from metallica.listeners import PortReservation
+from metallica.password_generator.sealing import (
+    KEYS_FILE_VARIABLE,
+    KEYS_VARIABLE,
+    local_keys_file,
+)
 
 SERVICES = ("generator", "mailer", "protools")
 # With a base port, protools listens on base, the generators on base+100, the mailers on base+200
@@ -126,6 +132,10 @@ class LocalStack:
                 }
                 if service == "protools":
                     replica.env.setdefault("METALLICA_REPLICA_ID", replica.name)
+                if service == "generator" and not (
+                    replica.env.get(KEYS_VARIABLE) or replica.env.get(KEYS_FILE_VARIABLE)
+                ):  # a key of this data dir's own, kept across restarts of the stack
+                    replica.env[KEYS_FILE_VARIABLE] = str(local_keys_file(self.data_dir))
 
     def start(self, timeout: float = 30.0) -> None:
         self._plan()

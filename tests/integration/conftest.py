@@ -9,6 +9,7 @@ import pytest
 
 from metallica.client import ProtoolsClient
 from metallica.mail_sender.maildir import Maildir
+from metallica.password_generator.sealing import keyring_from_env
 from metallica.stack import LocalStack
 from metallica.storage import Row, open_database
 
@@ -39,9 +40,13 @@ class Observed:
         finally:
             database.close()
 
-    def stored_password(self, username: str) -> str | None:
+    def holds_password(self, username: str, password: str) -> bool:
+        """Whether the generator's stored digest for ``username`` is that of ``password``."""
         row = self._generator("get_password", username_key=username.lower())
-        return None if row is None else str(row["password"])
+        keys = keyring_from_env(self.stack.members["generator"][0].env)
+        return row is not None and keys.verify(
+            row["username_key"], password, row["digest_key_id"], row["digest"]
+        )
 
     def password_count(self) -> int:
         row = self._generator("count_passwords")

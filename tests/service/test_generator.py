@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -11,12 +12,20 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp
 
-from metallica.errors import UsernameTaken
+from metallica.errors import KeyReusedWithOtherBody, UsernameTaken
+from metallica.fingerprints import fingerprint
 from metallica.password_generator.domain import PasswordPolicy
 from metallica.password_generator.http import create_app
-from metallica.password_generator.service import Created, PasswordService
+from metallica.password_generator.sealing import Keyring, new_entry
+from metallica.password_generator.service import (
+    Created,
+    IdempotencyRecordExpired,
+    PasswordService,
+)
 from metallica.password_generator.settings import GeneratorSettings
 from metallica.storage import Timeouts, open_database
+from metallica.storage import migrate as migrate_module
+from metallica.storage.queries import migration_files
 from tests.conftest import MakeUrl
 from tests.service.conftest import AUTH, TestClient, count, headers, migrated, problem_code
 from tests.waiting import eventually
@@ -31,12 +40,21 @@ def url(database_url: MakeUrl) -> str:
 
 
 @pytest.fixture
-def make_client(url: str, start_app: Callable[[ASGIApp], TestClient]) -> MakeClient:
-    """``make(faults_enabled=False)``: a running app on the test's database."""
+def keys() -> Keyring:
+    return Keyring.generate("k1")
 
-    def make(faults_enabled: bool = False) -> TestClient:
+
+@pytest.fixture
+def make_client(url: str, keys: Keyring, start_app: Callable[[ASGIApp], TestClient]) -> MakeClient:
+    """``make(faults_enabled=False, **settings)``: a running app on the test's database, with
+    the test's keys unless given others."""
+
+    def make(faults_enabled: bool = False, **settings: Any) -> TestClient:
+        settings.setdefault("keys", keys)
         return start_app(
-            create_app(GeneratorSettings(url, "test-token", faults_enabled=faults_enabled))
+            create_app(
+                GeneratorSettings(url, "test-token", faults_enabled=faults_enabled, **settings)
+            )
         )
 
     return make
@@ -55,13 +73,24 @@ def commands(url: str) -> int:
     return count(url, "generator", "count_commands")
 
 
-def stored_password(url: str, username: str) -> str | None:
+def holds(url: str, keys: Keyring, username: str, password: str) -> bool:
+    """Whether the generator's stored digest for ``username`` is that of ``password``."""
     database = open_database(url, "generator", pool_size=1)
     try:
-        row = PasswordService(database, PasswordPolicy()).find(username)
+        return PasswordService(database, PasswordPolicy(), keys).verify(username, password)
     finally:
         database.close()
-    return None if row is None else str(row["password"])
+
+
+def has_password(url: str, username: str) -> bool:
+    database = open_database(url, "generator", pool_size=1)
+    try:
+        return (
+            PasswordService(database, PasswordPolicy(), Keyring.generate()).find(username)
+            is not None
+        )
+    finally:
+        database.close()
 
 
 def create(client: TestClient, key: str | None, body: Any) -> Any:
@@ -71,7 +100,7 @@ def create(client: TestClient, key: str | None, body: Any) -> Any:
 # --- the contract ----------------------------------------------------------------------------
 
 
-def test_create_answers_201_with_the_password(client: TestClient, url: str) -> None:
+def test_create_answers_201_with_the_password(client: TestClient, url: str, keys: Keyring) -> None:
     response = create(client, "k1", {"username": "alice"})
     assert response.status_code == 201
     body = response.json()
@@ -79,7 +108,8 @@ def test_create_answers_201_with_the_password(client: TestClient, url: str) -> N
     assert body["username"] == "alice"
     assert isinstance(body["password"], str)
     assert len(body["password"]) == PasswordPolicy().length
-    assert stored_password(url, "alice") == body["password"]
+    assert holds(url, keys, "alice", body["password"])
+    assert not holds(url, keys, "alice", body["password"][::-1])
 
 
 def test_a_repeated_key_gets_the_same_answer_and_creates_nothing(
@@ -93,7 +123,9 @@ def test_a_repeated_key_gets_the_same_answer_and_creates_nothing(
     assert commands(url) == 1
 
 
-def test_another_key_for_a_taken_username_is_a_409(client: TestClient, url: str) -> None:
+def test_another_key_for_a_taken_username_is_a_409(
+    client: TestClient, url: str, keys: Keyring
+) -> None:
     created = create(client, "k1", {"username": "alice"}).json()
 
     for other in ("alice", "ALICE", "Alice"):
@@ -109,7 +141,7 @@ def test_another_key_for_a_taken_username_is_a_409(client: TestClient, url: str)
         assert problem_code(again) == "username-taken"
 
     assert passwords(url) == 1
-    assert stored_password(url, "alice") == created["password"]
+    assert holds(url, keys, "alice", created["password"])
     assert create(client, "k1", {"username": "alice"}).json() == created
 
 
@@ -118,7 +150,7 @@ def test_a_key_reused_with_another_body_is_a_422(client: TestClient, url: str) -
     reused = create(client, "k1", {"username": "bob"})
     assert reused.status_code == 422
     assert problem_code(reused) == "idempotency-key-reused"
-    assert stored_password(url, "bob") is None
+    assert not has_password(url, "bob")
     assert passwords(url) == 1
 
 
@@ -214,6 +246,9 @@ def test_health_needs_no_token(client: TestClient) -> None:
 THREADS = 8
 
 
+RACE_KEYS = Keyring.generate("race")
+
+
 def race(url: str, work: Callable[[PasswordService, int], Created]) -> list[Created | Exception]:
     """Run ``work`` from THREADS threads at once, each with its own service and connections."""
     with migrated(url, "generator"):
@@ -224,7 +259,7 @@ def race(url: str, work: Callable[[PasswordService, int], Created]) -> list[Crea
     def run(index: int) -> None:
         database = open_database(url, "generator", pool_size=1)
         try:
-            service = PasswordService(database, PasswordPolicy())
+            service = PasswordService(database, PasswordPolicy(), RACE_KEYS)
             barrier.wait(timeout=10)
             results[index] = work(service, index)
         except Exception as error:
@@ -248,7 +283,7 @@ def test_concurrent_repeats_of_a_key_get_one_password(url: str) -> None:
     assert commands(url) == 1
     (created,) = set(results)
     assert isinstance(created, Created)
-    assert stored_password(url, "alice") == created.password
+    assert holds(url, RACE_KEYS, "alice", created.password)
 
 
 def test_concurrent_keys_for_one_username_create_one_password(url: str) -> None:
@@ -262,7 +297,7 @@ def test_concurrent_keys_for_one_username_create_one_password(url: str) -> None:
     assert len(taken) == THREADS - 1, results
     assert passwords(url) == 1
     assert commands(url) == THREADS
-    assert stored_password(url, "alice") == created[0].password
+    assert holds(url, RACE_KEYS, "alice", created[0].password)
 
 
 # --- fault points ----------------------------------------------------------------------------
@@ -276,7 +311,7 @@ def arm(client: TestClient, point: str, action: str = "error", **extra: int) -> 
 
 
 def test_a_failure_after_persisting_is_healed_by_the_retry(
-    make_client: MakeClient, url: str, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient, url: str, keys: Keyring, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = make_client(faults_enabled=True)
@@ -285,20 +320,21 @@ def test_a_failure_after_persisting_is_healed_by_the_retry(
     failed = create(client, "k1", {"username": "alice"})
     assert failed.status_code == 500
     assert problem_code(failed) == "injected-fault"
-    stored = stored_password(url, "alice")
-    assert stored is not None  # the answer was lost, the password was not
-    assert stored not in failed.text
+    assert has_password(url, "alice")  # the answer was lost, the password was not
 
     retried = create(client, "k1", {"username": "alice"})
     assert retried.status_code == 201
-    assert retried.json() == {"username": "alice", "password": stored}
+    password = retried.json()["password"]
+    assert retried.json() == {"username": "alice", "password": password}
+    assert holds(url, keys, "alice", password)
+    assert password not in failed.text
     assert passwords(url) == 1
-    assert stored not in caplog.text
+    assert password not in caplog.text
 
 
 @pytest.mark.parametrize("point", ["before_persist", "during_persist"])
 def test_a_failure_before_the_commit_stores_nothing_and_the_retry_creates(
-    make_client: MakeClient, url: str, point: str
+    make_client: MakeClient, url: str, keys: Keyring, point: str
 ) -> None:
     client = make_client(faults_enabled=True)
     arm(client, point)
@@ -311,7 +347,7 @@ def test_a_failure_before_the_commit_stores_nothing_and_the_retry_creates(
 
     retried = create(client, "k1", {"username": "alice"})
     assert retried.status_code == 201
-    assert retried.json()["password"] == stored_password(url, "alice")
+    assert holds(url, keys, "alice", retried.json()["password"])
     assert passwords(url) == 1
 
 
@@ -411,3 +447,229 @@ def commands_in_flight(url: str, backend: str) -> int:
         return 1
     finally:
         probe.close()
+
+
+# --- secrets at rest ---------------------------------------------------------------------------
+
+
+def raw_rows(url: str, backend: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the generator's two tables, read with the driver, every column."""
+    tables = ("passwords", "commands")
+    if backend == "postgres":
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as connection:
+            return {t: connection.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+    import sqlite3
+
+    from metallica.storage.sqlite import path_from_url
+
+    lite = sqlite3.connect(path_from_url(url))
+    lite.row_factory = sqlite3.Row
+    try:
+        return {t: [dict(row) for row in lite.execute(f"SELECT * FROM {t}")] for t in tables}
+    finally:
+        lite.close()
+
+
+def assert_nowhere(password: str, url: str, backend: str, *, files: bool = True) -> None:
+    """``password`` is in no column of no row, as text or bytes (nor, on SQLite and with
+    ``files``, anywhere in the database's files)."""
+    for table, rows in raw_rows(url, backend).items():
+        for row in rows:
+            for column, value in row.items():
+                if isinstance(value, bytes | memoryview):
+                    assert password.encode() not in bytes(value), (table, column)
+                else:
+                    assert password not in str(value), (table, column)
+    if backend == "sqlite" and files:
+        from metallica.storage.sqlite import path_from_url
+
+        database = path_from_url(url)
+        for path in database.parent.glob(database.name + "*"):
+            assert password.encode() not in path.read_bytes(), path.name
+
+
+def test_the_database_holds_no_clear_password(
+    client: TestClient, url: str, backend: str, keys: Keyring
+) -> None:
+    created = create(client, "k1", {"username": "alice"}).json()
+    assert create(client, "k1", {"username": "alice"}).json() == created
+    assert create(client, "k2", {"username": "ALICE"}).status_code == 409
+    password = created["password"]
+
+    assert_nowhere(password, url, backend)
+    rows = raw_rows(url, backend)
+    (stored,) = rows["passwords"]
+    assert stored["digest_key_id"] == "k1"
+    assert len(bytes(stored["digest"])) == 32
+    assert stored["legacy_password"] is None
+    commands = {row["idempotency_key"]: row for row in rows["commands"]}
+    assert commands["k1"]["seal_key_id"] == "k1"
+    assert len(bytes(commands["k1"]["sealed"])) == 12 + len(password) + 16
+    assert commands["k2"]["sealed"] is None  # a refusal keeps no password
+    assert commands["k2"]["seal_key_id"] is None
+
+
+def test_a_replay_is_told_the_record_expired_once_its_retention_is_over(url: str) -> None:
+    # The exact rule, on a clock of our own: the copy is kept for `retention` seconds after
+    # the record was created; a replay past that is refused even before the sweep has run.
+    now = [1_000.0]
+    keys = Keyring.generate()
+    with migrated(url, "generator") as database:
+        service = PasswordService(
+            database, PasswordPolicy(), keys, retention=100, clock=lambda: now[0]
+        )
+        created = service.create("k-alice", "alice")
+        now[0] = 1_099.9
+        assert service.create("k-alice", "alice") == created
+        now[0] = 1_100.0
+        with pytest.raises(IdempotencyRecordExpired) as expired:
+            service.create("k-alice", "alice")
+        assert expired.value.status == 410
+        assert created.password not in str(expired.value.detail)
+        for number in range(5):
+            service.create(f"k-{number}", f"user{number}")
+        now[0] = 1_150.0
+        fresh = service.create("k-fresh", "fresh")
+
+        now[0] = 1_200.5  # the five are past their retention, "fresh" is not
+        assert service.expire_sealed_copies(batch=2) == 6  # in batches of 2: alice's too
+        assert service.expire_sealed_copies(batch=2) == 0
+        assert service.create("k-fresh", "fresh") == fresh
+        with pytest.raises(IdempotencyRecordExpired):
+            service.create("k-3", "user3")
+        # the record stays: the same key with another body, or another key, is still refused
+        with pytest.raises(KeyReusedWithOtherBody):
+            service.create("k-alice", "bob")
+        with pytest.raises(UsernameTaken):
+            service.create("k-other", "alice")
+        assert service.verify("alice", created.password)  # the digest is for good
+    sealed = [row["idempotency_key"] for row in raw_rows_anywhere(url) if row["sealed"]]
+    assert sealed == ["k-fresh"]
+
+
+def raw_rows_anywhere(url: str) -> list[dict[str, Any]]:
+    return raw_rows(url, "postgres" if url.startswith("postgres") else "sqlite")["commands"]
+
+
+def test_the_sweep_drops_expired_copies_and_a_replay_gets_410(
+    make_client: MakeClient, url: str, backend: str
+) -> None:
+    client = make_client(retention=1.0, sweep_interval=0.05)
+    created = create(client, "k1", {"username": "alice"})
+    assert created.status_code == 201
+
+    assert eventually(lambda: raw_rows(url, backend)["commands"][0]["sealed"] is None)
+    replay = create(client, "k1", {"username": "alice"})
+    assert replay.status_code == 410
+    assert problem_code(replay) == "idempotency-record-expired"
+    assert replay.json()["retention_seconds"] == 1
+    assert created.json()["password"] not in replay.text
+    taken = create(client, "k2", {"username": "alice"})
+    assert taken.status_code == 409
+    assert problem_code(taken) == "username-taken"
+
+
+def test_a_generator_with_a_new_key_still_answers_replays_sealed_with_the_old_one(
+    make_client: MakeClient, url: str, backend: str
+) -> None:
+    first, second = new_entry("k1"), new_entry("k2")
+    before = make_client(keys=Keyring.parse(first))
+    alice = create(before, "k-alice", {"username": "alice"}).json()
+
+    rotated_keys = Keyring.parse(f"{second},{first}")
+    after = make_client(keys=rotated_keys)
+    assert create(after, "k-alice", {"username": "alice"}).json() == alice
+    bob = create(after, "k-bob", {"username": "bob"}).json()
+    rows = raw_rows(url, backend)
+    assert {r["username_key"]: r["digest_key_id"] for r in rows["passwords"]} == {
+        "alice": "k1",
+        "bob": "k2",
+    }
+    assert {r["idempotency_key"]: r["seal_key_id"] for r in rows["commands"]} == {
+        "k-alice": "k1",
+        "k-bob": "k2",
+    }
+    assert holds(url, rotated_keys, "alice", alice["password"])
+    assert holds(url, rotated_keys, "bob", bob["password"])
+
+    # A replica still without the new key cannot read bob's copy: a 500 to retry, no secret.
+    stale = create(before, "k-bob", {"username": "bob"})
+    assert stale.status_code == 500
+    assert problem_code(stale) == "replay-unreadable"
+    assert bob["password"] not in stale.text
+    for entry in (first, second):
+        assert entry.split(":")[1][:12] not in stale.text
+
+
+def test_rows_from_before_the_digests_are_sealed_at_start(
+    make_client: MakeClient, url: str, backend: str, keys: Keyring
+) -> None:
+    now = time.time()
+    clear = {"old": "Clear-Passw0rd-old!", "ancient": "Clear-Passw0rd-ancient!"}
+    database = open_database(url, "generator", pool_size=1)
+    try:  # a database at version 1, with what version 1 stored: passwords in clear
+        with database.transaction() as tx:
+            tx.lock_migrations()
+            tx.run_script(migrate_module._CREATE_TABLE)
+            version, name, sql = migration_files(database.dialect, "generator")[0]
+            tx.run_script(sql)
+            tx.execute("record_migration", version=version, name=name)
+            for username, created_at in (("old", now - 60), ("ancient", now - 3 * 86400)):
+                response = json.dumps({"username": username.title()})
+                tx.run_script(
+                    "INSERT INTO passwords (username_key, username, password, created_at) "
+                    f"VALUES ('{username}', '{username.title()}', '{clear[username]}', "
+                    f"{created_at})"
+                )
+                tx.run_script(
+                    "INSERT INTO commands (idempotency_key, fingerprint, username_key, status, "
+                    f"response, created_at) VALUES ('k-{username}', "
+                    f"'{fingerprint({'username': username.title()})}', '{username}', 201, "
+                    f"'{response}', {created_at})"
+                )
+    finally:
+        database.close()
+
+    client = make_client()
+    for password in clear.values():
+        # Rows only: the old clear text may linger in free pages and the WAL until reused
+        # (the generator says so in its log: VACUUM scrubs it).
+        assert_nowhere(password, url, backend, files=False)
+    assert holds(url, keys, "old", clear["old"])
+    assert holds(url, keys, "ancient", clear["ancient"])
+    replay = create(client, "k-old", {"username": "Old"})
+    assert replay.status_code == 201
+    assert replay.json() == {"username": "Old", "password": clear["old"]}
+    expired = create(client, "k-ancient", {"username": "Ancient"})
+    assert expired.status_code == 410
+    assert problem_code(expired) == "idempotency-record-expired"
+    assert all(row["legacy_password"] is None for row in raw_rows(url, backend)["passwords"])
+
+
+def test_the_bench_preload_writes_digests_and_sealed_copies(
+    database_url: MakeUrl, backend: str, keys: Keyring
+) -> None:
+    from metallica.bench.preload import preload
+
+    urls = {service: database_url(service) for service in ("protools", "generator", "mailer")}
+    for service, service_url in urls.items():
+        with migrated(service_url, service):
+            pass
+    preload(urls, 30, lambda _: None, keyring=keys)
+
+    rows = raw_rows(urls["generator"], backend)
+    assert len(rows["passwords"]) == len(rows["commands"]) == 30
+    username = rows["passwords"][7]["username"]
+    number = int(username.rsplit("-", 1)[1])
+    password = f"preloaded-{number:08d}-Aa1!"
+    assert_nowhere(password, urls["generator"], backend)
+    assert holds(urls["generator"], keys, username, password)
+    (command,) = [r for r in rows["commands"] if r["username_key"] == username.lower()]
+    with migrated(urls["generator"], "generator") as database:
+        replayed = PasswordService(database, PasswordPolicy(), keys).create(
+            command["idempotency_key"], username
+        )
+    assert replayed == Created(username, password)

@@ -1,7 +1,8 @@
 """History for the bench: N completed password workflows written straight into the stores.
 
 Each seeded workflow has what a real one leaves behind: protools' four events and its command
-record, the generator's password and command record, the mailer's record. They go in through
+record, the generator's password (its keyed digest) and command record (with the sealed copy of
+the password, under the stack's generator keys), the mailer's record. They go in through
 the storage layer's bulk path (:meth:`~metallica.storage.ports.Transaction.copy_rows`: COPY on
 PostgreSQL), in batches, with a progress line. The mails themselves are not written to the
 Maildir: a million files would measure the file system, and the mailer never reads old ones.
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from metallica.fingerprints import fingerprint
+from metallica.password_generator.sealing import Keyring
 from metallica.protools import engine, password_workflow
 from metallica.storage import open_database
 
@@ -86,9 +88,37 @@ def _batches(count: int) -> Iterator[tuple[int, int]]:
         yield start, min(count, start + BATCH)
 
 
-def preload(urls: dict[str, str], count: int, progress: Progress) -> float:
-    """Seed ``count`` completed workflows into the stores at ``urls`` (by service); return the
-    seconds it took."""
+def _generator_rows(
+    prefix: str, start: int, stop: int, now: float, keyring: Keyring
+) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
+    passwords: list[Sequence[Any]] = []
+    commands: list[Sequence[Any]] = []
+    for number in range(start, stop):
+        username = f"{prefix}-{number}"
+        username_key = username.lower()
+        password = f"preloaded-{number:08d}-Aa1!"
+        key = f"wf-{prefix}-{number}/generate_password"
+        digest = keyring.digest(username_key, password)
+        sealed = keyring.seal(password, idempotency_key=key, username_key=username_key)
+        passwords.append((username_key, username, digest.value, digest.key_id, now))
+        commands.append(
+            (
+                key,
+                fingerprint({"username": username}),
+                username_key,
+                201,
+                _dumps({"username": username}),
+                sealed.blob,
+                sealed.key_id,
+                now,
+            )
+        )
+    return passwords, commands
+
+
+def preload(urls: dict[str, str], count: int, progress: Progress, *, keyring: Keyring) -> float:
+    """Seed ``count`` completed workflows into the stores at ``urls`` (by service), the
+    generator's secrets under ``keyring``; return the seconds it took."""
     started, now = time.monotonic(), time.time()
     prefix = f"pre{uuid.uuid4().hex[:6]}"
     protools = open_database(urls["protools"], "protools", pool_size=1)
@@ -106,15 +136,12 @@ def preload(urls: dict[str, str], count: int, progress: Progress) -> float:
                     ("idempotency_key", "fingerprint", "workflow_id", "created_at"),
                     commands,
                 )
-            usernames = [f"{prefix}-{number}" for number in range(start, stop)]
+            passwords, generator_commands = _generator_rows(prefix, start, stop, now, keyring)
             with generator.transaction() as tx:
                 tx.copy_rows(
                     "passwords",
-                    ("username_key", "username", "password", "created_at"),
-                    [
-                        (u.lower(), u, f"preloaded-{n:08d}-Aa1!", now)
-                        for n, u in zip(range(start, stop), usernames, strict=True)
-                    ],
+                    ("username_key", "username", "digest", "digest_key_id", "created_at"),
+                    passwords,
                 )
                 tx.copy_rows(
                     "commands",
@@ -124,19 +151,11 @@ def preload(urls: dict[str, str], count: int, progress: Progress) -> float:
                         "username_key",
                         "status",
                         "response",
+                        "sealed",
+                        "seal_key_id",
                         "created_at",
                     ),
-                    [
-                        (
-                            f"wf-{prefix}-{n}/generate_password",
-                            fingerprint({"username": u}),
-                            u.lower(),
-                            201,
-                            _dumps({"username": u}),
-                            now,
-                        )
-                        for n, u in zip(range(start, stop), usernames, strict=True)
-                    ],
+                    generator_commands,
                 )
             with mailer.transaction() as tx:
                 tx.copy_rows(

@@ -5,7 +5,9 @@ store, the generator's database, the Maildir) and checks the invariants of DESIG
 
 - no accepted command lost: every command protools recorded has a workflow, and it is terminal;
 - no duplicate password or mail: one mail per completed workflow, no mail or password without one;
-- returned == stored == mailed, for every completed workflow and every client told "ok";
+- returned == stored == mailed, for every completed workflow and every client told "ok" (the
+  generator keeps only a keyed digest of each password: "stored" means the returned password
+  digests, under the generator's key, to what its row holds);
 - the deadline never ends a workflow while a step may have acted: no ``deadline-exceeded``
   failure while its step was in doubt, or while an attempt of it was claimed and never recorded
   (past its deadline a workflow may still finish what is in doubt, and the mail);
@@ -20,12 +22,13 @@ import email
 import email.policy
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metallica.mail_sender.maildir import Maildir
+from metallica.password_generator.sealing import Keyring
 from metallica.protools import engine, store
 from metallica.storage import open_database
 
@@ -55,6 +58,25 @@ class Mail:
     password: str | None
 
 
+# Whether a password is the one the generator holds in a given stored form for a username key.
+Matcher = Callable[[str, Any, str], bool]
+
+
+def same(_username_key: str, stored: Any, password: str) -> bool:
+    """The matcher of a store that held passwords themselves (the checker's own tests)."""
+    return bool(stored == password)
+
+
+def digest_matcher(keyring: Keyring) -> Matcher:
+    """The matcher of the generator's rows: ``stored`` is ``(key id, digest)``."""
+
+    def matches(username_key: str, stored: Any, password: str) -> bool:
+        key_id, digest = stored
+        return keyring.verify(username_key, password, key_id, digest)
+
+    return matches
+
+
 @dataclass
 class Snapshot:
     """The system's final state, read from its stores."""
@@ -62,8 +84,9 @@ class Snapshot:
     events: dict[str, list[engine.RecordedEvent]]
     global_positions: list[int]
     commands: dict[str, str]  # idempotency key -> workflow id
-    passwords: dict[str, str]  # username key -> password
+    passwords: dict[str, Any]  # username key -> what the generator holds of its password
     mails: list[Mail]
+    matches: Matcher = same  # does a password match what the generator holds?
 
     def workflow(self, workflow_id: str) -> engine.WorkflowState | None:
         return engine.fold(workflow_id, self.events.get(workflow_id, []))
@@ -117,10 +140,12 @@ def read_snapshot(
     generator_url: str,
     maildir: Path,
     *,
+    keyring: Keyring,
     only: Sequence[ClientRecord] | None = None,
 ) -> Snapshot:
     """Read the final state of a stack from its databases and its Maildir; with ``only``, just
-    what concerns those clients' commands (a store with a long history is not read whole)."""
+    what concerns those clients' commands (a store with a long history is not read whole).
+    ``keyring``: the generator's keys, to verify the passwords' digests."""
     protools = open_database(protools_url, "protools", pool_size=1)
     try:
         events: dict[str, list[engine.RecordedEvent]] = defaultdict(list)
@@ -157,15 +182,17 @@ def read_snapshot(
                 found = (
                     tx.fetch_one("get_password", username_key=r.username.lower()) for r in only
                 )
-                rows = [{"username_key": row["username"].lower(), **row} for row in found if row]
-            passwords = {row["username_key"]: row["password"] for row in rows}
+                rows = [row for row in found if row]
+            passwords = {
+                row["username_key"]: (row["digest_key_id"], bytes(row["digest"])) for row in rows
+            }
     finally:
         generator.close()
     mails = [read_mail(path) for path in Maildir(maildir).mails()]
     if only is not None:
         recipients = {r.username.lower() for r in only}
         mails = [mail for mail in mails if mail.to.split("@")[0].lower() in recipients]
-    return Snapshot(dict(events), positions, commands, passwords, mails)
+    return Snapshot(dict(events), positions, commands, passwords, mails, digest_matcher(keyring))
 
 
 def history(snapshot: Snapshot, workflow_id: str | None) -> tuple[str, ...]:
@@ -221,16 +248,22 @@ def check(snapshot: Snapshot, records: Sequence[ClientRecord]) -> Report:
     for count in mails_by_password.values():
         if count > 1:
             violation(INVARIANTS[1], "mail", f"{count} mails carry the same password", None)
-    completed_passwords = {
-        state.results["generate_password"]["password"] for state in completed.values()
-    }
+    returned_to: dict[str, list[str]] = defaultdict(list)  # username key -> passwords returned
+    for state in completed.values():
+        returned_to[engine_username(state).lower()].append(
+            state.results["generate_password"]["password"]
+        )
+    completed_passwords = {password for passwords in returned_to.values() for password in passwords}
     for mail in snapshot.mails:
         if mail.password not in completed_passwords:
             violation(
                 INVARIANTS[1], f"mail {mail.path.name}", "no completed workflow returned it", None
             )
-    for username_key, password in snapshot.passwords.items():
-        if password not in completed_passwords:
+    for username_key, stored in snapshot.passwords.items():
+        if not any(
+            snapshot.matches(username_key, stored, password)
+            for password in returned_to.get(username_key, [])
+        ):
             violation(
                 INVARIANTS[1],
                 f"username {username_key!r}",
@@ -245,7 +278,7 @@ def check(snapshot: Snapshot, records: Sequence[ClientRecord]) -> Report:
         returned = state.results["generate_password"]["password"]
         stored = snapshot.passwords.get(username.lower())
         found = mailed.get(returned)
-        if stored != returned:
+        if stored is None or not snapshot.matches(username.lower(), stored, returned):
             violation(
                 INVARIANTS[2],
                 f"workflow {workflow_id}",
@@ -266,7 +299,12 @@ def check(snapshot: Snapshot, records: Sequence[ClientRecord]) -> Report:
     for record in records:
         if record.told == OK:
             stored = snapshot.passwords.get(record.username.lower())
-            if record.password != stored or record.password not in mailed:
+            held = (
+                stored is not None
+                and record.password is not None
+                and snapshot.matches(record.username.lower(), stored, record.password)
+            )
+            if not held or record.password not in mailed:
                 violation(
                     INVARIANTS[2],
                     f"command {record.key!r}",

@@ -24,6 +24,7 @@ import httpx
 from metallica.faultproxy import ProxyThread, Toxic
 from metallica.lab.checker import FAILED, OK, UNKNOWN, ClientRecord, Report, check, read_snapshot
 from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.password_generator.sealing import Keyring, keyring_from_env
 from metallica.problems import code_of
 from metallica.stack import LocalStack, Replica
 from metallica.storage import open_database
@@ -278,15 +279,20 @@ class Lab:
                 replica.env = env_before
                 self.stack.restart(service, replica.index)
 
-    def stored_password(self, username: str) -> str | None:
-        """The generator's password for ``username``, if it has one yet."""
+    @property
+    def generator_keys(self) -> Keyring:
+        """The generators' key ring (the checker verifies the stored digests with it)."""
+        return keyring_from_env(self.stack.members["generator"][0].env)
+
+    def has_password(self, username: str) -> bool:
+        """Whether the generator holds a password for ``username`` yet."""
         database = open_database(self.stack.database_url("generator"), "generator", pool_size=1)
         try:
             with database.transaction(write=False) as tx:
                 row = tx.fetch_one("get_password", username_key=username.lower())
         finally:
             database.close()
-        return None if row is None else str(row["password"])
+        return row is not None
 
     def stop_service(self, service: str) -> None:
         for index in range(self.replicas):
@@ -311,5 +317,6 @@ class Lab:
             self.stack.database_url("protools"),
             self.stack.database_url("generator"),
             self.stack.maildir,
+            keyring=self.generator_keys,
         )
         return check(snapshot, list(self.records if records is None else records))

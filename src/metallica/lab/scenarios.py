@@ -261,7 +261,7 @@ def _killed_at_the_deadline(lab: Lab) -> list[Check]:
         killed = lab.new_record(_name("killed"))
         submitted = time.monotonic()
         lab.post(killed, replica=0, wait=0)
-        committed = _eventually(lambda: lab.stored_password(killed.username) is not None, seconds=5)
+        committed = _eventually(lambda: lab.has_password(killed.username), seconds=5)
         time.sleep(max(0.0, submitted + deadline - time.monotonic()))  # the fault's timing
         lab.stack.kill("protools", 0)
         lab.resolve(killed, first_replica=other)

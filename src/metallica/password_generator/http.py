@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +23,8 @@ from metallica.web.requests import idempotency_key, json_object, string_field
 
 FAULT_POINTS = ("before_persist", "during_persist", "after_persist")
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(settings: GeneratorSettings) -> Starlette:
     faults = FaultPoints(FAULT_POINTS, enabled=settings.faults_enabled)
@@ -32,9 +37,23 @@ def create_app(settings: GeneratorSettings) -> Starlette:
             settings.database_timeouts,
             settings.database_pool_size,
         ) as database:
-            app.state.service = PasswordService(database, settings.policy, faults=faults)
+            service = PasswordService(
+                database,
+                settings.policy,
+                settings.keys,
+                retention=settings.retention,
+                faults=faults,
+            )
+            await in_thread(service.seal_legacy_rows)  # rows from before the digests, if any
+            app.state.service = service
             app.state.readiness_checks = {"database": database_check(database)}
-            yield
+            sweeping = asyncio.create_task(_sweep(service, settings.sweep_interval))
+            try:
+                yield
+            finally:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
 
     async def create_password(request: Request) -> Response:
         key = idempotency_key(request)
@@ -51,3 +70,16 @@ def create_app(settings: GeneratorSettings) -> Starlette:
         *fault_routes(token, faults),
     ]
     return service_app("generator", routes, lifespan, max_in_flight=settings.max_in_flight)
+
+
+async def _sweep(service: PasswordService, interval: float) -> None:
+    """Drop the sealed copies of expired idempotency records, now and every ``interval`` s."""
+    while True:
+        try:
+            await in_thread(service.expire_sealed_copies)
+        except Exception as error:  # the next round tries again; the hot path is not affected
+            logger.warning(
+                "metallica.generator.sweep_failed",
+                extra={"error": getattr(error, "code", type(error).__name__)},
+            )
+        await asyncio.sleep(interval)

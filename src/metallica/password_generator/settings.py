@@ -5,11 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metallica.password_generator.domain import PasswordPolicy
+from metallica.password_generator.sealing import Keyring
+from metallica.password_generator.service import DEFAULT_RETENTION
 from metallica.storage import Timeouts
+
+
+def _ephemeral_keys() -> Keyring:
+    return Keyring.generate("ephemeral")
 
 
 @dataclass(frozen=True)
 class GeneratorSettings:
+    """``keys``: the key ring of the digests and sealed copies. ``metallica serve`` refuses to
+    start without configured keys; the default here, a random key that dies with the
+    settings, is for in-process use (tests) only. ``retention``: seconds a key's answer (the
+    sealed password) is kept for replays; keep it well above protools' workflow deadline and
+    any retry of a step in doubt. ``sweep_interval``: seconds between expiry sweeps."""
+
     database_url: str
     api_token: str
     policy: PasswordPolicy = field(default_factory=PasswordPolicy)
@@ -17,3 +29,6 @@ class GeneratorSettings:
     database_timeouts: Timeouts = field(default_factory=Timeouts)
     database_pool_size: int = 16
     max_in_flight: int = 1024
+    keys: Keyring = field(default_factory=_ephemeral_keys)
+    retention: float = DEFAULT_RETENTION
+    sweep_interval: float = 60.0
