@@ -65,7 +65,43 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "api-token",
         str,
         None,
-        "Bearer token clients present to protools and protools to the others.",
+        "A bearer token: protools accepts it from the client named 'default', the generator and "
+        "the mailer accept it from protools, and protools sends it to them unless "
+        "METALLICA_SERVICE_TOKEN is set. Named tokens (below) are the production way.",
+    ),
+    (
+        "client-tokens",
+        str,
+        None,
+        "protools: its clients' bearer tokens, 'name:token' entries, comma-separated; several "
+        "may be valid at once (rotation). A workflow's results go only to the client that "
+        "started it. Prefer the file.",
+    ),
+    (
+        "client-tokens-file",
+        click.Path(path_type=Path, dir_okay=False),
+        None,
+        "protools: a file of 'name:token' lines (# comments), beside METALLICA_CLIENT_TOKENS.",
+    ),
+    (
+        "service-token",
+        str,
+        None,
+        "protools: its own credential towards the generator and the mailer, distinct from "
+        "every client's.",
+    ),
+    (
+        "service-tokens",
+        str,
+        None,
+        "generator, mailer: who may call, 'name:token' entries (protools' service token; "
+        "several for a rotation).",
+    ),
+    (
+        "service-tokens-file",
+        click.Path(path_type=Path, dir_okay=False),
+        None,
+        "generator, mailer: a file of 'name:token' lines, beside METALLICA_SERVICE_TOKENS.",
     ),
     (
         "generator-urls",
@@ -247,6 +283,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
         return create_floor(
             FloorSettings(
                 api_token=_require("METALLICA_API_TOKEN", options["api_token"]),
+                service_token=options["service_token"] or "",
                 generator_urls=_require(
                     "METALLICA_GENERATOR_URLS", _urls(options["generator_urls"])
                 ),
@@ -262,7 +299,27 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
         check_url(database_url)
     except UnsupportedDatabaseUrl as error:
         raise click.UsageError(f"METALLICA_DATABASE_URL: {error.detail}") from None
-    token = _require("METALLICA_API_TOKEN", options["api_token"])
+    token = options["api_token"] or ""
+    from metallica.web.auth import Credentials, CredentialsError
+
+    try:
+        clients = Credentials.load(
+            entries=options["client_tokens"],
+            file=options["client_tokens_file"],
+            variable="METALLICA_CLIENT_TOKENS",
+        )
+        callers = Credentials.load(
+            entries=options["service_tokens"],
+            file=options["service_tokens_file"],
+            variable="METALLICA_SERVICE_TOKENS",
+        )
+    except CredentialsError as error:
+        raise click.UsageError(str(error)) from None
+    if not token and not (clients if service == "protools" else callers):
+        needed = "METALLICA_CLIENT_TOKENS" if service == "protools" else "METALLICA_SERVICE_TOKENS"
+        raise click.UsageError(f"{needed} (or METALLICA_API_TOKEN) is required")
+    if service == "protools" and not (options["service_token"] or token):
+        raise click.UsageError("METALLICA_SERVICE_TOKEN (or METALLICA_API_TOKEN) is required")
     from metallica.storage import Timeouts
 
     timeouts = Timeouts(
@@ -305,6 +362,8 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 database_timeouts=timeouts,
                 database_pool_size=options["db_pool_size"],
                 max_in_flight=options["max_in_flight"],
+                clients=clients,
+                service_token=options["service_token"] or "",
                 flow=FlowSettings(
                     admission_limit=options["admission_limit"],
                     client_rate=options["client_rate"],
@@ -341,6 +400,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 database_timeouts=timeouts,
                 database_pool_size=options["db_pool_size"],
                 max_in_flight=options["max_in_flight"],
+                callers=callers,
                 keys=keys,
                 retention=options["idempotency_retention"],
             )
@@ -359,6 +419,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
             database_timeouts=timeouts,
             database_pool_size=options["db_pool_size"],
             max_in_flight=options["max_in_flight"],
+            callers=callers,
         )
     )
 

@@ -68,6 +68,14 @@ class Unauthorized(MetallicaError):
     title = "Unauthorized"
 
 
+class Forbidden(MetallicaError):
+    """This belongs to another client: only the client that created it may read it."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+
 class NotFound(MetallicaError):
     """No such resource."""
 

@@ -9,6 +9,7 @@ Unless told otherwise, the generators get the key file of the data dir (created 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -70,7 +71,7 @@ class LocalStack:
     """
 
     data_dir: Path
-    api_token: str
+    api_token: str  # the clients' (the client named "default" at protools)
     replicas: int = 1
     database_urls: Mapping[str, str] = field(default_factory=dict)
     base_port: int | None = None
@@ -80,6 +81,8 @@ class LocalStack:
     supervise: bool = False
     services: tuple[str, ...] = SERVICES
     members: dict[str, list[Replica]] = field(default_factory=dict)
+    # protools' own credential towards the generator and the mailer: no client holds it.
+    service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     restarts: int = 0
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _supervisor: threading.Thread | None = None
@@ -117,7 +120,6 @@ class LocalStack:
                     )
                 )
         common = {
-            "METALLICA_API_TOKEN": self.api_token,
             "METALLICA_MAILDIR": str(self.maildir),
             "METALLICA_GENERATOR_URLS": ",".join(self._routes("generator")),
             "METALLICA_MAILER_URLS": ",".join(self._routes("mailer")),
@@ -127,6 +129,7 @@ class LocalStack:
             for replica in replicas:
                 replica.env = {
                     **common,
+                    **self._credentials(service),
                     "METALLICA_DATABASE_URL": self.database_url(service),
                     **self.service_env.get(service, {}),
                 }
@@ -136,6 +139,15 @@ class LocalStack:
                     replica.env.get(KEYS_VARIABLE) or replica.env.get(KEYS_FILE_VARIABLE)
                 ):  # a key of this data dir's own, kept across restarts of the stack
                     replica.env[KEYS_FILE_VARIABLE] = str(local_keys_file(self.data_dir))
+
+    def _credentials(self, service: str) -> dict[str, str]:
+        """Clients' token to protools (and the floor); protools' own, distinct, to the others."""
+        if service in ("generator", "mailer"):
+            return {"METALLICA_SERVICE_TOKENS": f"protools:{self.service_token}"}
+        return {
+            "METALLICA_API_TOKEN": self.api_token,
+            "METALLICA_SERVICE_TOKEN": self.service_token,
+        }
 
     def start(self, timeout: float = 30.0) -> None:
         self._plan()

@@ -144,7 +144,7 @@ def test_protools_killed_mid_workflow_completes_once_after_restart(
     armed = httpx.post(
         generator + "/v1/faults",
         json={"point": "before_persist", "action": "delay", "delay_ms": 1500, "count": 1},
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {stack.service_token}"},
     )
     assert armed.status_code == 201
     accepted = client.create_password("frank", key="k-frank", wait=0)
@@ -192,7 +192,7 @@ def test_an_answer_dropped_after_the_commit_is_retried_to_the_same_password(
     armed = httpx.post(
         stack.urls("generator")[0] + "/v1/faults",
         json={"point": "after_persist", "action": "drop", "attempt": 1},
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {stack.service_token}"},
     )
     assert armed.status_code == 201
 

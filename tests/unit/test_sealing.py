@@ -188,6 +188,7 @@ SECRET_LOOKING = "c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1uZXZlci1zaG93LXVwLWFueXdoZXJl"
         (f"bad id:{secret_b64()}", "key id"),
         (f"k1:{secret_b64()},k1:{secret_b64()}", "listed twice"),
     ],
+    ids=["empty", "blank", "no-id", "empty-id", "not-base64", "short", "bad-id", "twice"],
 )
 def test_a_bad_key_ring_is_refused_without_showing_a_secret(text: str, says: str) -> None:
     with pytest.raises(KeyConfigError) as raised:

@@ -31,6 +31,7 @@ class FloorSettings:
     api_token: str
     generator_urls: tuple[str, ...]
     mailer_urls: tuple[str, ...]
+    service_token: str = ""  # towards the generator and the mailer ("": api_token)
     mail_domain: str = "example.com"
     call_timeout: float = 3.0
     connect_timeout: float = 1.0
@@ -44,7 +45,7 @@ def create_app(settings: FloorSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         clients = ServiceClients(
             {"generator": settings.generator_urls, "mailer": settings.mailer_urls},
-            token=settings.api_token,
+            token=settings.service_token or settings.api_token,
             connect_timeout=settings.connect_timeout,
             call_timeout=settings.call_timeout,
             max_connections=settings.concurrency,

@@ -244,7 +244,9 @@ class Lab:
         """Arm a fault point on some (default: all) replicas of a service."""
         for index in range(self.replicas) if replicas is None else replicas:
             response = self._http.post(
-                self.stack.urls(service)[index] + "/v1/faults", json=dict(fault)
+                self.stack.urls(service)[index] + "/v1/faults",
+                json=dict(fault),
+                headers=self._auth_for(service),
             )
             if response.status_code != 201:
                 raise RuntimeError(f"arming {fault} on {service}-{index + 1}: {response.text}")
@@ -252,7 +254,12 @@ class Lab:
     def disarm(self, service: str) -> None:
         for url in self.stack.urls(service):
             with contextlib.suppress(httpx.HTTPError):  # a crashed one comes back unarmed
-                self._http.delete(url + "/v1/faults", timeout=5)
+                self._http.delete(url + "/v1/faults", timeout=5, headers=self._auth_for(service))
+
+    def _auth_for(self, service: str) -> dict[str, str]:
+        """protools takes a client's token; the generator and the mailer, protools' own."""
+        token = self.token if service == "protools" else self.stack.service_token
+        return {"Authorization": f"Bearer {token}"}
 
     def poison(self, service: str, toxic: Toxic) -> None:
         """Put a toxic on the wire from protools to every replica of ``service``."""

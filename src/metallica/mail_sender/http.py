@@ -49,7 +49,7 @@ def create_app(settings: MailerSettings) -> Starlette:
         mail_id, _ = await in_thread(service.send, key, to, subject, text)
         return JSONResponse({"id": mail_id}, 202)
 
-    token = settings.api_token
+    token = settings.credentials
     routes = [
         Route("/v1/mails", authenticated(token, send_mail), methods=["POST"]),
         *fault_routes(token, faults),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metallica.storage import Timeouts
+from metallica.web.auth import DEFAULT_NAME, Credentials
 
 
 @dataclass(frozen=True)
@@ -18,3 +19,10 @@ class MailerSettings:
     database_timeouts: Timeouts = field(default_factory=Timeouts)
     database_pool_size: int = 16
     max_in_flight: int = 1024
+
+    # Who may call, by name (protools' service credential), beside ``api_token``.
+    callers: Credentials = field(default_factory=lambda: Credentials(()))
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.callers + Credentials.of([(DEFAULT_NAME, self.api_token)])

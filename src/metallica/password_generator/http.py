@@ -64,7 +64,7 @@ def create_app(settings: GeneratorSettings) -> Starlette:
         created = await in_thread(service.create, key, username)
         return JSONResponse({"username": created.username, "password": created.password}, 201)
 
-    token = settings.api_token
+    token = settings.credentials
     routes = [
         Route("/v1/passwords", authenticated(token, create_password), methods=["POST"]),
         *fault_routes(token, faults),

@@ -8,6 +8,7 @@ from metallica.password_generator.domain import PasswordPolicy
 from metallica.password_generator.sealing import Keyring
 from metallica.password_generator.service import DEFAULT_RETENTION
 from metallica.storage import Timeouts
+from metallica.web.auth import DEFAULT_NAME, Credentials
 
 
 def _ephemeral_keys() -> Keyring:
@@ -32,3 +33,10 @@ class GeneratorSettings:
     keys: Keyring = field(default_factory=_ephemeral_keys)
     retention: float = DEFAULT_RETENTION
     sweep_interval: float = 60.0
+
+    # Who may call, by name (protools' service credential), beside ``api_token``.
+    callers: Credentials = field(default_factory=lambda: Credentials(()))
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.callers + Credentials.of([(DEFAULT_NAME, self.api_token)])

@@ -8,7 +8,7 @@ transaction. Nothing here does I/O: the clock, the random source and the ids are
 
 Events of a workflow stream::
 
-    WorkflowStarted    {workflow, input, deadline}
+    WorkflowStarted    {workflow, input, deadline, client?}
     StepAttemptFailed  {step, attempt, reason, detail, in_doubt, retry_in, replica, next_replica,
                         elapsed_ms, unrecorded?}
     StepSucceeded      {step, attempt, result, replica, elapsed_ms}
@@ -200,6 +200,7 @@ class WorkflowState:
     attempts: Mapping[str, int] = field(default_factory=dict)
     in_doubt: frozenset[str] = frozenset()
     error: Mapping[str, Any] | None = None
+    client: str | None = None  # who started it: only they may read its results
     parked: Mapping[str, str] = field(default_factory=dict)  # step -> why it waits (no call)
 
     @property
@@ -218,6 +219,7 @@ def evolve(state: WorkflowState, event: RecordedEvent) -> WorkflowState:
             input=data["input"],
             started_at=event.recorded_at,
             deadline=float(data["deadline"]),
+            client=data.get("client"),
         )
     if event.type == ATTEMPT_FAILED:
         step = data["step"]
@@ -315,14 +317,17 @@ def start(
     workflow_input: Mapping[str, Any],
     *,
     now: float,
+    client: str | None = None,
 ) -> Decision:
-    """A new workflow: its first event and its first step's call."""
+    """A new workflow: its first event and its first step's call. ``client``: who asked, the
+    only one who may read its results."""
     started = NewEvent(
         STARTED,
         {
             "workflow": definition.name,
             "input": dict(workflow_input),
             "deadline": now + definition.deadline_seconds,
+            **({"client": client} if client is not None else {}),
         },
     )
     state = evolve(

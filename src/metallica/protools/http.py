@@ -15,7 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from metallica.errors import MetallicaError, NotFound, Overloaded, TooManyRequests
+from metallica.errors import (
+    Forbidden,
+    MetallicaError,
+    NotFound,
+    Overloaded,
+    TooManyRequests,
+)
 from metallica.faults import FaultPoints
 from metallica.overload.rates import retry_after_header
 from metallica.problems import MEDIA_TYPE
@@ -74,6 +80,13 @@ def representation(
     elif state.status == engine.FAILED_STATUS:
         body["error"] = state.error
     return body
+
+
+def owned_by(state: engine.WorkflowState | None, client: str) -> None:
+    """Raise :class:`Forbidden` unless ``client`` started the workflow (or nobody is recorded
+    as its client: workflows started before clients had names)."""
+    if state is not None and state.client is not None and state.client != client:
+        raise Forbidden("this workflow was started by another client")
 
 
 def client_status(error: Mapping[str, Any]) -> int:
@@ -161,7 +174,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         )
         clients = ServiceClients(
             {"generator": settings.generator_urls, "mailer": settings.mailer_urls},
-            token=settings.api_token,
+            token=settings.outgoing_token,
             connect_timeout=settings.connect_timeout,
             call_timeout=settings.call_timeout,
             max_connections=settings.relay_concurrency,
@@ -193,14 +206,14 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         logger.info("metallica.protools_started", extra={"replica": replica_id})
 
     async def start_workflow(
-        service: WorkflowService, relay: Relay, key: str, body: Mapping[str, Any]
+        service: WorkflowService, relay: Relay, key: str, body: Mapping[str, Any], client: str
     ) -> Accepted:
         """Accept an admitted command. A new workflow's first call is leased to us only if we
         have a slot to make it now; otherwise it is due at once for whichever relay has one.
         Its place under the admission limit is given back when our delivery of it stops."""
         reserved = relay.try_reserve()
         try:
-            accepted = await in_thread(service.accept, key, body, lease=reserved)
+            accepted = await in_thread(service.accept, key, body, lease=reserved, client=client)
             if faults.armed:
                 await in_thread(faults.hit, "after_accept")
         except BaseException:
@@ -240,7 +253,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         service: WorkflowService = request.app.state.service
         relay: Relay = request.app.state.relay
         # Admission first, from the headers alone: a refusal reads no body and no database.
-        rate_wait = admission.rate_wait(request.headers.get("authorization", ""))
+        client: str = request.state.caller
+        rate_wait = admission.rate_wait(client)
         if rate_wait > 0:
             raise shed("rate-limited", TooManyRequests(retry_after=retry_after_header(rate_wait)))
         refusal = admission.try_admit(relay.outbox_depth)
@@ -253,9 +267,14 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             if accepted is None:  # accepted here, then lost: a new command after all
                 raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
         else:
-            accepted = await start_workflow(service, relay, key, body)
+            accepted = await start_workflow(service, relay, key, body, client)
+        known = accepted.state
+        if known is None:  # a replay: whose is it?
+            known = await in_thread(service.load, accepted.workflow_id)
+            assert known is not None, "a recorded command has its workflow"
+            owned_by(known, client)
         state = await wait_for_state(
-            service.load, watchers, accepted.workflow_id, wait, known=accepted.state
+            service.load, watchers, accepted.workflow_id, wait, known=known
         )
         assert state is not None
         return answer(state, creating=True)
@@ -268,6 +287,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         )
         if state is None:
             raise NotFound("no workflow with this id")
+        owned_by(state, request.state.caller)
         return answer(state, creating=False)
 
     async def get_events(request: Request) -> Response:
@@ -275,6 +295,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         events = await in_thread(service.history, uuid_in_path(request, "workflow_id"))
         if not events:
             raise NotFound("no workflow with this id")
+        owned_by(engine.fold(events[0].stream_id, events[:1]), request.state.caller)
         return JSONResponse(
             {
                 "events": [
@@ -289,7 +310,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             }
         )
 
-    token = settings.api_token
+    token = settings.client_credentials
     routes = [
         Route(
             "/v1/workflows/password-creation",

@@ -72,7 +72,12 @@ class WorkflowService:
     # --- commands ------------------------------------------------------------------------------
 
     def accept(
-        self, idempotency_key: str, body: Mapping[str, Any], *, lease: bool = True
+        self,
+        idempotency_key: str,
+        body: Mapping[str, Any],
+        *,
+        lease: bool = True,
+        client: str | None = None,
     ) -> Accepted:
         """Start a workflow for a client command, or find the one this key already started.
 
@@ -82,7 +87,7 @@ class WorkflowService:
         command = self.definition.parse(body)
         body_fingerprint = fingerprint(command.canonical)
         workflow_id, now = self._new_id(), self._clock()
-        decision = engine.start(self.definition, workflow_id, command.input, now=now)
+        decision = engine.start(self.definition, workflow_id, command.input, now=now, client=client)
         try:
             with self.database.transaction() as tx:
                 recorded = store.record_command(

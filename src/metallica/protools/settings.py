@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from metallica.protools.flow import FlowSettings
 from metallica.storage import Timeouts
+from metallica.web.auth import DEFAULT_NAME, Credentials
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,15 @@ class ProtoolsSettings:
     database_pool_size: int = 16
     max_in_flight: int = 1024
     flow: FlowSettings = field(default_factory=FlowSettings)
+    # Clients, by name, beside ``api_token`` (the client named "default").
+    clients: Credentials = field(default_factory=lambda: Credentials(()))
+    # protools' own credential towards the generator and the mailer ("": ``api_token``).
+    service_token: str = ""
+
+    @property
+    def client_credentials(self) -> Credentials:
+        return self.clients + Credentials.of([(DEFAULT_NAME, self.api_token)])
+
+    @property
+    def outgoing_token(self) -> str:
+        return self.service_token or self.api_token

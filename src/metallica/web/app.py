@@ -19,7 +19,7 @@ from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
 from metallica.storage import Database, StorageUnavailable, Timeouts, open_database
 from metallica.storage.migrate import migrate, verify
 from metallica.threads import in_thread
-from metallica.web.auth import require_token
+from metallica.web.auth import DEFAULT_NAME, Credentials, require_caller
 from metallica.web.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from metallica.web.overload import FlowControlMiddleware
 from metallica.web.problems import exception_handlers
@@ -27,11 +27,16 @@ from metallica.web.problems import exception_handlers
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def authenticated(token: str, endpoint: Endpoint) -> Endpoint:
-    """``endpoint``, answering 401 problem+json to a request without the bearer token."""
+def authenticated(credentials: Credentials | str, endpoint: Endpoint) -> Endpoint:
+    """``endpoint``, answering 401 problem+json to a request without one of ``credentials``'
+    bearer tokens (a lone token stands for the caller named ``default``); the endpoint finds
+    the caller's name on ``request.state.caller``."""
+    if isinstance(credentials, str):
+        credentials = Credentials.of([(DEFAULT_NAME, credentials)])
+    allowed = credentials
 
     async def guarded(request: Request) -> Response:
-        require_token(request, token)
+        require_caller(request, allowed)
         return await endpoint(request)
 
     guarded.__name__ = endpoint.__name__

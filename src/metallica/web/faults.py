@@ -9,10 +9,11 @@ from starlette.routing import Route
 from metallica.errors import InvalidInput, NotFound
 from metallica.faults import ACTIONS, Fault, FaultPoints
 from metallica.web.app import authenticated
+from metallica.web.auth import Credentials
 from metallica.web.requests import json_object
 
 
-def fault_routes(token: str, faults: FaultPoints) -> list[Route]:
+def fault_routes(token: Credentials | str, faults: FaultPoints) -> list[Route]:
     """The fault endpoints; absent (404) unless the service runs with faults enabled."""
 
     async def arm(request: Request) -> Response:
