@@ -37,7 +37,7 @@ VARIANTS = [
 @pytest.fixture(scope="module", params=VARIANTS)
 def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     backend, replicas = request.param
-    config = LabConfig(replicas=replicas)
+    config = LabConfig(replicas=replicas, log_level="DEBUG")
     created: list[str] = []
     server_url = ""
     if backend == "postgres":
@@ -47,7 +47,9 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             created.append(create_database(server_url))
             urls[service] = with_database(server_url, created[-1])
         cluster: ThrowawayCluster | None = request.getfixturevalue("restartable_cluster")
-        config = LabConfig(replicas=replicas, database_urls=urls, cluster=cluster)
+        config = LabConfig(
+            replicas=replicas, database_urls=urls, cluster=cluster, log_level="DEBUG"
+        )
     with Lab(config, tmp_path_factory.mktemp(f"lab-{backend}-{replicas}")) as running:
         yield running
     for dbname in created:
@@ -65,3 +67,21 @@ def test_scenario(lab: Lab, name: str) -> None:
     assert result.report is not None
     assert result.report.ok, "\n".join(str(violation) for violation in result.report.violations)
     assert result.records, "the scenario sent no command"
+
+
+@pytest.mark.timeout(60)
+def test_no_secret_in_any_log_line(lab: Lab) -> None:
+    """After every scenario of the variant (the services log at DEBUG): no password a client
+    was told, no token, no key of the generator, in any line any service wrote."""
+    secrets = lab.secrets()
+    assert len(secrets) > 3, "the scenarios told no password: nothing was looked for"
+    logs = lab.logs()
+    assert logs, "no log to read"
+    assert sum(len(text) for text in logs.values()) > 10_000, "the services logged next to nothing"
+    leaks = [
+        f"{path.name}: a secret of {len(secret)} characters"
+        for path, text in logs.items()
+        for secret in secrets
+        if secret in text
+    ]
+    assert not leaks, leaks

@@ -60,6 +60,7 @@ class LabConfig:
     cluster: ThrowawayCluster | None = None
     down_seconds: float = 30.0
     wire_fault_seconds: float = 10.0
+    log_level: str = "WARNING"  # the services'; DEBUG to look for secrets in every line
 
     @property
     def backend(self) -> str:
@@ -77,7 +78,7 @@ class Lab:
             self.token,
             config.replicas,
             config.database_urls,
-            extra_env=LAB_SETTINGS,
+            extra_env={**LAB_SETTINGS, "METALLICA_LOG_LEVEL": config.log_level},
             route=self._proxy_for,
             supervise=True,
         )
@@ -260,6 +261,30 @@ class Lab:
         """protools takes a client's token; the generator and the mailer, protools' own."""
         token = self.token if service == "protools" else self.stack.service_token
         return {"Authorization": f"Bearer {token}"}
+
+    def secrets(self) -> list[str]:
+        """Everything that must never show in a log: every password a client was told, the
+        clients' and the services' tokens, the generator's keys."""
+        found = [self.token, self.stack.service_token]
+        found += [record.password for record in self.records if record.password]
+        for replica in self.stack.members.get("generator", []):
+            keys_file = replica.env.get("METALLICA_GENERATOR_KEYS_FILE")
+            entries = replica.env.get("METALLICA_GENERATOR_KEYS", "")
+            if keys_file:
+                entries += "," + Path(keys_file).read_text(encoding="utf-8")
+            found += [
+                secret.strip()
+                for entry in entries.replace("\n", ",").split(",")
+                if (secret := entry.partition(":")[2]).strip()
+            ]
+        return sorted(set(found))
+
+    def logs(self) -> dict[Path, str]:
+        """Every service log of the lab, by file."""
+        return {
+            path: path.read_text(encoding="utf-8", errors="replace")
+            for path in sorted((self.data_dir / "logs").glob("*.log"))
+        }
 
     def poison(self, service: str, toxic: Toxic) -> None:
         """Put a toxic on the wire from protools to every replica of ``service``."""
