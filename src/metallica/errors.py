@@ -39,6 +39,14 @@ class PayloadTooLarge(MetallicaError):
     title = "Payload too large"
 
 
+class HeadersTooLarge(MetallicaError):
+    """The request's headers are larger than this service accepts."""
+
+    code = "headers-too-large"
+    status = 431
+    title = "Request header fields too large"
+
+
 class UnsupportedMediaType(MetallicaError):
     """The body must be JSON: send ``Content-Type: application/json``."""
 

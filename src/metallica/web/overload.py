@@ -1,4 +1,5 @@
-"""A service's own protection: bounded requests in flight, and the caller's deadline.
+"""A service's own protection: bounded requests in flight, bounded headers, and the caller's
+deadline.
 
 Beyond ``max_in_flight`` requests being served, a new one is refused at once with 503
 ``overloaded`` and ``Retry-After``, before its body is read: a refusal costs microseconds, where
@@ -13,12 +14,13 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from metallica import deadlines
-from metallica.errors import Overloaded
+from metallica.errors import HeadersTooLarge, Overloaded
 from metallica.problems import from_error
 from metallica.web.metrics import ServiceMetrics
 from metallica.web.problems import problem_response
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+MAX_HEADER_BYTES = 16 * 1024  # names and values together: a bearer token and a key fit many times
 SHED_RETRY_AFTER = 1
 
 
@@ -44,6 +46,12 @@ class FlowControlMiddleware:
                 {"Retry-After": str(SHED_RETRY_AFTER)},
             )
             await response(scope, receive, send)
+            return
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            too_large = HeadersTooLarge(f"the headers are larger than {MAX_HEADER_BYTES} bytes")
+            await problem_response(from_error(too_large, instance=scope["path"]))(
+                scope, receive, send
+            )
             return
         header = next((v for k, v in scope["headers"] if k == self._deadline_header), None)
         token = deadlines.current_deadline.set(deadlines.parse(header))
