@@ -84,6 +84,21 @@ def test_a_saturated_replica_refuses_new_commands_fast_but_still_answers_replays
     assert admitted.json()["status"] == "completed"
 
 
+def test_a_command_refused_for_its_body_gives_its_admission_back(stack: Stack) -> None:
+    # Found by schemathesis: each command admitted, then refused for its body (415, 413, 422),
+    # kept its place under the admission limit for good; after a few, the replica refused
+    # every new command with 503 overloaded until it restarted.
+    client = stack.protools(flow=FlowSettings(admission_limit=1))
+    refused = [
+        client.post(CREATE, content=b'{"username": "a"}', headers=headers("k1")),
+        client.post(CREATE, content=b"{", headers=headers("k2", **{"Content-Type": "text/json"})),
+        client.post(CREATE, json={"username": "a", "admin": True}, headers=headers("k3")),
+        client.post(CREATE, json={"username": "a" * 70_000}, headers=headers("k4")),
+    ]
+    assert [answer.status_code for answer in refused] == [415, 415, 422, 413]
+    assert send(client, "k5", "alice", wait="20").json()["status"] == "completed"
+
+
 def test_a_client_over_its_rate_gets_429_with_retry_after(stack: Stack) -> None:
     client = stack.protools(flow=FlowSettings(client_rate=0.5, client_burst=2))
     assert send(client, "k1", "alice").status_code == 202

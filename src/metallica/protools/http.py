@@ -260,7 +260,12 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         refusal = admission.try_admit(relay.outbox_depth)
         if refusal is not None and not admission.knows(key):
             raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
-        body = await json_object(request, fields=("username", "email"))
+        try:
+            body = await json_object(request, fields=("username", "email"))
+        except BaseException:  # a body refused gives back the place it was admitted to
+            if refusal is None:
+                admission.finished(None)
+            raise
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         if refusal is not None:  # saturated, but a replay of a key accepted here: a read
             accepted = await in_thread(service.find_accepted, key, body)
