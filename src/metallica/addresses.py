@@ -6,7 +6,11 @@ import re
 
 from metallica.errors import InvalidInput
 
-_ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+# No control character either: the mail-sender refuses them in a header, and protools must
+# refuse every address the mail-sender would (once a password exists, its mail must go out).
+_ADDRESS = re.compile(
+    r"^[^@\s<>(),;:\"\[\]\\\x00-\x1f\x7f-\x9f]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+)
 
 
 def validate(address: str, field: str) -> str:

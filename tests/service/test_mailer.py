@@ -142,6 +142,12 @@ def test_a_key_reused_with_another_body_is_a_422(client: TestClient, spool: Path
 INVALID: list[tuple[dict[str, Any], str]] = [
     ({**MAIL, "subject": "hello\r\nBcc: eve@evil.example"}, "subject"),
     ({**MAIL, "subject": "hello\nworld"}, "subject"),
+    # Found by schemathesis: line breaks other than CR and LF made the email package raise (500).
+    ({**MAIL, "subject": "hello\u2028Bcc: eve@evil.example"}, "subject"),
+    ({**MAIL, "subject": "hello\x0bworld"}, "subject"),
+    ({**MAIL, "subject": "\x1e"}, "subject"),
+    ({**MAIL, "subject": "hello\x00"}, "subject"),
+    ({**MAIL, "to": "alice\x00@example.com"}, "to"),
     ({**MAIL, "to": "alice@example.com\r\nBcc: eve@evil.example"}, "to"),
     ({**MAIL, "to": "not an address"}, "to"),
     ({**MAIL, "to": "alice@example.com, eve@evil.example"}, "to"),

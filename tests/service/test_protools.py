@@ -46,7 +46,13 @@ def test_an_unreachable_generator_leaves_the_workflow_running_and_retrying(
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         # Invalid commands are refused before anything is stored.
-        for body in ({}, {"username": ""}, {"username": "-x"}, {"username": "a", "role": "x"}):
+        for body in (
+            {},
+            {"username": ""},
+            {"username": "-x"},
+            {"username": "a", "role": "x"},
+            {"username": "a", "email": "a\x00@example.com"},  # the mailer would refuse it
+        ):
             refused = client.post(CREATE, json=body, headers=headers("bad", **NO_WAIT))
             assert refused.status_code == 422, body
             assert problem_code(refused) in {"invalid-username", "invalid-body"}

@@ -87,6 +87,27 @@ def test_cr_or_lf_in_a_header_is_refused(to: str, subject: str, field: str) -> N
 
 
 @pytest.mark.parametrize(
+    "subject",
+    [
+        *("a\x0bb", "a\x0cb", "a\x1cb", "a\x1db", "a\x1eb", "a\x85b", "a\u2028b", "a\u2029b"),
+        *("\x00", "a\x1bb", "a\x7fb", "a\x9fb"),
+    ],
+)
+def test_any_line_break_or_control_character_in_a_header_is_refused(subject: str) -> None:
+    # Python's email package reads VT, FF, FS, GS, RS, NEL, U+2028 and U+2029 as line breaks
+    # too, and raised on them (a 500, found by schemathesis); control characters have no place.
+    for to, field in (("alice@example.com", "subject"), (f"{subject}@example.com", "to")):
+        with pytest.raises(InvalidInput) as caught:
+            domain.validate(to, subject if field == "subject" else "s", "body")
+        assert caught.value.extensions["field"] == field
+
+
+def test_tab_and_text_beyond_ascii_are_fine_in_a_subject() -> None:
+    mail = domain.validate("alice@example.com", "a\tb — é ✓", "body")
+    assert render(mail)["Subject"] == "a\tb — é ✓"
+
+
+@pytest.mark.parametrize(
     "to",
     [
         "",
@@ -101,6 +122,9 @@ def test_cr_or_lf_in_a_header_is_refused(to: str, subject: str, field: str) -> N
         "alice@-example.com",
         "alice@example.com-",
         "a" * 250 + "@example.com",
+        "alice\x00@example.com",
+        "alice\x1b@example.com",
+        "alice\x7f@example.com",
     ],
 )
 def test_a_bad_address_is_refused(to: str) -> None:

@@ -23,11 +23,21 @@ class Mail:
     body: str
 
 
+# What a header value may not hold: CR, LF and every other character Python's email package
+# (and many a mail client) reads as a line break (VT, FF, FS, GS, RS, NEL, U+2028, U+2029), and
+# the other control characters (RFC 5322 has no place for them). TAB is folding white space.
+_NOT_IN_HEADERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def validate(to: str, subject: str, body: str) -> Mail:
     """A valid mail, or :class:`InvalidInput` naming the field."""
     for name, value in (("to", to), ("subject", subject)):
         if "\r" in value or "\n" in value:
             raise InvalidInput(f"'{name}' must not contain CR or LF", field=name)
+        if _NOT_IN_HEADERS.search(value):
+            raise InvalidInput(
+                f"'{name}' must not contain line breaks or control characters", field=name
+            )
     addresses.validate(to, "to")
     if len(subject) > MAX_SUBJECT:
         raise InvalidInput(f"'subject' is longer than {MAX_SUBJECT} characters", field="subject")
