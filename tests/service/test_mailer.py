@@ -172,6 +172,37 @@ def test_invalid_mails_are_a_422_and_nothing_is_written(
             assert tx.fetch_one("get_mail", idempotency_key=f"bad-{index}") is None
 
 
+def test_a_lone_surrogate_anywhere_in_the_body_is_a_422_not_a_crash(
+    client: TestClient, spool: Path
+) -> None:
+    # JSON's escapes can spell a lone surrogate; nothing can hash, store or echo it (was a 500).
+    for index, raw in enumerate(
+        [
+            b'{"to": "alice@example.com", "subject": "s", "body": "\\ud800"}',
+            b'{"to": "\\udfffalice@example.com", "subject": "s", "body": "b"}',
+            b'{"to": "alice@example.com", "subject": "\\ud83d", "body": "b"}',
+            b'{"\\ud800": 1, "to": "alice@example.com", "subject": "s", "body": "b"}',
+        ]
+    ):
+        response = client.post(
+            MAILS,
+            content=raw,
+            headers=headers(f"s-{index}", **{"Content-Type": "application/json"}),
+        )
+        assert response.status_code == 422, raw
+        assert problem_code(response) == "invalid-body"
+    assert delivered(spool) == []
+
+
+def test_an_absurd_attempt_number_is_ignored(client: TestClient, spool: Path) -> None:
+    # Metallica-Attempt of 4,300 digits or more made int() raise in a middleware (was a 500).
+    response = client.post(
+        MAILS, json=MAIL, headers=headers("m1", **{"Metallica-Attempt": "9" * 5000})
+    )
+    assert response.status_code == 202, response.text
+    assert len(delivered(spool)) == 1
+
+
 def test_requests_without_a_key_or_a_token_are_refused(client: TestClient, spool: Path) -> None:
     missing_key = send(client, None, MAIL)
     assert missing_key.status_code == 400

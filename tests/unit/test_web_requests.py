@@ -173,6 +173,27 @@ def test_nesting_within_the_limit_is_read() -> None:
     assert body_of(raw)["a"] is not None
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"username": "\\ud800"}',
+        b'{"username": "a\\udfffb"}',
+        b'{"\\ud83d": "x"}',
+        b'{"a": [{"b": ["\\udc00"]}]}',
+        b'{"username": "\xed\xa0\x80"}',  # a surrogate spelt in UTF-8 bytes (CESU-8)
+    ],
+)
+def test_a_string_that_is_not_unicode_text_is_a_422(raw: bytes) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        body_of(raw)
+    assert caught.value.status == 422
+
+
+def test_text_beyond_ascii_is_read() -> None:
+    raw = '{"s": "é ✓ 😀 \\ud83d\\ude00", "é": 1}'.encode()
+    assert body_of(raw) == {"s": "é ✓ 😀 😀", "é": 1}
+
+
 def test_an_unknown_field_is_refused_by_name() -> None:
     with pytest.raises(InvalidInput) as caught:
         body_of(b'{"username": "alice", "admin": true}', fields=("username", "email"))

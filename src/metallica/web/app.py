@@ -95,6 +95,9 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, 200 if ready else 503, headers={"Cache-Control": "no-store"})
 
 
+MAX_ATTEMPT_DIGITS = 9
+
+
 class FaultContextMiddleware:
     """Tells fault points which attempt a request is, and carries out ``drop`` faults.
 
@@ -112,7 +115,9 @@ class FaultContextMiddleware:
             await self.app(scope, receive, send)
             return
         attempt = next((value for name, value in scope["headers"] if name == self._header), b"")
-        token = current_attempt.set(int(attempt) if attempt.isdigit() else None)
+        # Anything but a plausible attempt number is ignored (int() refuses 4,300+ digits).
+        valid = attempt.isdigit() and len(attempt) <= MAX_ATTEMPT_DIGITS
+        token = current_attempt.set(int(attempt) if valid else None)
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -54,7 +54,9 @@ async def json_object(request: Request, *, fields: Collection[str] | None = None
     """The body as a JSON object, or a 4xx problem: 415 unless it says it is JSON, 413 past
     :data:`MAX_BODY_BYTES` (refused from ``Content-Length``, or as soon as the stream passes
     it, never read whole), 422 if it is not a JSON object, nests deeper than
-    :data:`MAX_JSON_DEPTH`, or (with ``fields``) carries a field not in ``fields``."""
+    :data:`MAX_JSON_DEPTH`, holds a string that is not Unicode text (a lone surrogate such as
+    ``"\\ud800"``: JSON escapes allow it, nothing can store, hash or answer it), or (with
+    ``fields``) carries a field not in ``fields``."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType()
@@ -67,8 +69,11 @@ async def json_object(request: Request, *, fields: Collection[str] | None = None
         raise InvalidInput("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
-    if _depth(body) > MAX_JSON_DEPTH:
+    depth, text = _shape(body)
+    if depth > MAX_JSON_DEPTH:
         raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    if not text:
+        raise InvalidInput("the body holds a string that is not Unicode text (a lone surrogate)")
     if fields is not None:
         unknown = sorted(set(body) - set(fields))
         if unknown:
@@ -92,17 +97,32 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _depth(value: Any) -> int:
-    """How deeply ``value`` nests (a scalar is 0, ``{}`` is 1), without recursion."""
-    deepest, pending = 0, [(value, 1)]
+def _shape(value: Any) -> tuple[int, bool]:
+    """How deeply ``value`` nests (a scalar is 0, ``{}`` is 1), and whether every string in it,
+    keys included, is Unicode text (encodable: no lone surrogate); without recursion."""
+    deepest, text, pending = 0, True, [(value, 1)]
     while pending:
         current, level = pending.pop()
+        if isinstance(current, str):
+            text = text and _is_text(current)
+            continue
         if isinstance(current, dict):
+            text = text and all(_is_text(key) for key in current)
             current = list(current.values())
         if isinstance(current, list):
             deepest = max(deepest, level)
             pending.extend((child, level + 1) for child in current)
-    return deepest
+    return deepest, text
+
+
+def _is_text(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def string_field(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
