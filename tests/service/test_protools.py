@@ -111,6 +111,11 @@ def test_an_unreachable_generator_leaves_the_workflow_running_and_retrying(
         assert problem_code(malformed) == "invalid-id"
         nul = client.get("/v1/workflows/%00/events", headers=AUTH)
         assert nul.status_code == 400
+        # Found by schemathesis: this was read as the workflow whose id is "password-creation".
+        wrong_method = client.get(CREATE, headers=AUTH)
+        assert wrong_method.status_code == 405
+        assert problem_code(wrong_method) == "method-not-allowed"
+        assert wrong_method.headers["allow"] == "POST"
 
     with migrated(url, "protools") as database, database.transaction(write=False) as tx:
         streams = {event.stream_id for event in store.read_all(tx)}

@@ -37,6 +37,7 @@ from metallica.web.app import (
     authenticated,
     database_check,
     health_check,
+    method_not_allowed,
     migrated_database,
     service_app,
 )
@@ -322,6 +323,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             authenticated(token, create_password),
             methods=["POST"],
         ),
+        Route("/v1/workflows/password-creation", method_not_allowed("POST"), methods=["GET"]),
         Route("/v1/workflows/{workflow_id}", authenticated(token, get_workflow), methods=["GET"]),
         Route(
             "/v1/workflows/{workflow_id}/events", authenticated(token, get_events), methods=["GET"]

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import stamina
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +42,17 @@ def authenticated(credentials: Credentials | str, endpoint: Endpoint) -> Endpoin
 
     guarded.__name__ = endpoint.__name__
     return guarded
+
+
+def method_not_allowed(*allowed: str) -> Endpoint:
+    """An endpoint answering 405 (``Allow: <allowed>``): for a fixed path that a templated
+    route's methods would otherwise take (``GET /v1/workflows/password-creation`` is not a
+    read of the workflow whose id is ``password-creation``)."""
+
+    async def refuse(request: Request) -> Response:
+        raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+
+    return refuse
 
 
 async def healthz(request: Request) -> Response:
