@@ -1,0 +1,244 @@
+"""schemathesis against each service's own ``GET /openapi.json``, on a real server on loopback.
+
+Each service runs as the service tests build it (protools with a real generator and mailer
+behind it), behind uvicorn in a thread, on SQLite and on PostgreSQL. schemathesis loads the
+document the service serves and, operation by operation, sends the cases of its examples,
+coverage and fuzzing phases (data that fits the document and data that does not), with the
+test token, checking
+every answer: no 5xx, a documented status, content type, headers and body, invalid data and
+missing required headers refused, no operation that ignores its token, 405 for methods the
+document does not list. Deterministic (``derandomize``): CI sends the same cases every run.
+Whatever it finds is a bug in the code or in the document.
+
+Three nudges keep the cases useful (each says why below): deadlines that never pass, distinct
+Idempotency-Keys for distinct bodies, and reads of workflows that exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from schemathesis import Case
+from schemathesis.checks import load_all_checks, not_a_server_error
+from schemathesis.core.result import Err
+from schemathesis.pytest.lazy import get_all_tests
+from schemathesis.schemas import BaseSchema
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    ignored_auth,
+    missing_required_header,
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+from starlette.types import ASGIApp
+
+from metallica import deadlines
+from metallica.mail_sender.http import create_app as create_mailer
+from metallica.mail_sender.settings import MailerSettings
+from metallica.password_generator.http import create_app as create_generator
+from metallica.password_generator.sealing import Keyring
+from metallica.password_generator.settings import GeneratorSettings
+from metallica.problems import MEDIA_TYPE
+from metallica.protools.http import create_app as create_protools
+from metallica.protools.settings import ProtoolsSettings
+from tests.asgi_server import AsgiServer
+from tests.conftest import MakeUrl
+from tests.service.conftest import AUTH, TOKEN
+
+pytestmark = pytest.mark.fuzz
+
+# Cases per operation in the fuzzing phase (the examples and coverage phases add theirs); each
+# service must have been sent at least MIN_CASES in all.
+MAX_EXAMPLES = 500
+MIN_CASES = 500
+SETTINGS = hypothesis.settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+    missing_required_header,
+    ignored_auth,
+    unsupported_method,
+]
+LONG_DEADLINE = "60000"
+KEY = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+WORKFLOW_ID = "workflow_id"
+
+ServeApp = Callable[[ASGIApp], str]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServeApp]:
+    """``serve(app)``: its base URL, the app behind uvicorn on loopback until the test ends."""
+    servers: list[AsgiServer] = []
+
+    def start(app: ASGIApp) -> str:
+        servers.append(AsgiServer(app).__enter__())
+        return servers[-1].url
+
+    yield start
+    for server in reversed(servers):
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def generator_url(database_url: MakeUrl, serve: ServeApp) -> str:
+    settings = GeneratorSettings(database_url("generator"), TOKEN, keys=Keyring.generate("k1"))
+    return serve(create_generator(settings))
+
+
+@pytest.fixture
+def mailer_url(database_url: MakeUrl, tmp_path: Path, serve: ServeApp) -> str:
+    return serve(create_mailer(MailerSettings(database_url("mailer"), TOKEN, tmp_path / "mail")))
+
+
+@pytest.fixture
+def protools_url(
+    database_url: MakeUrl, serve: ServeApp, generator_url: str, mailer_url: str
+) -> str:
+    settings = ProtoolsSettings(
+        database_url("protools"),
+        TOKEN,
+        generator_urls=(generator_url,),
+        mailer_urls=(mailer_url,),
+        poll_interval=0.1,
+        retry_initial=0.05,
+        retry_max=0.2,
+    )
+    return serve(create_protools(settings))
+
+
+def header(case: Case[Any], name: str) -> object:
+    return case.headers.get(name) if case.headers else None
+
+
+def digest(value: object) -> int:
+    return int(hashlib.sha256(repr(value).encode("utf-8", "surrogatepass")).hexdigest()[:8], 16)
+
+
+@dataclass
+class Fuzzing:
+    """One service's run: the cases sent and answered, and what they taught."""
+
+    url: str
+    sent: Counter[str] = field(default_factory=Counter)
+    answers: Counter[tuple[str, str, int, str]] = field(default_factory=Counter)
+    workflows: list[str] = field(default_factory=list)
+
+    def send(self, case: Case[Any]) -> None:
+        self.sent[case.operation.label] += 1
+        self.long_deadline(case)
+        self.distinct_key(case)
+        self.existing_workflow(case)
+        response = case.call_and_validate(headers=dict(AUTH), checks=CHECKS)
+        content_type = response.headers.get("content-type", [""])[0]
+        body: Any = response.json() if content_type in (MEDIA_TYPE, "application/json") else None
+        code = str(body["type"]).rsplit("/", 1)[-1] if content_type == MEDIA_TYPE else ""
+        mode = case.meta.generation.mode.value if case.meta else ""
+        self.answers[(case.operation.label, mode, response.status_code, code)] += 1
+        if isinstance(body, dict) and isinstance(body.get(WORKFLOW_ID), str):
+            self.workflows.append(body[WORKFLOW_ID])
+
+    @staticmethod
+    def long_deadline(case: Case[Any]) -> None:
+        """A deadline that passes gets 503 deadline-passed, by design: a case's deadline
+        becomes one that never does (values that are no deadline, ignored, go as drawn)."""
+        value = header(case, deadlines.DEADLINE_HEADER)
+        if case.headers and isinstance(value, str) and deadlines.parse(value) is not None:
+            case.headers[deadlines.DEADLINE_HEADER] = LONG_DEADLINE
+
+    @staticmethod
+    def distinct_key(case: Case[Any]) -> None:
+        """The drawn keys are few ("0", "A"...): as drawn, most commands would reuse a key with
+        another body (a 422 the service tests cover). A valid key gets the body's digest; a key
+        and a body drawn twice are still a repeat."""
+        key = header(case, "Idempotency-Key")
+        if case.headers and isinstance(key, str) and KEY.fullmatch(key):
+            case.headers["Idempotency-Key"] = f"{key[:200]}.{digest(case.body):08x}"
+
+    def existing_workflow(self, case: Case[Any]) -> None:
+        """Random UUIDs name no workflow (404): three reads in four of a drawn UUID read one
+        that the commands before made, so that its answer is checked too."""
+        drawn = (case.path_parameters or {}).get(WORKFLOW_ID)
+        if not self.workflows or not isinstance(drawn, str) or digest(drawn) % 4 == 0:
+            return
+        try:
+            uuid.UUID(drawn)
+        except ValueError:
+            return  # an invalid id: the case is about the 400
+        assert case.path_parameters is not None
+        case.path_parameters[WORKFLOW_ID] = self.workflows[digest(drawn) % len(self.workflows)]
+
+    def report(self) -> str:
+        lines = [f"{sum(self.sent.values())} cases: {dict(self.sent)}"]
+        lines += [f"  {key}: {n}" for key, n in sorted(self.answers.items())]
+        return "\n".join(lines)
+
+
+def fuzz(url: str) -> Fuzzing:
+    """Every operation of the service at ``url``, all of its cases; fails naming each operation
+    that failed and how. Driven here rather than by ``schemathesis.pytest.from_fixture``, whose
+    pytest integration (4.32) sets ``Function._nodeid``, gone in pytest 9.2; the per-operation
+    tests are the same ones it builds."""
+    load_all_checks()
+    schema: BaseSchema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    schema.config.update(base_url=url)
+    # A body over the size limit is refused with 413 before it is read: a refusal too.
+    rejection = schema.config.checks.negative_data_rejection
+    rejection.expected_statuses = [*rejection.expected_statuses, "413"]
+    run = Fuzzing(url)
+    failures: list[str] = []
+    for result in get_all_tests(
+        schema=schema, test_func=run.send, settings=SETTINGS, given_kwargs={}
+    ):
+        if isinstance(result, Err):
+            raise result.err()
+        operation, test = result.ok()
+        try:
+            test()
+        except Exception as error:  # every operation runs; every failure is reported
+            failures.append(f"{operation.label}: {str(error)[:4000]}")
+    print(run.report())
+    assert not failures, "\n\n".join(failures)
+    assert sum(run.sent.values()) >= MIN_CASES, run.report()
+    return run
+
+
+def test_the_generator_answers_as_its_document_says(generator_url: str) -> None:
+    fuzz(generator_url)
+
+
+def test_the_mailer_answers_as_its_document_says(mailer_url: str) -> None:
+    fuzz(mailer_url)
+
+
+def test_protools_answers_as_its_document_says(protools_url: str) -> None:
+    run = fuzz(protools_url)
+    reads = [label for label, _, status, _ in run.answers if status == 200]
+    assert "GET /v1/workflows/{workflow_id}" in reads
+    assert "GET /v1/workflows/{workflow_id}/events" in reads
