@@ -22,6 +22,7 @@ from metallica.storage.migrate import migrate, verify
 from metallica.threads import in_thread
 from metallica.web.auth import DEFAULT_NAME, Credentials, require_caller
 from metallica.web.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
+from metallica.web.openapi import SERVICES as OPENAPI_SERVICES
 from metallica.web.openapi import openapi_document
 from metallica.web.overload import FlowControlMiddleware
 from metallica.web.problems import exception_handlers
@@ -205,23 +206,25 @@ def service_app(
     max_in_flight: int,
     metrics: ServiceMetrics | None = None,
 ) -> Starlette:
-    """A Starlette app with the shared health, readiness, metrics and OpenAPI endpoints, the
+    """A Starlette app with the shared health, readiness and metrics endpoints, the OpenAPI one
+    for the three services (not the bench's floor or the fault proxy's control API), the
     problem+json error table, and the service's own protection (``max_in_flight`` requests at
     once)."""
     metrics = metrics or ServiceMetrics(name)
-    schema = JSONResponse(openapi_document(name)).body  # no secret in it: served without token
+    shared = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    if name in OPENAPI_SERVICES:
+        schema = JSONResponse(openapi_document(name)).body  # no secret in it: no token needed
 
-    async def openapi(request: Request) -> Response:
-        return Response(schema, media_type="application/json")
+        async def openapi(request: Request) -> Response:
+            return Response(schema, media_type="application/json")
 
+        shared.append(Route("/openapi.json", openapi, methods=["GET"]))
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            *routes,
-        ],
+        routes=[*shared, *routes],
         exception_handlers=exception_handlers(),
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
