@@ -197,7 +197,9 @@ def test_errors_are_problem_documents(
     api: TestClient, method: str, path: str, body: Any, status: int, code: str
 ) -> None:
     if isinstance(body, str):
-        response = api.request(method, path, content=body)
+        response = api.request(
+            method, path, content=body, headers={"Content-Type": "application/json"}
+        )
     else:
         response = api.request(method, path, json=body)
     assert response.status_code == status, response.text

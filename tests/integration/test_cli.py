@@ -55,7 +55,7 @@ def test_migrate_applies_once_then_is_up_to_date(tmp_path: Path, backend: str) -
     second = runner.invoke(main, ["migrate", "generator", "--database-url", url])
 
     assert first.exit_code == 0, first.output
-    assert first.output.strip() == "generator: applied [1]"
+    assert first.output.strip() == "generator: applied [1, 2]"
     assert second.output.strip() == "generator: up to date"
 
 

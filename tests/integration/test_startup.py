@@ -14,6 +14,7 @@ import pytest
 
 from metallica.faultproxy import Down, ProxyThread
 from metallica.listeners import PortReservation
+from metallica.password_generator.sealing import new_entry
 from tests.pg_admin import create_database, drop_database, with_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -48,7 +49,11 @@ def test_a_service_waits_for_its_database_then_serves(
             postgres_server_url.replace(f":{server.port}/", f":{proxy_port}/"), dbname
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("METALLICA_")}
-        env |= {"METALLICA_DATABASE_URL": through_proxy, "METALLICA_API_TOKEN": "t"}
+        env |= {
+            "METALLICA_DATABASE_URL": through_proxy,
+            "METALLICA_API_TOKEN": "t",
+            "METALLICA_GENERATOR_KEYS": new_entry("k1"),
+        }
         listener = reservation.listener()
         fd = str(listener.fileno())
         with open(log, "wb") as output, listener:
