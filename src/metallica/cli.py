@@ -149,6 +149,13 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "limit stays under it; beyond, new commands get 503 with Retry-After.",
     ),
     (
+        "admission-floor",
+        click.IntRange(1, 100_000),
+        16,
+        "protools: workflows in progress per replica below which new commands are never "
+        "refused, whatever the latency.",
+    ),
+    (
         "client-rate",
         click.FloatRange(0, 1e9),
         1000.0,
@@ -366,6 +373,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 service_token=options["service_token"] or "",
                 flow=FlowSettings(
                     admission_limit=options["admission_limit"],
+                    admission_floor=options["admission_floor"],
                     client_rate=options["client_rate"],
                     client_burst=options["client_burst"],
                     backlog_max=options["backlog_max"],

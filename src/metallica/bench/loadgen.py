@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from metallica.lab.checker import FAILED, OK, ClientRecord
+from metallica.protools.clients import parse_retry_after
 
 CREATE = "/v1/workflows/password-creation"
 WAIT_SECONDS = 30
@@ -45,6 +46,7 @@ class Round:
     concurrency: int
     samples: list[Sample] = field(default_factory=list)
     elapsed: float = 0.0
+    refused: int = 0  # 429/503 answers with Retry-After, waited out and sent again
 
     @property
     def count(self) -> int:
@@ -82,10 +84,12 @@ class ClosedLoop:
         self._token = token
         self._prefix = prefix
         self._numbers = itertools.count(1)
+        self.refusals = 0  # answers that said "not now, retry after": waited out and resent
 
     async def run(self, concurrency: int, count: int, *, progress: Progress | None = None) -> Round:
         """Answer ``count`` commands with ``concurrency`` clients; return what was measured."""
         result = Round(concurrency)
+        refusals_before = self.refusals
         remaining = iter(range(count))
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS + 30)
@@ -104,26 +108,39 @@ class ClosedLoop:
 
             await asyncio.gather(*(client(lane) for lane in range(concurrency)))
             result.elapsed = time.monotonic() - started
+            result.refused = self.refusals - refusals_before
         return result
 
     async def _one(self, session: aiohttp.ClientSession, url: str) -> Sample:
+        """One command, sent again after its ``Retry-After`` while protools refuses it for load
+        (429 or 503 with the header), as a well-behaved client would: a refusal is not an
+        error, and the latency includes the wait."""
         number = next(self._numbers)
         record = ClientRecord(f"{self._prefix}-k{number}", f"{self._prefix}-u{number}")
-        record.posts = 1
         sent = time.monotonic()
         status: int | str
-        try:
-            async with session.post(
-                url + CREATE,
-                json={"username": record.username},
-                headers={"Idempotency-Key": record.key},
-            ) as response:
-                status = response.status
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            status, body = type(error).__name__, None
+        while True:
+            record.posts += 1
+            retry_after = None
+            try:
+                async with session.post(
+                    url + CREATE,
+                    json={"username": record.username},
+                    headers={"Idempotency-Key": record.key},
+                ) as response:
+                    status = response.status
+                    body = await response.json(content_type=None)
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                status, body = type(error).__name__, None
+            record.statuses.append(status)
+            if retry_after is None or status not in (429, 503):
+                break
+            if time.monotonic() - sent + retry_after > WAIT_SECONDS:
+                break  # refused for longer than a client would wait: an error
+            self.refusals += 1
+            await asyncio.sleep(retry_after)
         latency = time.monotonic() - sent
-        record.statuses.append(status)
         if isinstance(body, dict):
             record.workflow_id = body.get("workflow_id")
             if status == 200 and body.get("status") == "completed":

@@ -78,6 +78,7 @@ class RoundReport:
     cpu_ms_per_workflow: dict[str, float]
     floor_ratio: float | None = None
     history: int = 0  # completed workflows already stored when the round ran
+    refused: int = 0  # refusals for load (429/503 with Retry-After) waited out and resent
 
     @classmethod
     def of(cls, target: str, measured: Round, cpu: dict[str, float]) -> RoundReport:
@@ -99,6 +100,7 @@ class RoundReport:
             ms(measured.percentile(1.0)),
             measured.errors,
             per_workflow,
+            refused=measured.refused,
         )
 
 
@@ -414,6 +416,7 @@ def table(report: BenchReport) -> str:
         "p99 ms",
         "max ms",
         "errors",
+        "refused",
         *[f"cpu {name}" for name in names],
     ]
     rows = [
@@ -429,6 +432,7 @@ def table(report: BenchReport) -> str:
             f"{r.p99_ms:.1f}",
             f"{r.max_ms:.1f}",
             str(sum(r.errors.values())),
+            str(r.refused),
             *[
                 f"{r.cpu_ms_per_workflow[name]:.2f}" if name in r.cpu_ms_per_workflow else ""
                 for name in names

@@ -56,6 +56,9 @@ class FlowSettings:
     """Every knob of protools' flow control, with its default (the CLI documents each)."""
 
     admission_limit: int = 64  # most workflows admitted here and not yet finished
+    # Fewest: below this many workflows in progress, a replica never refuses one (a client
+    # with 16 commands in flight is a modest load, not an overload).
+    admission_floor: int = 16
     client_rate: float = 1000.0  # commands per second per client; 0: no limit
     client_burst: float = 2000.0
     backlog_max: int = 10_000  # outbox messages beyond which new commands are refused
@@ -118,8 +121,8 @@ class Admission:
         self.rates = ClientRates(settings.client_rate, settings.client_burst)
         self.limiter = Limiter(
             GradientLimit(
-                initial=min(16, settings.admission_limit),
-                minimum=min(4, settings.admission_limit),
+                initial=min(settings.admission_floor, settings.admission_limit),
+                minimum=min(settings.admission_floor, settings.admission_limit),
                 maximum=settings.admission_limit,
                 tolerance=2.0,
                 long_window=500,
