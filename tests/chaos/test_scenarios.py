@@ -67,17 +67,17 @@ def test_scenario(lab: Lab, name: str) -> None:
     assert result.report is not None
     assert result.report.ok, "\n".join(str(violation) for violation in result.report.violations)
     assert result.records, "the scenario sent no command"
+    assert_no_secret_in_any_log_line(lab)
 
 
-@pytest.mark.timeout(60)
-def test_no_secret_in_any_log_line(lab: Lab) -> None:
-    """After every scenario of the variant (the services log at DEBUG): no password a client
-    was told, no token, no key of the generator, in any line any service wrote."""
+def assert_no_secret_in_any_log_line(lab: Lab) -> None:
+    """The services log at DEBUG: after each scenario, no password a client was told so far,
+    no token, no key of the generator, in any line any service wrote so far (the last
+    scenario of a variant reads everything the variant logged)."""
     secrets = lab.secrets()
-    assert len(secrets) > 3, "the scenarios told no password: nothing was looked for"
+    assert len(secrets) >= 3, "no token or key to look for"
     logs = lab.logs()
     assert logs, "no log to read"
-    assert sum(len(text) for text in logs.values()) > 10_000, "the services logged next to nothing"
     leaks = [
         f"{path.name}: a secret of {len(secret)} characters"
         for path, text in logs.items()
