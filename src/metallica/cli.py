@@ -248,6 +248,22 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "instead of METALLICA_GENERATOR_KEYS.",
     ),
     (
+        "protools-keys",
+        str,
+        None,
+        "protools: the key ring that encrypts passwords in its events and outbox, "
+        "'<key id>:<base64 of 32+ random bytes>' entries, comma-separated; the first encrypts, "
+        "every one decrypts (rotation: put the new key first, keep the old). Prefer the "
+        "variable or the file.",
+    ),
+    (
+        "protools-keys-file",
+        click.Path(path_type=Path, dir_okay=False),
+        None,
+        "protools: a file of key ring entries (one a line or comma-separated; # comments), "
+        "instead of METALLICA_PROTOOLS_KEYS.",
+    ),
+    (
         "idempotency-retention",
         click.FloatRange(600, 366 * 86400),
         86400.0,
@@ -343,7 +359,14 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
             raise click.UsageError(f"METALLICA_MAIL_DOMAIN: {error}") from None
         from metallica.protools.flow import FlowSettings
         from metallica.protools.http import create_app
+        from metallica.protools.sealing import ProtoolsKeyring
         from metallica.protools.settings import ProtoolsSettings
+        from metallica.sealing import KeyConfigError
+
+        try:  # no key, no start; the message names no secret
+            keys = ProtoolsKeyring.load(options["protools_keys"], options["protools_keys_file"])
+        except KeyConfigError as error:
+            raise click.UsageError(str(error)) from None
 
         return create_app(
             ProtoolsSettings(
@@ -371,6 +394,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 max_in_flight=options["max_in_flight"],
                 clients=clients,
                 service_token=options["service_token"] or "",
+                keys=keys,
                 flow=FlowSettings(
                     admission_limit=options["admission_limit"],
                     admission_floor=options["admission_floor"],
@@ -396,7 +420,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
         except ValueError as error:
             raise click.UsageError(f"METALLICA_PASSWORD_*: {error}") from None
         try:  # no key, no start; the message names no secret
-            keys = load_keyring(options["generator_keys"], options["generator_keys_file"])
+            generator_keys = load_keyring(options["generator_keys"], options["generator_keys_file"])
         except KeyConfigError as error:
             raise click.UsageError(str(error)) from None
         return create_generator(
@@ -409,7 +433,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                 database_pool_size=options["db_pool_size"],
                 max_in_flight=options["max_in_flight"],
                 callers=callers,
-                keys=keys,
+                keys=generator_keys,
                 retention=options["idempotency_retention"],
             )
         )

@@ -160,3 +160,22 @@ class DeadlinePassed(ServiceUnavailable):
 
     code = "deadline-passed"
     title = "Deadline passed"
+
+
+class IdempotencyRecordExpired(MetallicaError):
+    """This Idempotency-Key's answer is past its retention: the password it created is no
+    longer kept and cannot be sent again."""
+
+    code = "idempotency-record-expired"
+    status = 410
+    title = "Idempotency record expired"
+
+
+class PasswordLost(MetallicaError):
+    """The generator created this workflow's password, but its record of the answer expired
+    before the workflow could read it back: the username has a password nobody was told, and
+    an operator must reset it."""
+
+    code = "password-lost"
+    status = 502
+    title = "Password lost"

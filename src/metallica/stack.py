@@ -22,16 +22,16 @@ from pathlib import Path
 import httpx
 
 from metallica.listeners import PortReservation
-from metallica.password_generator.sealing import (
-    KEYS_FILE_VARIABLE,
-    KEYS_VARIABLE,
-    local_keys_file,
-)
+from metallica.password_generator.sealing import GeneratorKeyring
+from metallica.protools.sealing import ProtoolsKeyring
+from metallica.sealing import Keyring
 
 SERVICES = ("generator", "mailer", "protools")
 # With a base port, protools listens on base, the generators on base+100, the mailers on base+200
 # (and the benchmark's floor, when asked for, on base+300).
 PORT_OFFSETS = {"protools": 0, "generator": 100, "mailer": 200, "floor": 300}
+# The services that keep secrets at rest, and the key ring each one seals them with.
+KEYRINGS: dict[str, type[Keyring]] = {"generator": GeneratorKeyring, "protools": ProtoolsKeyring}
 
 
 @dataclass
@@ -135,10 +135,12 @@ class LocalStack:
                 }
                 if service == "protools":
                     replica.env.setdefault("METALLICA_REPLICA_ID", replica.name)
-                if service == "generator" and not (
-                    replica.env.get(KEYS_VARIABLE) or replica.env.get(KEYS_FILE_VARIABLE)
+                keyring = KEYRINGS.get(service)
+                if keyring is not None and not (
+                    replica.env.get(keyring.spec.variable)
+                    or replica.env.get(keyring.spec.file_variable)
                 ):  # a key of this data dir's own, kept across restarts of the stack
-                    replica.env[KEYS_FILE_VARIABLE] = str(local_keys_file(self.data_dir))
+                    replica.env[keyring.spec.file_variable] = str(keyring.local_file(self.data_dir))
 
     def _credentials(self, service: str) -> dict[str, str]:
         """Clients' token to protools (and the floor); protools' own, distinct, to the others."""
@@ -148,6 +150,14 @@ class LocalStack:
             "METALLICA_API_TOKEN": self.api_token,
             "METALLICA_SERVICE_TOKEN": self.service_token,
         }
+
+    def generator_keys(self) -> GeneratorKeyring:
+        """The key ring the generators run with (the checker verifies digests with it)."""
+        return GeneratorKeyring.from_env(self.members["generator"][0].env)
+
+    def protools_keys(self) -> ProtoolsKeyring:
+        """The key ring protools seals passwords with (the checker opens its events with it)."""
+        return ProtoolsKeyring.from_env(self.members["protools"][0].env)
 
     def start(self, timeout: float = 30.0) -> None:
         self._plan()

@@ -51,7 +51,7 @@ from metallica import deadlines
 from metallica.mail_sender.http import create_app as create_mailer
 from metallica.mail_sender.settings import MailerSettings
 from metallica.password_generator.http import create_app as create_generator
-from metallica.password_generator.sealing import Keyring
+from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.password_generator.settings import GeneratorSettings
 from metallica.problems import MEDIA_TYPE
 from metallica.protools.http import create_app as create_protools
@@ -108,7 +108,9 @@ def serve() -> Iterator[ServeApp]:
 
 @pytest.fixture
 def generator_url(database_url: MakeUrl, serve: ServeApp) -> str:
-    settings = GeneratorSettings(database_url("generator"), TOKEN, keys=Keyring.generate("k1"))
+    settings = GeneratorSettings(
+        database_url("generator"), TOKEN, keys=GeneratorKeyring.generate("k1")
+    )
     return serve(create_generator(settings))
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from metallica.client import ProtoolsClient
 from metallica.mail_sender.maildir import Maildir
-from metallica.password_generator.sealing import keyring_from_env
 from metallica.stack import LocalStack
 from metallica.storage import Row, open_database
 
@@ -43,7 +42,7 @@ class Observed:
     def holds_password(self, username: str, password: str) -> bool:
         """Whether the generator's stored digest for ``username`` is that of ``password``."""
         row = self._generator("get_password", username_key=username.lower())
-        keys = keyring_from_env(self.stack.members["generator"][0].env)
+        keys = self.stack.generator_keys()
         return row is not None and keys.verify(
             row["username_key"], password, row["digest_key_id"], row["digest"]
         )

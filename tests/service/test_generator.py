@@ -12,20 +12,21 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp
 
-from metallica.errors import KeyReusedWithOtherBody, UsernameTaken
+from metallica.errors import IdempotencyRecordExpired, KeyReusedWithOtherBody, UsernameTaken
 from metallica.fingerprints import fingerprint
 from metallica.password_generator.domain import PasswordPolicy
 from metallica.password_generator.http import create_app
-from metallica.password_generator.sealing import Keyring, new_entry
+from metallica.password_generator.sealing import GeneratorKeyring, new_entry
 from metallica.password_generator.service import (
     Created,
-    IdempotencyRecordExpired,
     PasswordService,
 )
 from metallica.password_generator.settings import GeneratorSettings
+from metallica.protools.sealing import ProtoolsKeyring
 from metallica.storage import Timeouts, open_database
 from metallica.storage import migrate as migrate_module
 from metallica.storage.queries import migration_files
+from tests import raw_rows as stored
 from tests.conftest import MakeUrl
 from tests.service.conftest import AUTH, TestClient, count, headers, migrated, problem_code
 from tests.waiting import eventually
@@ -40,12 +41,14 @@ def url(database_url: MakeUrl) -> str:
 
 
 @pytest.fixture
-def keys() -> Keyring:
-    return Keyring.generate("k1")
+def keys() -> GeneratorKeyring:
+    return GeneratorKeyring.generate("k1")
 
 
 @pytest.fixture
-def make_client(url: str, keys: Keyring, start_app: Callable[[ASGIApp], TestClient]) -> MakeClient:
+def make_client(
+    url: str, keys: GeneratorKeyring, start_app: Callable[[ASGIApp], TestClient]
+) -> MakeClient:
     """``make(faults_enabled=False, **settings)``: a running app on the test's database, with
     the test's keys unless given others."""
 
@@ -73,7 +76,7 @@ def commands(url: str) -> int:
     return count(url, "generator", "count_commands")
 
 
-def holds(url: str, keys: Keyring, username: str, password: str) -> bool:
+def holds(url: str, keys: GeneratorKeyring, username: str, password: str) -> bool:
     """Whether the generator's stored digest for ``username`` is that of ``password``."""
     database = open_database(url, "generator", pool_size=1)
     try:
@@ -86,7 +89,7 @@ def has_password(url: str, username: str) -> bool:
     database = open_database(url, "generator", pool_size=1)
     try:
         return (
-            PasswordService(database, PasswordPolicy(), Keyring.generate()).find(username)
+            PasswordService(database, PasswordPolicy(), GeneratorKeyring.generate()).find(username)
             is not None
         )
     finally:
@@ -100,7 +103,9 @@ def create(client: TestClient, key: str | None, body: Any) -> Any:
 # --- the contract ----------------------------------------------------------------------------
 
 
-def test_create_answers_201_with_the_password(client: TestClient, url: str, keys: Keyring) -> None:
+def test_create_answers_201_with_the_password(
+    client: TestClient, url: str, keys: GeneratorKeyring
+) -> None:
     response = create(client, "k1", {"username": "alice"})
     assert response.status_code == 201
     body = response.json()
@@ -124,7 +129,7 @@ def test_a_repeated_key_gets_the_same_answer_and_creates_nothing(
 
 
 def test_another_key_for_a_taken_username_is_a_409(
-    client: TestClient, url: str, keys: Keyring
+    client: TestClient, url: str, keys: GeneratorKeyring
 ) -> None:
     created = create(client, "k1", {"username": "alice"}).json()
 
@@ -246,7 +251,7 @@ def test_health_needs_no_token(client: TestClient) -> None:
 THREADS = 8
 
 
-RACE_KEYS = Keyring.generate("race")
+RACE_KEYS = GeneratorKeyring.generate("race")
 
 
 def race(url: str, work: Callable[[PasswordService, int], Created]) -> list[Created | Exception]:
@@ -311,7 +316,7 @@ def arm(client: TestClient, point: str, action: str = "error", **extra: int) -> 
 
 
 def test_a_failure_after_persisting_is_healed_by_the_retry(
-    make_client: MakeClient, url: str, keys: Keyring, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient, url: str, keys: GeneratorKeyring, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = make_client(faults_enabled=True)
@@ -334,7 +339,7 @@ def test_a_failure_after_persisting_is_healed_by_the_retry(
 
 @pytest.mark.parametrize("point", ["before_persist", "during_persist"])
 def test_a_failure_before_the_commit_stores_nothing_and_the_retry_creates(
-    make_client: MakeClient, url: str, keys: Keyring, point: str
+    make_client: MakeClient, url: str, keys: GeneratorKeyring, point: str
 ) -> None:
     client = make_client(faults_enabled=True)
     arm(client, point)
@@ -454,45 +459,15 @@ def commands_in_flight(url: str, backend: str) -> int:
 
 def raw_rows(url: str, backend: str) -> dict[str, list[dict[str, Any]]]:
     """Every row of the generator's two tables, read with the driver, every column."""
-    tables = ("passwords", "commands")
-    if backend == "postgres":
-        import psycopg
-        from psycopg.rows import dict_row
-
-        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as connection:
-            return {t: connection.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
-    import sqlite3
-
-    from metallica.storage.sqlite import path_from_url
-
-    lite = sqlite3.connect(path_from_url(url))
-    lite.row_factory = sqlite3.Row
-    try:
-        return {t: [dict(row) for row in lite.execute(f"SELECT * FROM {t}")] for t in tables}
-    finally:
-        lite.close()
+    return stored.raw_rows(url, stored.TABLES["generator"])
 
 
 def assert_nowhere(password: str, url: str, backend: str, *, files: bool = True) -> None:
-    """``password`` is in no column of no row, as text or bytes (nor, on SQLite and with
-    ``files``, anywhere in the database's files)."""
-    for table, rows in raw_rows(url, backend).items():
-        for row in rows:
-            for column, value in row.items():
-                if isinstance(value, bytes | memoryview):
-                    assert password.encode() not in bytes(value), (table, column)
-                else:
-                    assert password not in str(value), (table, column)
-    if backend == "sqlite" and files:
-        from metallica.storage.sqlite import path_from_url
-
-        database = path_from_url(url)
-        for path in database.parent.glob(database.name + "*"):
-            assert password.encode() not in path.read_bytes(), path.name
+    stored.assert_nowhere(password, url, stored.TABLES["generator"], files=files)
 
 
 def test_the_database_holds_no_clear_password(
-    client: TestClient, url: str, backend: str, keys: Keyring
+    client: TestClient, url: str, backend: str, keys: GeneratorKeyring
 ) -> None:
     created = create(client, "k1", {"username": "alice"}).json()
     assert create(client, "k1", {"username": "alice"}).json() == created
@@ -516,7 +491,7 @@ def test_a_replay_is_told_the_record_expired_once_its_retention_is_over(url: str
     # The exact rule, on a clock of our own: the copy is kept for `retention` seconds after
     # the record was created; a replay past that is refused even before the sweep has run.
     now = [1_000.0]
-    keys = Keyring.generate()
+    keys = GeneratorKeyring.generate()
     with migrated(url, "generator") as database:
         service = PasswordService(
             database, PasswordPolicy(), keys, retention=100, clock=lambda: now[0]
@@ -576,10 +551,10 @@ def test_a_generator_with_a_new_key_still_answers_replays_sealed_with_the_old_on
     make_client: MakeClient, url: str, backend: str
 ) -> None:
     first, second = new_entry("k1"), new_entry("k2")
-    before = make_client(keys=Keyring.parse(first))
+    before = make_client(keys=GeneratorKeyring.parse(first))
     alice = create(before, "k-alice", {"username": "alice"}).json()
 
-    rotated_keys = Keyring.parse(f"{second},{first}")
+    rotated_keys = GeneratorKeyring.parse(f"{second},{first}")
     after = make_client(keys=rotated_keys)
     assert create(after, "k-alice", {"username": "alice"}).json() == alice
     bob = create(after, "k-bob", {"username": "bob"}).json()
@@ -605,7 +580,7 @@ def test_a_generator_with_a_new_key_still_answers_replays_sealed_with_the_old_on
 
 
 def test_rows_from_before_the_digests_are_sealed_at_start(
-    make_client: MakeClient, url: str, backend: str, keys: Keyring
+    make_client: MakeClient, url: str, backend: str, keys: GeneratorKeyring
 ) -> None:
     now = time.time()
     clear = {"old": "Clear-Passw0rd-old!", "ancient": "Clear-Passw0rd-ancient!"}
@@ -650,7 +625,7 @@ def test_rows_from_before_the_digests_are_sealed_at_start(
 
 
 def test_the_bench_preload_writes_digests_and_sealed_copies(
-    database_url: MakeUrl, backend: str, keys: Keyring
+    database_url: MakeUrl, backend: str, keys: GeneratorKeyring
 ) -> None:
     from metallica.bench.preload import preload
 
@@ -658,7 +633,13 @@ def test_the_bench_preload_writes_digests_and_sealed_copies(
     for service, service_url in urls.items():
         with migrated(service_url, service):
             pass
-    preload(urls, 30, lambda _: None, keyring=keys)
+    preload(
+        urls,
+        30,
+        lambda _: None,
+        generator_keys=keys,
+        protools_keys=ProtoolsKeyring.generate("k1"),
+    )
 
     rows = raw_rows(urls["generator"], backend)
     assert len(rows["passwords"]) == len(rows["commands"]) == 30
@@ -666,6 +647,7 @@ def test_the_bench_preload_writes_digests_and_sealed_copies(
     number = int(username.rsplit("-", 1)[1])
     password = f"preloaded-{number:08d}-Aa1!"
     assert_nowhere(password, urls["generator"], backend)
+    stored.assert_nowhere(password, urls["protools"], stored.TABLES["protools"])
     assert holds(urls["generator"], keys, username, password)
     (command,) = [r for r in rows["commands"] if r["username_key"] == username.lower()]
     with migrated(urls["generator"], "generator") as database:

@@ -27,6 +27,7 @@ from metallica.password_generator.settings import GeneratorSettings
 from metallica.protools import engine, password_workflow, store
 from metallica.protools.engine import Retry, Succeeded
 from metallica.protools.http import create_app
+from metallica.protools.sealing import ProtoolsKeyring
 from metallica.protools.service import WorkflowService
 from metallica.protools.settings import ProtoolsSettings
 from metallica.storage import Database, Timeouts
@@ -40,6 +41,7 @@ CREATE = "/v1/workflows/password-creation"
 GENERATE, MAIL = password_workflow.GENERATE, password_workflow.MAIL
 GENERATED = {"username": "alice", "password": "pw-from-the-generator"}
 EXPIRED = -1.0  # a lease length that is over as soon as it is taken
+KEYS = ProtoolsKeyring.generate("k1")  # every replica of a test seals with the same keys
 
 
 # --- the workflow service, driven directly -------------------------------------------------------
@@ -62,7 +64,9 @@ def replica(
     definition = password_workflow.definition(
         deadline_seconds=deadline, retry=engine.RetryPolicy(0.01, 0.05)
     )
-    return WorkflowService(database, definition, replica_id=name, lease_seconds=lease, clock=clock)
+    return WorkflowService(
+        database, definition, replica_id=name, lease_seconds=lease, keys=KEYS, clock=clock
+    )
 
 
 def lease_of(database: Database, message_id: int) -> store.LeaseState | None:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from metallica.mail_sender.http import create_app as create_mailer
 from metallica.mail_sender.settings import MailerSettings
 from metallica.password_generator.http import create_app as create_generator
-from metallica.password_generator.sealing import Keyring
+from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.password_generator.settings import GeneratorSettings
 from metallica.protools.http import create_app as create_protools
 from metallica.protools.settings import ProtoolsSettings
@@ -39,7 +39,7 @@ def app_of(service: str, tmp_path: Path) -> Starlette:
             ProtoolsSettings(url, "t", generator_urls=("http://g",), mailer_urls=("http://m",))
         )
     if service == "generator":
-        return create_generator(GeneratorSettings(url, "t", keys=Keyring.generate("k1")))
+        return create_generator(GeneratorSettings(url, "t", keys=GeneratorKeyring.generate("k1")))
     return create_mailer(MailerSettings(url, "t", tmp_path / "mail"))
 
 

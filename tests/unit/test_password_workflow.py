@@ -9,8 +9,10 @@ import pytest
 
 from metallica.errors import (
     CommandInProgress,
+    IdempotencyRecordExpired,
     InvalidUsername,
     KeyReusedWithOtherBody,
+    PasswordLost,
     ServiceUnavailable,
     UsernameTaken,
 )
@@ -52,6 +54,15 @@ def test_the_clients_status_never_comes_from_a_downstream_body(odd_status: objec
 def test_an_invalid_username_fails_the_command() -> None:
     problem = from_error(InvalidUsername(field="username"))
     assert generate(422, problem) == Failed(from_error(InvalidUsername()))
+
+
+def test_an_expired_answer_fails_the_workflow_as_a_lost_password() -> None:
+    # The generator made the password under this key and no longer keeps its answer: no retry
+    # can ever read it back, so retrying until the deadline would only hide the loss.
+    outcome = generate(410, from_error(IdempotencyRecordExpired()))
+    assert outcome == Failed(from_error(PasswordLost()))
+    assert outcome.error["status"] == 502
+    assert "operator" in outcome.error["detail"]
 
 
 def test_command_in_progress_is_retried_in_doubt_after_retry_after() -> None:

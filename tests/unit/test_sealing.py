@@ -14,8 +14,8 @@ import click
 import pytest
 
 from metallica.password_generator.sealing import (
+    GeneratorKeyring,
     KeyConfigError,
-    Keyring,
     SealBroken,
     UnknownKeyId,
     keyring_from_env,
@@ -32,10 +32,10 @@ def secret_b64() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def ring(*key_ids: str) -> tuple[Keyring, dict[str, str]]:
+def ring(*key_ids: str) -> tuple[GeneratorKeyring, dict[str, str]]:
     secrets_by_id = {key_id: secret_b64() for key_id in key_ids}
     text = ",".join(f"{key_id}:{value}" for key_id, value in secrets_by_id.items())
-    return Keyring.parse(text), secrets_by_id
+    return GeneratorKeyring.parse(text), secrets_by_id
 
 
 # --- sealed copies ------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_rotation_the_new_key_seals_and_the_old_one_still_opens() -> None:
     digest_before = old.digest("alice", PASSWORD)
 
     new_secret = secret_b64()
-    rotated = Keyring.parse(f"k2:{new_secret},k1:{secrets_by_id['k1']}")
+    rotated = GeneratorKeyring.parse(f"k2:{new_secret},k1:{secrets_by_id['k1']}")
     assert rotated.current.key_id == "k2"
     assert rotated.key_ids == ("k2", "k1")
     assert rotated.open("k1", sealed_before.blob, **RECORD) == PASSWORD
@@ -159,7 +159,7 @@ def test_entries_parse_from_commas_lines_comments_and_url_safe_base64() -> None:
     raw = secrets.token_bytes(40)
     url_safe = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     text = f"# rotation of May\nnew:{secret_b64()}\n\n old : {url_safe} , third:{secret_b64()}\n"
-    keys = Keyring.parse(text)
+    keys = GeneratorKeyring.parse(text)
     assert keys.key_ids == ("new", "old", "third")
     assert keys.current.key_id == "new"
 
@@ -192,7 +192,7 @@ SECRET_LOOKING = "c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1uZXZlci1zaG93LXVwLWFueXdoZXJl"
 )
 def test_a_bad_key_ring_is_refused_without_showing_a_secret(text: str, says: str) -> None:
     with pytest.raises(KeyConfigError) as raised:
-        Keyring.parse(text)
+        GeneratorKeyring.parse(text)
     message = str(raised.value)
     assert says in message
     assert "METALLICA_GENERATOR_KEYS" in message

@@ -19,6 +19,7 @@ from metallica.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from metallica.protools import engine, password_workflow
 from metallica.protools.http import REDACTED, redact
 from metallica.web import requests
 
@@ -265,6 +266,11 @@ def test_a_different_body_has_a_different_fingerprint(other: dict[str, Any]) -> 
 # --- redaction -------------------------------------------------------------------------------
 
 
+SECRET_FIELDS = password_workflow.definition(
+    deadline_seconds=1, retry=engine.RetryPolicy(1, 1)
+).secret_fields
+
+
 def test_redact_masks_passwords_and_mail_bodies_at_any_depth() -> None:
     data: dict[str, Any] = {
         "step": "generate_password",
@@ -275,7 +281,7 @@ def test_redact_masks_passwords_and_mail_bodies_at_any_depth() -> None:
         "attempt": 2,
     }
     original = copy.deepcopy(data)
-    assert redact(data) == {
+    assert redact(data, SECRET_FIELDS) == {
         "step": "generate_password",
         "result": {"username": "alice", "password": REDACTED},
         "call": {"body": {"to": "a@b.example", "body": REDACTED}},
@@ -284,4 +290,4 @@ def test_redact_masks_passwords_and_mail_bodies_at_any_depth() -> None:
         "attempt": 2,
     }
     assert data == original  # the event itself is left alone
-    assert "s3cret" not in repr(redact(data))
+    assert "s3cret" not in repr(redact(data, SECRET_FIELDS))

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from metallica.fingerprints import fingerprint
-from metallica.password_generator.sealing import Keyring
+from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.protools import engine, password_workflow
+from metallica.protools.sealing import FieldSealer, ProtoolsKeyring
 from metallica.storage import open_database
 
 BATCH = 20_000
@@ -30,7 +31,7 @@ def _dumps(data: dict[str, Any]) -> str:
 
 
 def _protools_rows(
-    prefix: str, start: int, stop: int, now: float
+    prefix: str, start: int, stop: int, now: float, sealer: FieldSealer
 ) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
     events: list[Sequence[Any]] = []
     commands: list[Sequence[Any]] = []
@@ -59,11 +60,14 @@ def _protools_rows(
                 2,
                 engine.SUCCEEDED,
                 _dumps(
-                    {
-                        "step": password_workflow.GENERATE,
-                        **common,
-                        "result": {"username": username, "password": password},
-                    }
+                    sealer.seal(
+                        workflow_id,
+                        {
+                            "step": password_workflow.GENERATE,
+                            **common,
+                            "result": {"username": username, "password": password},
+                        },
+                    )
                 ),
                 now,
             ),
@@ -89,7 +93,7 @@ def _batches(count: int) -> Iterator[tuple[int, int]]:
 
 
 def _generator_rows(
-    prefix: str, start: int, stop: int, now: float, keyring: Keyring
+    prefix: str, start: int, stop: int, now: float, keyring: GeneratorKeyring
 ) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
     passwords: list[Sequence[Any]] = []
     commands: list[Sequence[Any]] = []
@@ -116,9 +120,17 @@ def _generator_rows(
     return passwords, commands
 
 
-def preload(urls: dict[str, str], count: int, progress: Progress, *, keyring: Keyring) -> float:
+def preload(
+    urls: dict[str, str],
+    count: int,
+    progress: Progress,
+    *,
+    generator_keys: GeneratorKeyring,
+    protools_keys: ProtoolsKeyring,
+) -> float:
     """Seed ``count`` completed workflows into the stores at ``urls`` (by service), the
-    generator's secrets under ``keyring``; return the seconds it took."""
+    secrets sealed under the stack's keys; return the seconds it took."""
+    sealer = FieldSealer(protools_keys, password_workflow.SECRET_FIELDS)
     started, now = time.monotonic(), time.time()
     prefix = f"pre{uuid.uuid4().hex[:6]}"
     protools = open_database(urls["protools"], "protools", pool_size=1)
@@ -126,7 +138,7 @@ def preload(urls: dict[str, str], count: int, progress: Progress, *, keyring: Ke
     mailer = open_database(urls["mailer"], "mailer", pool_size=1)
     try:
         for start, stop in _batches(count):
-            events, commands = _protools_rows(prefix, start, stop, now)
+            events, commands = _protools_rows(prefix, start, stop, now, sealer)
             with protools.transaction() as tx:
                 tx.copy_rows(
                     "events", ("stream_id", "version", "type", "data", "recorded_at"), events
@@ -136,7 +148,9 @@ def preload(urls: dict[str, str], count: int, progress: Progress, *, keyring: Ke
                     ("idempotency_key", "fingerprint", "workflow_id", "created_at"),
                     commands,
                 )
-            passwords, generator_commands = _generator_rows(prefix, start, stop, now, keyring)
+            passwords, generator_commands = _generator_rows(
+                prefix, start, stop, now, generator_keys
+            )
             with generator.transaction() as tx:
                 tx.copy_rows(
                     "passwords",

@@ -31,7 +31,6 @@ from metallica.bench.loadgen import ClosedLoop, Round
 from metallica.bench.preload import preload
 from metallica.lab import checker
 from metallica.lab.pg_cluster import ThrowawayCluster
-from metallica.password_generator.sealing import keyring_from_env
 from metallica.stack import LocalStack
 
 T = TypeVar("T")
@@ -285,7 +284,8 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
                     {s: stack.database_url(s) for s in ("protools", "generator", "mailer")},
                     history,
                     progress_line,
-                    keyring=keyring_from_env(stack.members["generator"][0].env),
+                    generator_keys=stack.generator_keys(),
+                    protools_keys=stack.protools_keys(),
                 )
                 progress_line("")
                 say(f"preloaded {history:,} workflows in {seconds:.0f} s")
@@ -346,7 +346,8 @@ def check_invariants(
         stack.database_url("protools"),
         stack.database_url("generator"),
         stack.maildir,
-        keyring=keyring_from_env(stack.members["generator"][0].env),
+        generator_keys=stack.generator_keys(),
+        protools_keys=stack.protools_keys(),
         only=records if only else None,
     )
     if leave_out:

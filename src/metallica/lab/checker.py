@@ -23,13 +23,14 @@ import email.policy
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from metallica.mail_sender.maildir import Maildir
-from metallica.password_generator.sealing import Keyring
-from metallica.protools import engine, store
+from metallica.password_generator.sealing import GeneratorKeyring
+from metallica.protools import engine, password_workflow, store
+from metallica.protools.sealing import FieldSealer, ProtoolsKeyring
 from metallica.storage import open_database
 
 _PASSWORD_LINE = re.compile(r"^Your new password is: (?P<password>\S+)\r?$", re.MULTILINE)
@@ -67,7 +68,7 @@ def same(_username_key: str, stored: Any, password: str) -> bool:
     return bool(stored == password)
 
 
-def digest_matcher(keyring: Keyring) -> Matcher:
+def digest_matcher(keyring: GeneratorKeyring) -> Matcher:
     """The matcher of the generator's rows: ``stored`` is ``(key id, digest)``."""
 
     def matches(username_key: str, stored: Any, password: str) -> bool:
@@ -140,12 +141,15 @@ def read_snapshot(
     generator_url: str,
     maildir: Path,
     *,
-    keyring: Keyring,
+    generator_keys: GeneratorKeyring,
+    protools_keys: ProtoolsKeyring,
     only: Sequence[ClientRecord] | None = None,
 ) -> Snapshot:
     """Read the final state of a stack from its databases and its Maildir; with ``only``, just
     what concerns those clients' commands (a store with a long history is not read whole).
-    ``keyring``: the generator's keys, to verify the passwords' digests."""
+    ``generator_keys``: to verify the passwords' digests; ``protools_keys``: to open the
+    passwords sealed in protools' events."""
+    sealer = FieldSealer(protools_keys, password_workflow.SECRET_FIELDS)
     protools = open_database(protools_url, "protools", pool_size=1)
     try:
         events: dict[str, list[engine.RecordedEvent]] = defaultdict(list)
@@ -155,6 +159,7 @@ def read_snapshot(
                 after = 0
                 while batch := store.read_all(tx, after=after, limit=5000):
                     for event in batch:
+                        event = replace(event, data=sealer.open(event.stream_id, event.data))
                         events[event.stream_id].append(event)
                         positions.append(event.global_position)
                     after = batch[-1].global_position
@@ -169,7 +174,10 @@ def read_snapshot(
                     if command is not None:
                         commands[command.idempotency_key] = command.workflow_id
                 for workflow_id in dict.fromkeys(commands.values()):
-                    events[workflow_id] = store.read_stream(tx, workflow_id)
+                    events[workflow_id] = [
+                        replace(event, data=sealer.open(workflow_id, event.data))
+                        for event in store.read_stream(tx, workflow_id)
+                    ]
                 positions = sorted(e.global_position for es in events.values() for e in es)
     finally:
         protools.close()
@@ -192,7 +200,9 @@ def read_snapshot(
     if only is not None:
         recipients = {r.username.lower() for r in only}
         mails = [mail for mail in mails if mail.to.split("@")[0].lower() in recipients]
-    return Snapshot(dict(events), positions, commands, passwords, mails, digest_matcher(keyring))
+    return Snapshot(
+        dict(events), positions, commands, passwords, mails, digest_matcher(generator_keys)
+    )
 
 
 def history(snapshot: Snapshot, workflow_id: str | None) -> tuple[str, ...]:

@@ -24,8 +24,9 @@ import httpx
 from metallica.faultproxy import ProxyThread, Toxic
 from metallica.lab.checker import FAILED, OK, UNKNOWN, ClientRecord, Report, check, read_snapshot
 from metallica.lab.pg_cluster import ThrowawayCluster
-from metallica.password_generator.sealing import Keyring, keyring_from_env
+from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.problems import code_of
+from metallica.protools.sealing import ProtoolsKeyring
 from metallica.stack import LocalStack, Replica
 from metallica.storage import open_database
 
@@ -268,15 +269,9 @@ class Lab:
         found = [self.token, self.stack.service_token]
         found += [record.password for record in self.records if record.password]
         for replica in self.stack.members.get("generator", []):
-            keys_file = replica.env.get("METALLICA_GENERATOR_KEYS_FILE")
-            entries = replica.env.get("METALLICA_GENERATOR_KEYS", "")
-            if keys_file:
-                entries += "," + Path(keys_file).read_text(encoding="utf-8")
-            found += [
-                secret.strip()
-                for entry in entries.replace("\n", ",").split(",")
-                if (secret := entry.partition(":")[2]).strip()
-            ]
+            found += GeneratorKeyring.secrets_in(replica.env)
+        for replica in self.stack.members.get("protools", []):
+            found += ProtoolsKeyring.secrets_in(replica.env)
         return sorted(set(found))
 
     def logs(self) -> dict[Path, str]:
@@ -312,9 +307,9 @@ class Lab:
                 self.stack.restart(service, replica.index)
 
     @property
-    def generator_keys(self) -> Keyring:
+    def generator_keys(self) -> GeneratorKeyring:
         """The generators' key ring (the checker verifies the stored digests with it)."""
-        return keyring_from_env(self.stack.members["generator"][0].env)
+        return self.stack.generator_keys()
 
     def has_password(self, username: str) -> bool:
         """Whether the generator holds a password for ``username`` yet."""
@@ -349,6 +344,7 @@ class Lab:
             self.stack.database_url("protools"),
             self.stack.database_url("generator"),
             self.stack.maildir,
-            keyring=self.generator_keys,
+            generator_keys=self.generator_keys,
+            protools_keys=self.stack.protools_keys(),
         )
         return check(snapshot, list(self.records if records is None else records))

@@ -23,6 +23,7 @@ from typing import Any
 from metallica import deadlines, usernames
 from metallica.errors import (
     CommandInProgress,
+    IdempotencyRecordExpired,
     KeyReusedWithOtherBody,
     MetallicaError,
     UsernameTaken,
@@ -30,7 +31,7 @@ from metallica.errors import (
 from metallica.faults import FaultPoints
 from metallica.fingerprints import fingerprint
 from metallica.password_generator.domain import PasswordPolicy, generate_password
-from metallica.password_generator.sealing import Keyring, SealBroken, UnknownKeyId
+from metallica.password_generator.sealing import GeneratorKeyring, SealBroken, UnknownKeyId
 from metallica.problems import from_error
 from metallica.storage import Database, LockTimeout, Row
 
@@ -38,15 +39,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = 24 * 3600.0
 SWEEP_BATCH = 500
-
-
-class IdempotencyRecordExpired(MetallicaError):
-    """This Idempotency-Key's answer is past its retention: the password it created is no
-    longer kept and cannot be sent again."""
-
-    code = "idempotency-record-expired"
-    status = 410
-    title = "Idempotency record expired"
 
 
 class ReplayUnreadable(MetallicaError):
@@ -71,7 +63,7 @@ class PasswordService:
         self,
         database: Database,
         policy: PasswordPolicy,
-        keyring: Keyring,
+        keyring: GeneratorKeyring,
         *,
         retention: float = DEFAULT_RETENTION,
         faults: FaultPoints | None = None,

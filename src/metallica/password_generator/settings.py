@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metallica.password_generator.domain import PasswordPolicy
-from metallica.password_generator.sealing import Keyring
+from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.password_generator.service import DEFAULT_RETENTION
 from metallica.storage import Timeouts
 from metallica.web.auth import DEFAULT_NAME, Credentials
 
 
-def _ephemeral_keys() -> Keyring:
-    return Keyring.generate("ephemeral")
+def _ephemeral_keys() -> GeneratorKeyring:
+    return GeneratorKeyring.generate("ephemeral")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class GeneratorSettings:
     database_timeouts: Timeouts = field(default_factory=Timeouts)
     database_pool_size: int = 16
     max_in_flight: int = 1024
-    keys: Keyring = field(default_factory=_ephemeral_keys)
+    keys: GeneratorKeyring = field(default_factory=_ephemeral_keys)
     retention: float = DEFAULT_RETENTION
     sweep_interval: float = 60.0
 

@@ -164,13 +164,17 @@ class Step:
 @dataclass(frozen=True)
 class WorkflowDefinition:
     """A workflow: its steps in order, its deadline, how it reads a client's command (raising
-    an input error before anything is stored), and what it answers once completed."""
+    an input error before anything is stored), and what it answers once completed.
+
+    ``secret_fields``: the names of the fields, in step results and calls, whose string values
+    are secrets: stored sealed, masked in every listing of events."""
 
     name: str
     steps: tuple[Step, ...]
     deadline_seconds: float
     result: Callable[[WorkflowState], dict[str, Any]]
     parse: Callable[[Mapping[str, Any]], Command]
+    secret_fields: frozenset[str] = frozenset()
 
     def step(self, name: str) -> Step:
         return next(step for step in self.steps if step.name == name)

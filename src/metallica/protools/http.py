@@ -59,15 +59,18 @@ SHED_RETRY_AFTER = 1
 REDACTED = "***"
 
 
-def redact(value: Any) -> Any:
-    """``value`` with every ``password`` field and mail body masked, for event listings."""
+def redact(value: Any, secret_fields: frozenset[str]) -> Any:
+    """``value`` with the string of every field in ``secret_fields`` masked, at any depth, for
+    event listings (the password workflow's: the password and the mail's body)."""
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if key in ("password", "body") and isinstance(item, str) else redact(item)
+            key: REDACTED
+            if key in secret_fields and isinstance(item, str)
+            else redact(item, secret_fields)
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact(item) for item in value]
+        return [redact(item, secret_fields) for item in value]
     return value
 
 
@@ -172,6 +175,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             definition,
             replica_id=replica_id,
             lease_seconds=settings.lease_seconds,
+            keys=settings.keys,
         )
         clients = ServiceClients(
             {"generator": settings.generator_urls, "mailer": settings.mailer_urls},
@@ -309,7 +313,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
                         "version": event.version,
                         "type": event.type,
                         "time": _iso(event.recorded_at),
-                        "data": redact(event.data),
+                        "data": redact(event.data, definition.secret_fields),
                     }
                     for event in events
                 ]

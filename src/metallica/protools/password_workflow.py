@@ -12,10 +12,12 @@ from typing import Any
 from metallica import addresses, usernames
 from metallica.errors import (
     DeadlinePassed,
+    IdempotencyRecordExpired,
     InvalidInput,
     InvalidUsername,
     MetallicaError,
     Overloaded,
+    PasswordLost,
     UsernameTaken,
 )
 from metallica.problems import code_of, from_error
@@ -35,6 +37,9 @@ from metallica.protools.engine import (
 
 NAME = "password-creation"
 GENERATE, MAIL = "generate_password", "send_mail"
+# Sealed at rest, masked in listings: the password, in the generator's answer, and the mail's
+# body, which carries it.
+SECRET_FIELDS = frozenset({"password", "body"})
 
 
 def parse_command(body: Mapping[str, Any], mail_domain: str) -> tuple[str, str | None]:
@@ -150,6 +155,10 @@ def _interpret_generate(response: Response) -> Outcome:
         # protools checks usernames with the same rules when it accepts a command, so this
         # only happens across versions with other rules: the command itself is refused.
         return _definite(InvalidUsername())
+    if response.status == 410 and code == IdempotencyRecordExpired.code:
+        # The generator created the password under this step's key, but no longer keeps the
+        # answer: no retry will ever read it back.
+        return _definite(PasswordLost())
     return interpret_common(response)
 
 
@@ -187,4 +196,5 @@ def definition(
         deadline_seconds=deadline_seconds,
         result=_result,
         parse=parse,
+        secret_fields=SECRET_FIELDS,
     )

@@ -35,7 +35,7 @@ from metallica.faults import FaultPoints
 from metallica.overload.breaker import OPEN
 from metallica.protools import store
 from metallica.protools.clients import ServiceClients
-from metallica.protools.engine import COMPLETED_STATUS, Call, Outcome, Retry, WorkflowState
+from metallica.protools.engine import COMPLETED_STATUS, Outcome, Retry, WorkflowState
 from metallica.protools.flow import DownstreamGuard, FlowSettings
 from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.service import Recorded, WorkflowService
@@ -296,7 +296,7 @@ class Relay:
                 await self._park(message, *held_back)
                 return None, None
             step = definition.step(message.step)
-            call = Call.from_payload(message.payload)
+            call = self._service.call_of(message)
             started = time.monotonic()
             try:
                 replica, outcome = await self._clients.send(call, message.attempts, step.interpret)

@@ -3,10 +3,15 @@
 Each use case reads a workflow's events, asks the pure engine what to do, and commits the new
 events, the outbox change and (for a new command) the command record in one transaction. A
 version conflict (another replica wrote first) re-reads and decides again.
+
+The definition's secret fields are sealed here, on their way into the store, and opened on
+their way out (:mod:`~metallica.protools.sealing`): nothing above this module sees a sealed
+value, nothing below it sees a clear one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import time
@@ -18,6 +23,7 @@ from typing import Any
 from metallica.errors import CommandInProgress, KeyReusedWithOtherBody
 from metallica.fingerprints import fingerprint
 from metallica.protools import engine, store
+from metallica.protools.sealing import FieldSealer, ProtoolsKeyring
 from metallica.storage import Database, LockTimeout, Transaction
 
 CONFLICT_RETRIES = 8
@@ -57,6 +63,7 @@ class WorkflowService:
         *,
         replica_id: str,
         lease_seconds: float,
+        keys: ProtoolsKeyring,
         clock: Callable[[], float] = time.time,
         random_unit: Callable[[], float] = random.random,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
@@ -65,6 +72,7 @@ class WorkflowService:
         self.definition = definition
         self.replica_id = replica_id
         self.lease = store.Lease(replica_id, lease_seconds)
+        self.sealer = FieldSealer(keys, definition.secret_fields)
         self._clock = clock
         self._random = random_unit
         self._new_id = new_id
@@ -97,7 +105,7 @@ class WorkflowService:
                     if recorded.fingerprint != body_fingerprint:
                         raise KeyReusedWithOtherBody()
                     return Accepted(recorded.workflow_id, None)
-                store.append(tx, workflow_id, 0, decision.events, now=now)
+                self._append(tx, workflow_id, 0, decision.events, now=now)
                 assert decision.send is not None
                 message = self._send(tx, workflow_id, decision.send, leased=lease)
         except LockTimeout:
@@ -127,9 +135,40 @@ class WorkflowService:
             stream_id=workflow_id,
             step=call.step,
             destination=call.destination,
-            payload=call.to_payload(),
+            payload=self.sealer.seal(workflow_id, call.to_payload()),
             lease=self.lease if leased else None,
         )
+
+    # --- the store, secrets sealed ----------------------------------------------------------
+
+    def _append(
+        self,
+        tx: Transaction,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[engine.NewEvent],
+        *,
+        now: float,
+    ) -> list[int]:
+        sealed = [
+            dataclasses.replace(event, data=self.sealer.seal(stream_id, event.data))
+            for event in events
+        ]
+        return store.append(tx, stream_id, expected_version, sealed, now=now)
+
+    def _read(self, tx: Transaction, stream_id: str) -> list[engine.RecordedEvent]:
+        return self.open_events(store.read_stream(tx, stream_id))
+
+    def open_events(self, events: Sequence[engine.RecordedEvent]) -> list[engine.RecordedEvent]:
+        """``events`` as stored, their secret fields opened."""
+        return [
+            dataclasses.replace(event, data=self.sealer.open(event.stream_id, event.data))
+            for event in events
+        ]
+
+    def call_of(self, message: store.OutboxMessage) -> engine.Call:
+        """The call ``message`` carries, its secret fields opened."""
+        return engine.Call.from_payload(self.sealer.open(message.stream_id, message.payload))
 
     # --- delivery ------------------------------------------------------------------------------
 
@@ -155,7 +194,7 @@ class WorkflowService:
                     lease = store.lock_message(tx, message.id)
                     if lease is None or not lease.held_by(self.replica_id, message.attempts):
                         return None
-                    events = store.read_stream(tx, message.stream_id)
+                    events = self._read(tx, message.stream_id)
                     state = engine.fold(message.stream_id, events)
                     if state is None or not engine.is_current(state, self.definition, message.step):
                         store.complete(tx, message.id)  # a stale message: nothing to wait for
@@ -169,7 +208,7 @@ class WorkflowService:
                         delay=delay,
                         now=now,
                     )
-                    store.append(tx, message.stream_id, state.version, decision.events, now=now)
+                    self._append(tx, message.stream_id, state.version, decision.events, now=now)
                     store.release_unattempted(tx, message.id, delay=delay)
                     return engine.after(state, decision.events, now=now)
             except store.VersionConflict:
@@ -186,7 +225,7 @@ class WorkflowService:
         for _ in range(CONFLICT_RETRIES):
             now = self._clock()
             with self.database.transaction() as tx:
-                state = engine.fold(message.stream_id, store.read_stream(tx, message.stream_id))
+                state = engine.fold(message.stream_id, self._read(tx, message.stream_id))
                 if state is None or not engine.is_current(state, self.definition, message.step):
                     store.complete(tx, message.id)
                     return False
@@ -196,7 +235,7 @@ class WorkflowService:
                 if decision is None:
                     return True
                 try:
-                    store.append(tx, message.stream_id, state.version, decision.events, now=now)
+                    self._append(tx, message.stream_id, state.version, decision.events, now=now)
                 except store.VersionConflict:
                     continue
                 store.complete(tx, message.id)
@@ -269,7 +308,7 @@ class WorkflowService:
     ) -> Recorded:
         lease = store.lock_message(tx, message.id)
         held = lease is not None and lease.held_by(self.replica_id, message.attempts)
-        state = engine.fold(message.stream_id, store.read_stream(tx, message.stream_id))
+        state = engine.fold(message.stream_id, self._read(tx, message.stream_id))
         if state is None or not engine.is_current(state, self.definition, message.step):
             late = engine.Decision()
             if state is not None:
@@ -281,7 +320,7 @@ class WorkflowService:
                     replica=replica,
                     elapsed_ms=elapsed_ms,
                 )
-                store.append(tx, message.stream_id, state.version, late.events, now=now)
+                self._append(tx, message.stream_id, state.version, late.events, now=now)
             if held:
                 store.complete(tx, message.id)  # another attempt recorded the step first
             return Recorded(None, False, None, fenced=not held, late=bool(late.events))
@@ -320,7 +359,7 @@ class WorkflowService:
             elapsed_ms=elapsed_ms,
             random=self._random,
         )
-        store.append(tx, message.stream_id, state.version, decision.events, now=now)
+        self._append(tx, message.stream_id, state.version, decision.events, now=now)
         if decision.retry_at is not None:
             store.reschedule(tx, message.id, delay=decision.retry_at - now)
         elif held or not isinstance(outcome, engine.Retry):
@@ -335,8 +374,8 @@ class WorkflowService:
 
     def load(self, workflow_id: str) -> engine.WorkflowState | None:
         with self.database.transaction(write=False) as tx:
-            return engine.fold(workflow_id, store.read_stream(tx, workflow_id))
+            return engine.fold(workflow_id, self._read(tx, workflow_id))
 
     def history(self, workflow_id: str) -> list[engine.RecordedEvent]:
         with self.database.transaction(write=False) as tx:
-            return store.read_stream(tx, workflow_id)
+            return self._read(tx, workflow_id)

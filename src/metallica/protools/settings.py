@@ -5,12 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metallica.protools.flow import FlowSettings
+from metallica.protools.sealing import ProtoolsKeyring
 from metallica.storage import Timeouts
 from metallica.web.auth import DEFAULT_NAME, Credentials
 
 
+def _ephemeral_keys() -> ProtoolsKeyring:
+    return ProtoolsKeyring.generate("ephemeral")
+
+
 @dataclass(frozen=True)
 class ProtoolsSettings:
+    """``keys``: the key ring that seals passwords in events and outbox messages. ``metallica
+    serve`` refuses to start without configured keys; the default here, a random key that dies
+    with the settings, is for in-process use (tests) only."""
+
     database_url: str
     api_token: str
     generator_urls: tuple[str, ...]
@@ -36,6 +45,7 @@ class ProtoolsSettings:
     clients: Credentials = field(default_factory=lambda: Credentials(()))
     # protools' own credential towards the generator and the mailer ("": ``api_token``).
     service_token: str = ""
+    keys: ProtoolsKeyring = field(default_factory=_ephemeral_keys)
 
     @property
     def client_credentials(self) -> Credentials:

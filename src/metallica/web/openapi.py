@@ -352,6 +352,10 @@ def protools() -> Document:
     create_errors["422"]["description"] += (
         ", or " + failed_run + "invalid-username (the generator refused the username)"
     )
+    create_errors["502"] = problem(
+        failed_run + "password-lost (the generator made the password, but its record of the "
+        "answer expired before protools could read it back: an operator must reset it)"
+    )
     forbidden = problem("forbidden: the workflow was started by another client")
     create_errors["403"] = problem(
         "forbidden: this key started a workflow of another client (a replay is only for the "
