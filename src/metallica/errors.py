@@ -68,6 +68,13 @@ class MissingIdempotencyKey(BadRequest):
     title = "Idempotency-Key required"
 
 
+class InvalidIdempotencyKey(BadRequest):
+    """The Idempotency-Key header must be 1 to 255 printable ASCII characters, with no space
+    at either end."""
+
+    code = "idempotency-key-invalid"
+
+
 class Unauthorized(MetallicaError):
     """A valid 'Authorization: Bearer <token>' header is required."""
 

@@ -101,3 +101,60 @@ def test_the_services_take_protools_credential_and_no_clients(stack: Stack) -> N
     assert refused.headers["content-type"] == "application/problem+json"
     taken = httpx.post(url, json=body, headers=auth(SERVICE, **{"Idempotency-Key": "g1"}))
     assert taken.status_code == 201
+
+
+def test_a_client_lists_its_own_workflows_a_page_at_a_time(stack: Stack) -> None:
+    protools = stack.protools
+    mine = []
+    for index in range(5):
+        created = protools.post(
+            CREATE,
+            json={"username": f"user{index}"},
+            headers=auth(ALICE, **{"Idempotency-Key": f"list-{index}"}),
+        )
+        assert created.status_code == 200, created.text
+        mine.append(created.json()["workflow_id"])
+    theirs = protools.post(
+        CREATE, json={"username": "bobby"}, headers=auth(BOB, **{"Idempotency-Key": "list-bob"})
+    )
+    assert theirs.status_code == 200, theirs.text
+
+    first = protools.get("/v1/workflows?limit=3", headers=auth(ALICE))
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [w["workflow_id"] for w in page["workflows"]] == mine[::-1][:3]  # newest first
+    assert page["workflows"][0] == {
+        "workflow_id": mine[-1],
+        "status": "completed",
+        "username": "user4",
+        "started_at": page["workflows"][0]["started_at"],
+    }
+    assert "password" not in first.text  # a listing never carries a result
+    second = protools.get(f"/v1/workflows?limit=3&after={page['next']}", headers=auth(ALICE))
+    assert [w["workflow_id"] for w in second.json()["workflows"]] == mine[::-1][3:]
+    assert second.json()["next"] is None
+    # A token of the same client sees the same; another client sees only its own.
+    assert len(protools.get("/v1/workflows", headers=auth(ALICE_NEXT)).json()["workflows"]) == 5
+    bobs = protools.get("/v1/workflows?status=completed", headers=auth(BOB)).json()["workflows"]
+    assert [w["username"] for w in bobs] == ["bobby"]
+    assert protools.get("/v1/workflows?status=running", headers=auth(BOB)).json() == {
+        "workflows": [],
+        "next": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["status=done", "limit=0", "limit=101", "limit=x", "after=-1", "after=abc", "after=" + "9" * 30],
+)
+def test_a_listing_with_a_bad_parameter_is_a_400_naming_it(stack: Stack, query: str) -> None:
+    response = stack.protools.get(f"/v1/workflows?{query}", headers=auth(ALICE))
+    assert response.status_code == 400, response.text
+    assert problem_code(response) == "bad-request"
+    assert response.json()["field"] == query.split("=")[0]
+
+
+def test_a_listing_needs_a_token(stack: Stack) -> None:
+    response = stack.protools.get("/v1/workflows")
+    assert response.status_code == 401
+    assert problem_code(response) == "unauthorized"

@@ -373,6 +373,48 @@ class EventStoreConformance:
 
         assert streams == [("wf-2", {"n": 2}, NOW + 2), ("wf-1", {"n": 1}, NOW + 1)]
 
+    def test_list_workflows_gives_a_clients_own_newest_first_by_status_in_pages(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        ends = {0: engine.COMPLETED, 1: None, 2: engine.FAILED, 3: engine.COMPLETED, 4: None}
+        for index, end in ends.items():
+            started = engine.NewEvent(
+                engine.STARTED,
+                {"workflow": "w", "input": {"username": f"u{index}"}, "client": "alice"},
+            )
+            others = engine.NewEvent(
+                engine.STARTED, {"workflow": "w", "input": {"username": "x"}, "client": "bob"}
+            )
+            with database.transaction() as tx:
+                store.append(tx, f"wf-{index}", 0, [started], now=NOW + index)
+                store.append(tx, f"bob-{index}", 0, [others], now=NOW + index)
+                if end is not None:
+                    store.append(tx, f"wf-{index}", 1, [event("Step"), event(end)], now=NOW)
+
+        def listed(**options: Any) -> list[tuple[str, str]]:
+            with database.transaction(write=False) as tx:
+                found = store.list_workflows(tx, "alice", **options)
+            return [(summary.workflow_id, summary.status) for summary in found]
+
+        assert listed() == [
+            ("wf-4", "running"),
+            ("wf-3", "completed"),
+            ("wf-2", "failed"),
+            ("wf-1", "running"),
+            ("wf-0", "completed"),
+        ]
+        assert listed(status="running") == [("wf-4", "running"), ("wf-1", "running")]
+        assert listed(status="completed", limit=1) == [("wf-3", "completed")]
+        with database.transaction(write=False) as tx:
+            first = store.list_workflows(tx, "alice", limit=2)
+            second = store.list_workflows(tx, "alice", limit=2, before=first[-1].position)
+        assert [s.workflow_id for s in first + second] == ["wf-4", "wf-3", "wf-2", "wf-1"]
+        assert first[0].input == {"username": "u4"}
+        assert first[0].started_at == NOW + 4
+        with database.transaction(write=False) as tx:
+            assert store.list_workflows(tx, "carol") == []
+
 
 # --- outbox --------------------------------------------------------------------------------------
 

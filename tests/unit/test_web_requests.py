@@ -14,6 +14,7 @@ from starlette.types import Message
 from metallica import fingerprints
 from metallica.errors import (
     InvalidId,
+    InvalidIdempotencyKey,
     InvalidInput,
     MissingIdempotencyKey,
     PayloadTooLarge,
@@ -75,9 +76,18 @@ def test_a_missing_key_is_a_400() -> None:
         b"\xff",
     ],
 )
-def test_a_bad_key_is_refused(key: bytes) -> None:
-    with pytest.raises(MissingIdempotencyKey):
+def test_a_bad_key_is_refused_as_invalid_not_missing(key: bytes) -> None:
+    with pytest.raises(InvalidIdempotencyKey) as caught:
         requests.idempotency_key(with_key(key))
+    assert caught.value.status == 400
+    assert caught.value.code == "idempotency-key-invalid"
+
+
+def test_an_overlong_key_is_refused_with_its_length_never_echoed() -> None:
+    with pytest.raises(InvalidIdempotencyKey) as caught:
+        requests.idempotency_key(with_key(b"s3cretish" * 600))
+    assert "5400 characters long; at most 255" in caught.value.detail
+    assert "s3cretish" not in caught.value.detail
 
 
 # --- Prefer: wait ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metallica.errors import (
+    BadRequest,
     Forbidden,
     MetallicaError,
     NotFound,
@@ -25,7 +26,7 @@ from metallica.errors import (
 from metallica.faults import FaultPoints
 from metallica.overload.rates import retry_after_header
 from metallica.problems import MEDIA_TYPE
-from metallica.protools import engine, password_workflow
+from metallica.protools import engine, password_workflow, store
 from metallica.protools.clients import ServiceClients
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.metrics import ProtoolsMetrics
@@ -84,6 +85,32 @@ def representation(
     elif state.status == engine.FAILED_STATUS:
         body["error"] = state.error
     return body
+
+
+LIST_STATUSES = (engine.RUNNING, engine.COMPLETED_STATUS, engine.FAILED_STATUS)
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
+
+
+def listing_query(request: Request) -> tuple[str, int | None, int]:
+    """``(status, before, limit)`` of a ``GET /v1/workflows``: ``status`` one of
+    :data:`LIST_STATUSES` or "" for any, ``after`` the ``next`` cursor of the page before, and
+    ``limit`` 1 to 100; a 400 ``bad-request`` naming the parameter otherwise."""
+    query = request.query_params
+    status = query.get("status", "")
+    if status not in ("", *LIST_STATUSES):
+        raise BadRequest(f"status must be one of {', '.join(LIST_STATUSES)}", field="status")
+    limit_text = query.get("limit", str(LIST_LIMIT_DEFAULT))
+    if not (limit_text.isascii() and limit_text.isdigit()) or not (
+        1 <= int(limit_text) <= LIST_LIMIT_MAX
+    ):
+        raise BadRequest(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}", field="limit")
+    after = query.get("after")
+    before = None
+    if after is not None:
+        if not (after.isascii() and after.isdigit()) or not 0 < int(after) < store.MAX_POSITION:
+            raise BadRequest("after must be the 'next' cursor of the page before", field="after")
+        before = int(after)
+    return status, before, int(limit_text)
 
 
 def owned_by(state: engine.WorkflowState | None, client: str) -> None:
@@ -300,6 +327,31 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         owned_by(state, request.state.caller)
         return answer(state, creating=False)
 
+    async def list_workflows(request: Request) -> Response:
+        status, before, limit = listing_query(request)
+        service: WorkflowService = request.app.state.service
+        found = await in_thread(
+            service.list_workflows,
+            request.state.caller,
+            status=status,
+            before=before,
+            limit=limit,
+        )
+        return JSONResponse(
+            {
+                "workflows": [
+                    {
+                        "workflow_id": summary.workflow_id,
+                        "status": summary.status,
+                        "username": summary.input.get("username"),
+                        "started_at": _iso(summary.started_at),
+                    }
+                    for summary in found
+                ],
+                "next": str(found[-1].position) if len(found) == limit else None,
+            }
+        )
+
     async def get_events(request: Request) -> Response:
         service: WorkflowService = request.app.state.service
         events = await in_thread(service.history, uuid_in_path(request, "workflow_id"))
@@ -328,6 +380,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             methods=["POST"],
         ),
         Route("/v1/workflows/password-creation", method_not_allowed("POST"), methods=["GET"]),
+        Route("/v1/workflows", authenticated(token, list_workflows), methods=["GET"]),
         Route("/v1/workflows/{workflow_id}", authenticated(token, get_workflow), methods=["GET"]),
         Route(
             "/v1/workflows/{workflow_id}/events", authenticated(token, get_events), methods=["GET"]

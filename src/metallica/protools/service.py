@@ -376,6 +376,13 @@ class WorkflowService:
         with self.database.transaction(write=False) as tx:
             return engine.fold(workflow_id, self._read(tx, workflow_id))
 
+    def list_workflows(
+        self, client: str, *, status: str = "", before: int | None = None, limit: int = 20
+    ) -> list[store.WorkflowSummary]:
+        """``client``'s workflows, newest first (see :func:`store.list_workflows`)."""
+        with self.database.transaction(write=False) as tx:
+            return store.list_workflows(tx, client, status=status, before=before, limit=limit)
+
     def history(self, workflow_id: str) -> list[engine.RecordedEvent]:
         with self.database.transaction(write=False) as tx:
             return self._read(tx, workflow_id)

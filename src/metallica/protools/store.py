@@ -140,6 +140,45 @@ def list_streams(tx: Transaction, *, limit: int = 50) -> list[tuple[str, Mapping
     return [(row["stream_id"], json.loads(row["data"]), float(row["recorded_at"])) for row in rows]
 
 
+@dataclass(frozen=True)
+class WorkflowSummary:
+    """A workflow as a listing shows it; ``position`` is its start's place in the log (a page's
+    cursor)."""
+
+    workflow_id: str
+    status: str
+    input: Mapping[str, Any]
+    started_at: float
+    position: int
+
+
+def list_workflows(
+    tx: Transaction, client: str, *, status: str = "", before: int | None = None, limit: int = 20
+) -> list[WorkflowSummary]:
+    """``client``'s workflows, newest first, started before log position ``before``, with
+    ``status`` (running, completed, failed; "" for any)."""
+    rows = tx.fetch_all(
+        "list_workflows",
+        client=client,
+        status=status,
+        before=before if before is not None else MAX_POSITION,
+        limit=limit,
+    )
+    return [
+        WorkflowSummary(
+            workflow_id=row["stream_id"],
+            status=row["status"],
+            input=json.loads(row["data"]).get("input", {}),
+            started_at=float(row["recorded_at"]),
+            position=int(row["global_position"]),
+        )
+        for row in rows
+    ]
+
+
+MAX_POSITION = 2**63 - 1  # past every event: the first page
+
+
 # --- outbox ---------------------------------------------------------------------------------
 #
 # Outbox times (when a message falls due, when a lease runs out) are read from the database's

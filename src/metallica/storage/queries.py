@@ -31,6 +31,8 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "ids_from_json": "SELECT value FROM json_each(:ids)",
         # The strings in a JSON array parameter.
         "strings_from_json": "SELECT value FROM json_each(:strings)",
+        # The client a start event records (the expression its index is on).
+        "started_by": "json_extract(s.data, '$.client')",
     },
     "postgres": {
         "now": "extract(epoch FROM clock_timestamp())::double precision",
@@ -38,6 +40,7 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "ids_from_json": "SELECT json_array_elements_text(CAST(:ids AS json))::bigint",
         "strings_from_json": "SELECT json_array_elements_text(CAST(:strings AS json))",
+        "started_by": "((CAST(s.data AS jsonb)) ->> 'client')",
     },
 }
 

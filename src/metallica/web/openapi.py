@@ -152,7 +152,10 @@ INVALID_ID = problem("invalid-id: the id is not a UUID")
 def command_errors() -> dict[str, Any]:
     """What any command (a POST with a JSON body and an Idempotency-Key) may be refused with."""
     return {
-        "400": problem("idempotency-key-missing: no valid Idempotency-Key header"),
+        "400": problem(
+            "idempotency-key-missing: no Idempotency-Key header, or idempotency-key-invalid: "
+            "one that is not 1 to 255 printable ASCII characters"
+        ),
         "401": UNAUTHORIZED,
         "413": problem(f"payload-too-large: the body is over {MAX_BODY_BYTES} bytes"),
         "415": problem("unsupported-media-type: the body must be sent as application/json"),
@@ -417,6 +420,75 @@ def protools() -> Document:
                         retry_after=True,
                     ),
                     "504": problem(failed_run + "deadline-exceeded"),
+                },
+            }
+        },
+        "/v1/workflows": {
+            "get": {
+                "operationId": "listWorkflows",
+                "tags": ["commands"],
+                "summary": "The calling client's workflows, newest first, a page at a time",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "description": "only the workflows in this status",
+                        "schema": {"type": "string", "enum": ["running", "completed", "failed"]},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "workflows on a page (default 20)",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "the 'next' cursor of the page before",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                    },
+                ],
+                "responses": {
+                    "200": json_body(
+                        {
+                            "type": "object",
+                            "required": ["workflows", "next"],
+                            "properties": {
+                                "workflows": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": [
+                                            "workflow_id",
+                                            "status",
+                                            "username",
+                                            "started_at",
+                                        ],
+                                        "properties": {
+                                            "workflow_id": WORKFLOW_ID,
+                                            "status": {
+                                                "type": "string",
+                                                "enum": ["running", "completed", "failed"],
+                                            },
+                                            "username": {"type": ["string", "null"]},
+                                            "started_at": {"type": "string"},
+                                        },
+                                        "additionalProperties": False,
+                                    },
+                                },
+                                "next": {
+                                    "type": ["string", "null"],
+                                    "description": "pass as ?after= for the next page; null: "
+                                    "this was the last",
+                                },
+                            },
+                            "additionalProperties": False,
+                        },
+                        "the workflows, passwords never included (read one for its result)",
+                    ),
+                    "400": problem("bad-request: status, limit or after out of range"),
+                    "401": reads["401"],
+                    "503": reads["503"],
                 },
             }
         },

@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from metallica.errors import (
     InvalidId,
+    InvalidIdempotencyKey,
     InvalidInput,
     MissingIdempotencyKey,
     PayloadTooLarge,
@@ -25,11 +26,28 @@ _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECA
 
 
 def idempotency_key(request: Request) -> str:
-    """The request's Idempotency-Key: 1 to 255 printable ASCII characters."""
+    """The request's Idempotency-Key: 1 to 255 printable ASCII characters. A 400
+    ``idempotency-key-missing`` without one, ``idempotency-key-invalid`` (saying why) for one
+    that breaks the rule."""
     key = request.headers.get("idempotency-key")
-    if key is None or not _KEY.match(key) or key != key.strip():
+    if key is None:
         raise MissingIdempotencyKey()
+    if not _KEY.match(key) or key != key.strip():
+        raise InvalidIdempotencyKey(
+            f"the Idempotency-Key {_key_fault(key)}", field="Idempotency-Key"
+        )
     return key
+
+
+def _key_fault(key: str) -> str:
+    """What is wrong with a key that breaks the rule (the key itself is never echoed)."""
+    if not key:
+        return "is empty"
+    if len(key) > 255:
+        return f"is {len(key)} characters long; at most 255"
+    if key != key.strip():
+        return "starts or ends with a space"
+    return "holds a character that is not printable ASCII"
 
 
 def uuid_in_path(request: Request, name: str) -> str:

@@ -24,6 +24,24 @@ FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit
 SELECT stream_id, data, recorded_at FROM events
 WHERE version = 1 ORDER BY global_position DESC LIMIT :limit;
 
+-- name: list_workflows
+-- One client's workflows, newest first, before a position (the page's cursor), with their status
+-- ('' for any): the start events through the index on their client, each one's end if any.
+SELECT w.global_position, w.stream_id, w.data, w.recorded_at, w.status FROM (
+    SELECT s.global_position, s.stream_id, s.data, s.recorded_at,
+           COALESCE((SELECT CASE e.type WHEN 'WorkflowCompleted' THEN 'completed' ELSE 'failed' END
+                     FROM events e
+                     WHERE e.stream_id = s.stream_id
+                       AND e.type IN ('WorkflowCompleted', 'WorkflowFailed')
+                     LIMIT 1), 'running') AS status
+    FROM events s
+    WHERE s.type = 'WorkflowStarted' AND {started_by} = :client
+      AND s.global_position < :before
+) AS w
+WHERE :status = '' OR w.status = :status
+ORDER BY w.global_position DESC
+LIMIT :limit;
+
 -- name: enqueue_message
 -- Put a message in the outbox, in the transaction that recorded the events implying it; with an
 -- owner, already leased to that relay (its first attempt). Times are the database's clock, so
