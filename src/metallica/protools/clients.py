@@ -2,8 +2,10 @@
 
 A call's replica is chosen from its key and attempt number: attempts of one call rotate over the
 replicas, so a retry lands on another replica than the attempt before it (failover), while
-different workflows spread evenly. Transport failures are classified into retry reasons, and
-whether the service may have acted on the call (``in_doubt``).
+different workflows spread evenly. A replica is a configured base URL, or one address of a
+configured DNS name (``protools/resolver.py``: Compose gives all of a service's replicas one
+name). Transport failures are classified into retry reasons, and whether the service may have
+acted on the call (``in_doubt``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from metallica import deadlines
 from metallica.deadlines import DEADLINE_HEADER
 from metallica.faults import ATTEMPT_HEADER
 from metallica.protools.engine import Call, Outcome, Response, Retry
+from metallica.protools.resolver import Resolve, ServiceReplicas, Target, resolve_addresses
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -48,11 +51,12 @@ class ServiceClients:
         connect_timeout: float,
         call_timeout: float,
         max_connections: int,
+        resolve: Resolve = resolve_addresses,
     ) -> None:
         """``max_connections`` per service: the relay's delivery slots, so that a call never
         queues for a connection (and a wait for one is never mistaken for a connect timeout)."""
         self._replicas = {
-            name: [url.rstrip("/") for url in urls] for name, urls in replicas.items()
+            name: ServiceReplicas(urls, resolve=resolve) for name, urls in replicas.items()
         }
         self._headers = {
             "Authorization": f"Bearer {token}",
@@ -78,17 +82,26 @@ class ServiceClients:
 
     def replica_for(self, call: Call, attempt: int) -> str:
         """The base URL for ``attempt`` (1-based) of ``call``."""
-        urls = self._replicas[call.destination]
+        return self._target_for(call, attempt).url
+
+    def _target_for(self, call: Call, attempt: int) -> Target:
+        targets = self._replicas[call.destination].targets()
         start = zlib.crc32(call.idempotency_key.encode())
-        return urls[(start + attempt - 1) % len(urls)]
+        return targets[(start + attempt - 1) % len(targets)]
 
     async def send(
         self, call: Call, attempt: int, interpret: Callable[[Response], Outcome]
     ) -> tuple[str, Outcome]:
         """Make one attempt of ``call``; return the replica used and the classified outcome."""
-        base = self.replica_for(call, attempt)
+        replicas = self._replicas[call.destination]
+        if not replicas.looked_up:
+            await replicas.ready()
+        target = self._target_for(call, attempt)
+        base = target.url
         session = self._sessions[call.destination]
         headers = {"Idempotency-Key": call.idempotency_key, ATTEMPT_HEADER: str(attempt)}
+        if target.host is not None:
+            headers["Host"] = target.host  # connected to one address of the configured name
         try:
             async with session.request(
                 call.method, base + call.path, data=json.dumps(call.body), headers=headers
@@ -113,5 +126,7 @@ class ServiceClients:
         return base, interpret(response)
 
     async def aclose(self) -> None:
+        for replicas in self._replicas.values():
+            await replicas.aclose()
         for session in self._sessions.values():
             await session.close()
