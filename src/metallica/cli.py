@@ -5,6 +5,7 @@ Every service setting is a flag and an environment variable (``METALLICA_*``); f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -29,9 +30,29 @@ def _urls(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
+# `password create` and `workflow result` exit with this when the workflow is still running
+# (the workflow id and the key go to stderr; stdout stays empty, so a script never takes them for
+# a password).
+EXIT_RUNNING = 3
+
+
 def _token_from(data_dir: Path) -> str | None:
     path = data_dir / "api-token"
     return path.read_text().strip() if path.exists() else None
+
+
+def _token_places(start: Path) -> list[Path]:
+    """Where the client commands look for `up`'s token file: ./.metallica/api-token, then the
+    same in each parent directory (as git looks for .git)."""
+    here = start.resolve()
+    return [folder / DEFAULT_DATA_DIR / "api-token" for folder in (here, *here.parents)]
+
+
+def _find_token() -> str | None:
+    for path in _token_places(Path.cwd()):
+        if path.is_file():
+            return path.read_text().strip() or None
+    return None
 
 
 def _require(name: str, value: Any) -> Any:
@@ -40,7 +61,47 @@ def _require(name: str, value: Any) -> Any:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def one_line(error: BaseException) -> str:
+    """An unexpected error as one line for a person: what failed and why, no traceback."""
+    import httpx
+
+    from metallica.errors import MetallicaError
+
+    if isinstance(error, MetallicaError):
+        cause = error.__cause__  # a driver's error, translated at the storage edge
+        if cause is not None and str(cause).strip():
+            return f"{error.detail}: {str(cause).strip().splitlines()[0]}"
+        return error.detail
+    if isinstance(error, httpx.HTTPError):
+        where = ""
+        with contextlib.suppress(RuntimeError):  # no request attached
+            where = f" {error.request.url.copy_with(query=None)}"
+        return f"cannot reach{where}: {error or type(error).__name__}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}{f': {error.filename}' if error.filename else ''}"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+class Commands(click.Group):
+    """The command group: an error no command expected ends in one line and exit status 1, not
+    a traceback (``METALLICA_DEBUG=1`` shows the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if os.environ.get("METALLICA_DEBUG"):
+                raise
+            raise click.ClickException(one_line(error)) from None
+
+
+@click.group(
+    cls=Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="metallica")
 def main() -> None:
     """Metallica: a password-creation workflow that stays correct when the network misbehaves.
@@ -231,7 +292,12 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "letters,digits,symbols",
         "generator: classes, each used once at least.",
     ),
-    ("log-level", str, "INFO", "Log level; JSON lines on stderr."),
+    (
+        "log-level",
+        click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+        "INFO",
+        "Log level; JSON lines on stderr.",
+    ),
     (
         "generator-keys",
         str,
@@ -321,7 +387,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
     try:
         check_url(database_url)
     except UnsupportedDatabaseUrl as error:
-        raise click.UsageError(f"METALLICA_DATABASE_URL: {error.detail}") from None
+        raise click.UsageError(error.detail) from None
     token = options["api_token"] or ""
     from metallica.web.auth import Credentials, CredentialsError
 
@@ -527,6 +593,10 @@ def serve(service: str, host: str, port: int, fd: int | None, **options: Any) ->
 )
 def migrate(service: str, database_url: str) -> None:
     """Apply the pending migrations of SERVICE's database (safe while replicas run)."""
+    import logging
+
+    # The pool logs each failed connection on its own; the command says it once, in one line.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     from metallica.storage import open_database
     from metallica.storage.migrate import migrate as apply
 
@@ -547,10 +617,15 @@ def _database_urls(database_url: str | None) -> dict[str, str]:
         return {}
     if database_url.startswith("sqlite"):
         raise click.UsageError("--database-url takes a PostgreSQL URL; SQLite is the default")
+    from metallica.storage import check_url
     from metallica.storage.postgres import ensure_schema, schema_url
 
+    check_url(database_url)
     for service in ("protools", "generator", "mailer"):
-        ensure_schema(database_url, service)
+        try:
+            ensure_schema(database_url, service)
+        except Exception as error:
+            raise click.ClickException(f"cannot prepare the database: {one_line(error)}") from None
     return {
         service: schema_url(database_url, service)
         for service in ("protools", "generator", "mailer")
@@ -585,27 +660,42 @@ def _database_urls(database_url: str | None) -> dict[str, str]:
     help="protools' first port; generators at +100, mailers at +200; 0: any free ports.",
 )
 def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> None:
-    """Run the whole stack as local processes until Ctrl-C."""
+    """Run the whole stack as local processes until Ctrl-C.
+
+    A service that dies is reported at once and started again. The API token is written to
+    DATA_DIR/api-token once the stack answers (never for a stack that failed to start).
+    """
     from metallica.listeners import PortUnavailable
     from metallica.stack import LocalStack
 
     token = (
         os.environ.get("METALLICA_API_TOKEN") or _token_from(data_dir) or secrets.token_urlsafe(24)
     )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token_file = data_dir / "api-token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    stack = LocalStack(data_dir, token, replicas, _database_urls(database_url), base_port=port)
+    urls = _database_urls(database_url)
+
+    def report(line: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
+
+    stack = LocalStack(
+        data_dir, token, replicas, urls, base_port=port, supervise=True, report=report
+    )
     click.echo(f"starting {replicas} replica(s) of each service ...")
     try:
         stack.start()
     except PortUnavailable as error:
         stack.stop()
         raise click.ClickException(f"{error.detail} (choose another with --port)") from None
+    except RuntimeError as error:  # a service died at start, or another process answers
+        stack.stop()
+        raise click.ClickException(str(error)) from None
     except BaseException:
         stack.stop()
         raise
+    token_file = data_dir / "api-token"
+    draft = data_dir / ".api-token.new"
+    draft.write_text(token)
+    draft.chmod(0o600)
+    draft.replace(token_file)
     try:
         for service in ("protools", "generator", "mailer"):
             click.echo(f"{service:<10} {'  '.join(stack.urls(service))}")
@@ -644,15 +734,23 @@ def client_options(function: Callable[..., Any]) -> Callable[..., Any]:
     @click.option(
         "--token",
         envvar="METALLICA_API_TOKEN",
-        help="API token [METALLICA_API_TOKEN]; default: .metallica/api-token (from `up`).",
+        help="API token [METALLICA_API_TOKEN]; default: the .metallica/api-token that `up` "
+        "wrote, in this directory or the nearest parent that has one.",
     )
     @functools.wraps(function)
     def wrapper(url: str, token: str | None, **kwargs: Any) -> Any:
         from metallica.client import ProtoolsClient
 
-        resolved = token or _token_from(DEFAULT_DATA_DIR)
+        resolved = token or _find_token()
         if not resolved:
-            raise click.UsageError("no API token: set METALLICA_API_TOKEN or pass --token")
+            places = _token_places(Path.cwd())
+            shown = ", ".join(str(path) for path in places[:3]) + (
+                f" (and {len(places) - 3} more up to /)" if len(places) > 3 else ""
+            )
+            raise click.UsageError(
+                f"no API token: pass --token, set METALLICA_API_TOKEN, or run `metallica up` "
+                f"(it writes .metallica/api-token); looked in {shown}"
+            )
         with ProtoolsClient(url, resolved) as client:
             try:
                 return function(client, **kwargs)
@@ -660,19 +758,39 @@ def client_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 import httpx
 
                 if isinstance(error, httpx.HTTPError):
-                    raise click.ClickException(f"cannot reach protools at {url}: {error}") from None
+                    raise click.ClickException(
+                        f"cannot reach protools at {url}: {error or type(error).__name__}"
+                    ) from None
                 raise
 
     return wrapper
 
 
 def _fail_with_problem(response: Any) -> None:
+    """End the command with the service's problem, one line (and the workflow it concerns)."""
     try:
         problem = response.json()
-        message = f"{problem.get('title')}: {problem.get('detail')} ({problem.get('type')})"
-    except ValueError:
-        message = response.text[:200]
+        message = f"{problem.get('detail') or problem.get('title')} ({problem.get('type')})"
+        if problem.get("workflow_id"):
+            message += f"; workflow {problem['workflow_id']}"
+    except (ValueError, AttributeError):
+        message = " ".join(response.text[:200].split()) or response.reason_phrase
     raise click.ClickException(f"HTTP {response.status_code}: {message}")
+
+
+WAIT = click.FloatRange(0, 30)
+
+
+def _still_running(workflow_id: str, key: str | None) -> None:
+    """Say on stderr that the workflow is still running, how to get its result, and exit
+    :data:`EXIT_RUNNING`."""
+    click.echo(f"still running: workflow {workflow_id}", err=True)
+    click.echo(
+        f"  get the password when it is done: metallica workflow result {workflow_id}", err=True
+    )
+    if key is not None:
+        click.echo(f"  or run this command again with --key {key}", err=True)
+    sys.exit(EXIT_RUNNING)
 
 
 @main.group()
@@ -683,25 +801,33 @@ def password() -> None:
 @password.command("create")
 @click.argument("username")
 @click.option("--email", help="Where the mail goes (default: <username>@<mail domain>).")
-@click.option("--key", help="Idempotency-Key: reuse one to repeat a command safely (default: new).")
 @click.option(
-    "--wait", type=float, default=5.0, show_default=True, help="Seconds to wait for the result."
+    "--key",
+    help="Idempotency-Key (default: a new one, printed on stderr). Run the command again with "
+    "the same key to resume it: it never creates a second password.",
+)
+@click.option(
+    "--wait", type=WAIT, default=5.0, show_default=True, help="Seconds to wait for the result."
 )
 @client_options
 def password_create(
     client: Any, username: str, email: str | None, key: str | None, wait: float
 ) -> None:
-    """Create a password for USERNAME; prints it, or the workflow id if it is still running."""
+    """Create a password for USERNAME and print it on stdout (nothing else goes there).
+
+    The workflow id and the Idempotency-Key go to stderr. Exit status: 0 with the password;
+    3 when the workflow is still running after --wait (get it with `metallica workflow result
+    ID`, or run the same command again with --key); 1 when it failed or was refused.
+    """
+    import uuid
+
+    key = key or str(uuid.uuid4())
     response = client.create_password(username, email=email, key=key, wait=wait)
     if response.status_code == 200:
         click.echo(response.json()["password"])
-        click.echo(f"workflow {response.json()['workflow_id']}", err=True)
+        click.echo(f"workflow {response.json()['workflow_id']} (key {key})", err=True)
     elif response.status_code == 202:
-        body = response.json()
-        click.echo(
-            f"still running: workflow {body['workflow_id']} "
-            f"(metallica workflow show {body['workflow_id']})"
-        )
+        _still_running(response.json()["workflow_id"], key)
     else:
         _fail_with_problem(response)
 
@@ -709,6 +835,59 @@ def password_create(
 @main.group()
 def workflow() -> None:
     """Inspect workflows."""
+
+
+@workflow.command("result")
+@click.argument("workflow_id")
+@click.option(
+    "--wait", type=WAIT, default=30.0, show_default=True, help="Seconds to wait for the end."
+)
+@client_options
+def workflow_result(client: Any, workflow_id: str, wait: float) -> None:
+    """Wait for a workflow and print its password on stdout.
+
+    Exit status: 0 with the password; 3 when still running after --wait; 1 when it failed
+    (the reason on stderr) or cannot be read.
+    """
+    response = client.workflow(workflow_id, wait=wait)
+    if response.status_code != 200:
+        _fail_with_problem(response)
+    body = response.json()
+    if body["status"] == "completed":
+        click.echo(body["password"])
+    elif body["status"] == "failed":
+        error = body.get("error") or {}
+        raise click.ClickException(
+            f"workflow {workflow_id} failed: {error.get('detail') or error.get('title')}"
+            f" ({error.get('type')})"
+        )
+    else:
+        _still_running(workflow_id, None)
+
+
+@workflow.command("list")
+@click.option("--status", type=click.Choice(["running", "completed", "failed"]), help="Only these.")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--after", help="The cursor a previous page printed, for the next page.")
+@client_options
+def workflow_list(client: Any, status: str | None, limit: int, after: str | None) -> None:
+    """Your workflows (this token's client), newest first, a page at a time."""
+    from metallica.client import format_table
+
+    response = client.list_workflows(status=status, limit=limit, after=after)
+    if response.status_code != 200:
+        _fail_with_problem(response)
+    page = response.json()
+    rows = [
+        [w["workflow_id"], w["status"], w["started_at"], w["username"] or ""]
+        for w in page["workflows"]
+    ]
+    if rows:
+        click.echo(format_table(["workflow", "status", "started", "username"], rows))
+    else:
+        click.echo("no workflows", err=True)
+    if page["next"]:
+        click.echo(f"more: metallica workflow list --after {page['next']}", err=True)
 
 
 @workflow.command("show")

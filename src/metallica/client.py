@@ -38,6 +38,16 @@ class ProtoolsClient:
     def workflow(self, workflow_id: str, *, wait: float = 0) -> httpx.Response:
         return self._http.get(f"/v1/workflows/{workflow_id}", headers={"Prefer": f"wait={wait:g}"})
 
+    def list_workflows(
+        self, *, status: str | None = None, limit: int = 20, after: str | None = None
+    ) -> httpx.Response:
+        params: dict[str, str | int] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if after:
+            params["after"] = after
+        return self._http.get("/v1/workflows", params=params)
+
     def events(self, workflow_id: str) -> httpx.Response:
         return self._http.get(f"/v1/workflows/{workflow_id}/events")
 

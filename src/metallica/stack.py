@@ -60,6 +60,15 @@ class Replica:
         return f"{self.service}-{self.index + 1}"
 
 
+def _pid(answer: httpx.Response) -> int | None:
+    """The process id a ``/healthz`` answer names (None if it names none)."""
+    try:
+        pid = answer.json().get("pid")
+    except (ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
+
+
 @dataclass
 class LocalStack:
     """The three services, ``replicas`` of each, with per-service databases under ``data_dir``.
@@ -67,7 +76,8 @@ class LocalStack:
     ``database_urls`` maps a service to its database URL; by default each gets a SQLite file.
     ``route`` gives the URL protools uses for a generator or mailer replica (a fault proxy in
     front of it, say); by default its own URL. With ``supervise``, a replica that dies without
-    being stopped is started again, as a container runtime's restart policy would.
+    being stopped is started again, as a container runtime's restart policy would, and
+    ``report`` (if given) is told at once, then again when the replica answers.
     """
 
     data_dir: Path
@@ -84,6 +94,7 @@ class LocalStack:
     # protools' own credential towards the generator and the mailer: no client holds it.
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     restarts: int = 0
+    report: Callable[[str], None] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _supervisor: threading.Thread | None = None
     _closing: threading.Event = field(default_factory=threading.Event)
@@ -181,11 +192,22 @@ class LocalStack:
                     if not dead or replica.stopped_on_purpose or self._closing.is_set():
                         continue
                     self.restarts += 1
+                    assert replica.process is not None
+                    self._say(
+                        f"{replica.name} exited with status {replica.process.returncode}; "
+                        f"starting it again (see {replica.log_path})"
+                    )
                     self._spawn(replica)
                 try:
                     self.wait_healthy(replica)
-                except RuntimeError:
+                except RuntimeError as error:
+                    self._say(str(error))
                     continue  # it died again: the next round starts it again
+                self._say(f"{replica.name} is back at {replica.url}")
+
+    def _say(self, line: str) -> None:
+        if self.report is not None:
+            self.report(line)
 
     def _spawn(self, replica: Replica) -> None:
         replica.stopped_on_purpose = False
@@ -225,10 +247,17 @@ class LocalStack:
                     f"see {replica.log_path}"
                 )
             try:
-                if httpx.get(replica.url + "/healthz", timeout=1).status_code == 200:
-                    return
+                answer = httpx.get(replica.url + "/healthz", timeout=1)
             except httpx.HTTPError:
                 pass
+            else:
+                if answer.status_code == 200 and _pid(answer) == replica.process.pid:
+                    return
+                if answer.status_code == 200:  # someone else answers on our port
+                    raise RuntimeError(
+                        f"{replica.name}: another process (pid {_pid(answer)}) answers at "
+                        f"{replica.url}, not the one started (pid {replica.process.pid})"
+                    )
             time.sleep(0.05)
         raise RuntimeError(f"{replica.name} not healthy after {timeout} s; see {replica.log_path}")
 

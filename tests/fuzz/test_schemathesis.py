@@ -202,6 +202,15 @@ class Fuzzing:
         return "\n".join(lines)
 
 
+def described(error: BaseException) -> str:
+    """An error and, for a group (hypothesis' "flaky": failed once, then not), each of its
+    sub-exceptions: the cause is in them."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, BaseExceptionGroup):
+        text += "".join(f"\n  - {described(inner)}" for inner in error.exceptions)
+    return text
+
+
 def fuzz(url: str) -> Fuzzing:
     """Every operation of the service at ``url``, all of its cases; fails naming each operation
     that failed and how. Driven here rather than by ``schemathesis.pytest.from_fixture``, whose
@@ -224,7 +233,7 @@ def fuzz(url: str) -> Fuzzing:
         try:
             test()
         except Exception as error:  # every operation runs; every failure is reported
-            failures.append(f"{operation.label}: {str(error)[:4000]}")
+            failures.append(f"{operation.label}: {described(error)[:4000]}")
     print(run.report())
     assert not failures, "\n\n".join(failures)
     assert sum(run.sent.values()) >= MIN_CASES, run.report()

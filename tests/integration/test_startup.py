@@ -28,8 +28,8 @@ def healthy(url: str) -> bool:
 
 
 def said_it_waited(log: str) -> bool:
-    """The pool's or stamina's log line for a failed try at the database."""
-    return "error connecting" in log or "stamina.retry_scheduled" in log
+    """The pool's or the service's log line for a failed try at the database."""
+    return "error connecting" in log or "database.waiting" in log
 
 
 def test_a_service_waits_for_its_database_then_serves(

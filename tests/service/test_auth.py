@@ -145,7 +145,15 @@ def test_a_client_lists_its_own_workflows_a_page_at_a_time(stack: Stack) -> None
 
 @pytest.mark.parametrize(
     "query",
-    ["status=done", "limit=0", "limit=101", "limit=x", "after=-1", "after=abc", "after=" + "9" * 30],
+    [
+        "status=done",
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "after=-1",
+        "after=abc",
+        "after=" + "9" * 30,
+    ],
 )
 def test_a_listing_with_a_bad_parameter_is_a_400_naming_it(stack: Stack, query: str) -> None:
     response = stack.protools.get(f"/v1/workflows?{query}", headers=auth(ALICE))

@@ -22,9 +22,16 @@ def check_url(url: str) -> str:
 
 
 def open_database(
-    url: str, schema: str, *, pool_size: int = 8, timeouts: Timeouts | None = None
+    url: str,
+    schema: str,
+    *,
+    pool_size: int = 8,
+    timeouts: Timeouts | None = None,
+    open_timeout: float = 10.0,
 ) -> Database:
-    """Open the database of ``url`` for one service ``schema``; the scheme picks the backend."""
+    """Open the database of ``url`` for one service ``schema``; the scheme picks the backend.
+    A server that gives no connection within ``open_timeout`` seconds raises
+    :class:`StorageUnavailable`, saying why."""
     if url.startswith("sqlite:"):
         from metallica.storage.sqlite import SQLiteDatabase
 
@@ -32,7 +39,13 @@ def open_database(
     if url.startswith(("postgresql://", "postgres://")):
         from metallica.storage.postgres import PostgresDatabase
 
-        return PostgresDatabase(url, schema, pool_size=pool_size, timeouts=timeouts or Timeouts())
+        return PostgresDatabase(
+            url,
+            schema,
+            pool_size=pool_size,
+            timeouts=timeouts or Timeouts(),
+            open_timeout=open_timeout,
+        )
     raise UnsupportedDatabaseUrl()
 
 

@@ -105,7 +105,13 @@ class PostgresDatabase:
     dialect = "postgres"
 
     def __init__(
-        self, url: str, schema: str, *, pool_size: int = 8, timeouts: Timeouts = DEFAULT_TIMEOUTS
+        self,
+        url: str,
+        schema: str,
+        *,
+        pool_size: int = 8,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        open_timeout: float = 10.0,
     ) -> None:
         self.schema = schema
         self._queries = load_queries(self.dialect, schema)
@@ -118,8 +124,11 @@ class PostgresDatabase:
             reconnect_timeout=3600,
             open=False,
         )
-        with _translated_errors():
-            self._pool.open(wait=True, timeout=10)
+        try:
+            self._pool.open(wait=True, timeout=open_timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise errors.StorageUnavailable(_why_unreachable(url)) from None
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[PostgresTransaction]:
@@ -217,3 +226,15 @@ def drop_schema(url: str, schema: str) -> None:
                 psycopg.sql.Identifier(schema)
             )
         )
+
+
+def _why_unreachable(url: str) -> str:
+    """Why a pool could not open its first connection, in the driver's words (the pool only
+    says it timed out): one direct try, on the failure path only. The URL's password is not
+    part of the driver's message."""
+    try:
+        psycopg.connect(url, autocommit=True, connect_timeout=2).close()
+    except psycopg.Error as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return "cannot connect to the database: " + (lines[0] if lines else type(error).__name__)
+    return "the database did not answer in time"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
-import stamina
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -28,6 +30,7 @@ from metallica.web.overload import FlowControlMiddleware
 from metallica.web.problems import exception_handlers
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+logger = logging.getLogger("metallica.web")
 
 
 def authenticated(credentials: Credentials | str, endpoint: Endpoint) -> Endpoint:
@@ -58,8 +61,11 @@ def method_not_allowed(*allowed: str) -> Endpoint:
 
 
 async def healthz(request: Request) -> Response:
-    """Liveness: the process answers. Readiness is ``/readyz``."""
-    return JSONResponse({"status": "ok", "service": request.app.state.service_name})
+    """Liveness: the process answers, and says which process it is (a supervisor checks that
+    the process it started is the one answering on its port). Readiness is ``/readyz``."""
+    return JSONResponse(
+        {"status": "ok", "service": request.app.state.service_name, "pid": os.getpid()}
+    )
 
 
 # A readiness check answers {"ok": bool, ...}; one that takes longer than this is not ready.
@@ -167,23 +173,45 @@ def open_migrated(
     pool_size: int = 16,
     wait: float = DATABASE_STARTUP_WAIT,
 ) -> Database:
-    """Open and migrate a service's database, waiting up to ``wait`` seconds for it to answer.
+    """Open and migrate a service's database, waiting up to ``wait`` seconds in all for it to
+    answer: each try is given what is left of ``wait``, so the service gives up on time.
 
-    Each failed try is logged by stamina (``stamina.retry_scheduled``), so an operator sees the
-    service waiting rather than a silent hang; past ``wait`` the error is raised.
+    Each failed try is logged (``database.waiting``, with the seconds waited so far, measured,
+    and the cause), so an operator sees the service waiting rather than a silent hang; past
+    ``wait`` the last error is raised, saying how long it waited. (stamina, used before, counts
+    only its own sleeps, not the tries: its log said 5 s after a minute.)
     """
-    for attempt in stamina.retry_context(
-        on=StorageUnavailable, attempts=None, timeout=wait, wait_initial=0.2, wait_max=2.0
-    ):
-        with attempt:
-            database = open_database(url, schema, pool_size=pool_size, timeouts=timeouts)
+    started = time.monotonic()
+    pause = 0.2
+    while True:
+        left = wait - (time.monotonic() - started)
+        try:
+            database = open_database(
+                url, schema, pool_size=pool_size, timeouts=timeouts, open_timeout=max(left, 0.5)
+            )
             try:
                 migrate(database)
             except BaseException:
                 database.close()
                 raise
             return database
-    raise AssertionError("unreachable: stamina raises once the wait is over")
+        except StorageUnavailable as error:
+            waited = time.monotonic() - started
+            if waited + pause >= wait:
+                raise StorageUnavailable(
+                    f"{error.detail} (gave up after {waited:.0f} s)"
+                ) from None
+            logger.warning(
+                "database.waiting",
+                extra={
+                    "schema": schema,
+                    "waited_s": round(waited, 1),
+                    "gives_up_in_s": round(wait - waited, 1),
+                    "cause": error.detail,
+                },
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 @asynccontextmanager

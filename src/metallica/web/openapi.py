@@ -204,10 +204,14 @@ def shared_paths() -> dict[str, Any]:
                     "200": json_body(
                         {
                             "type": "object",
-                            "required": ["status", "service"],
+                            "required": ["status", "service", "pid"],
                             "properties": {
                                 "status": {"const": "ok"},
                                 "service": {"type": "string"},
+                                "pid": {
+                                    "type": "integer",
+                                    "description": "the answering process (for supervisors)",
+                                },
                             },
                         },
                         "alive",
