@@ -28,6 +28,7 @@ PURE = (
     "metallica.overload.budget",
     "metallica.overload.rates",
     "metallica.protools.flow",
+    "metallica.tracing",
 )
 FORBIDDEN = {
     "sqlite3",

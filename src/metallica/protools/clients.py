@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
-from metallica import deadlines
+from metallica import deadlines, tracing
 from metallica.deadlines import DEADLINE_HEADER
 from metallica.faults import ATTEMPT_HEADER
 from metallica.protools.engine import Call, Outcome, Response, Retry
@@ -100,6 +100,11 @@ class ServiceClients:
         base = target.url
         session = self._sessions[call.destination]
         headers = {"Idempotency-Key": call.idempotency_key, ATTEMPT_HEADER: str(attempt)}
+        # The trace of the work making the call (the accepting request's, or the relay's for
+        # the workflow) under a new span: the service's log lines carry its trace id.
+        traceparent = tracing.outgoing_header()
+        if traceparent is not None:
+            headers[tracing.TRACEPARENT] = traceparent
         if target.host is not None:
             headers["Host"] = target.host  # connected to one address of the configured name
         try:

@@ -305,6 +305,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
                 raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
         else:
             accepted = await start_workflow(service, relay, key, body, client)
+        # On the access line: joins this request's trace to the workflow's (see relay.py).
+        request.state.log_fields = {"workflow_id": accepted.workflow_id}
         known = accepted.state
         if known is None:  # a replay: whose is it?
             known = await in_thread(service.load, accepted.workflow_id)

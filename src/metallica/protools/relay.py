@@ -15,6 +15,17 @@ Before each call, the service's guard (:mod:`metallica.protools.flow`) may hold 
 circuit is open, a retry is over budget, or no call slot under the service's adaptive limit came
 in time. The attempt is then parked, not made: its claim is undone, the history says why the
 step waited, and the message is due again later. Nothing fails for it.
+
+Tracing: a delivery runs under a trace (:mod:`metallica.tracing`), which its calls carry to the
+services as ``traceparent`` and its log lines as ``trace_id``, beside the ``workflow_id`` every
+relay line has. One started by the accepting request (the hot path) runs in a copy of that
+request's context, so the first call, and the steps handed over after it, carry the client's
+trace. One started later (a retry, a parked step, a dead replica's message) runs under the
+workflow's own trace, whose id is the workflow id's hex digits (:func:`tracing.for_workflow`):
+the same on every replica and attempt, found from the workflow id alone. The accepting
+request's trace is not stored with the message: an outbox payload field that an older replica
+does not know would fail its deliveries during a rolling upgrade, and the accepting request's
+access line (``workflow_id``) already joins the two traces.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from typing import Any
 
 import stamina
 
+from metallica import tracing
 from metallica.faults import FaultPoints
 from metallica.overload.breaker import OPEN
 from metallica.protools import store
@@ -250,6 +262,8 @@ class Relay:
         self, message: store.OutboxMessage, known: WorkflowState | None, finished: Finished | None
     ) -> None:
         delivery, ended = Delivery(), False
+        if tracing.current.get() is None:  # not started by a request: the workflow's trace
+            tracing.current.set(tracing.for_workflow(message.stream_id))  # this task's context
         try:
             ended = await self.deliver(message, known, delivery)
         finally:

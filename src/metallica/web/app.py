@@ -22,6 +22,7 @@ from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
 from metallica.storage import Database, StorageUnavailable, Timeouts, open_database
 from metallica.storage.migrate import migrate, verify
 from metallica.threads import in_thread
+from metallica.web.access import TraceMiddleware
 from metallica.web.auth import DEFAULT_NAME, Credentials, require_caller
 from metallica.web.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from metallica.web.openapi import SERVICES as OPENAPI_SERVICES
@@ -226,6 +227,15 @@ async def migrated_database(
         database.close()
 
 
+class ServiceApp(Starlette):
+    """A Starlette app whose outermost layer is :class:`TraceMiddleware`: outside Starlette's
+    error middleware, so a 500's own log line carries the request's trace, and the access line
+    sees the status the client got."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return TraceMiddleware(super().build_middleware_stack())
+
+
 def service_app(
     name: str,
     routes: Sequence[BaseRoute],
@@ -237,7 +247,7 @@ def service_app(
     """A Starlette app with the shared health, readiness and metrics endpoints, the OpenAPI one
     for the three services (not the bench's floor or the fault proxy's control API), the
     problem+json error table, and the service's own protection (``max_in_flight`` requests at
-    once)."""
+    once). Every request is traced and logged (:mod:`metallica.web.access`)."""
     metrics = metrics or ServiceMetrics(name)
     shared = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -251,7 +261,7 @@ def service_app(
             return Response(schema, media_type="application/json")
 
         shared.append(Route("/openapi.json", openapi, methods=["GET"]))
-    app = Starlette(
+    app = ServiceApp(
         routes=[*shared, *routes],
         exception_handlers=exception_handlers(),
         middleware=[
