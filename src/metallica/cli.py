@@ -892,15 +892,22 @@ def workflow_list(client: Any, status: str | None, limit: int, after: str | None
 
 @workflow.command("show")
 @click.argument("workflow_id")
+@click.option(
+    "--all",
+    "every_event",
+    is_flag=True,
+    help="List every event; by default a run of failed attempts of a step is one line, with "
+    "its count and causes.",
+)
 @client_options
-def workflow_show(client: Any, workflow_id: str) -> None:
+def workflow_show(client: Any, workflow_id: str, every_event: bool) -> None:
     """Status and event history of a workflow, as a table."""
     from metallica.client import history_table
 
     state = client.workflow(workflow_id)
     if state.status_code != 200:
         _fail_with_problem(state)
-    events = client.events(workflow_id)
+    events = client.events(workflow_id, view="all" if every_event else "compact")
     if events.status_code != 200:
         _fail_with_problem(events)
     click.echo(f"workflow {workflow_id}: {state.json()['status']}")

@@ -48,8 +48,10 @@ class ProtoolsClient:
             params["after"] = after
         return self._http.get("/v1/workflows", params=params)
 
-    def events(self, workflow_id: str) -> httpx.Response:
-        return self._http.get(f"/v1/workflows/{workflow_id}/events")
+    def events(self, workflow_id: str, *, view: str = "all") -> httpx.Response:
+        """The workflow's events; ``view="compact"``: runs of failed attempts summed up."""
+        params = {"view": view} if view != "all" else None
+        return self._http.get(f"/v1/workflows/{workflow_id}/events", params=params)
 
     def close(self) -> None:
         self._http.close()
@@ -79,8 +81,13 @@ def history_table(events: list[dict[str, Any]]) -> str:
         return datetime.datetime.fromisoformat(event["time"]).timestamp()
 
     start = seconds(events[0]) if events else 0.0
+
+    def versions(event: dict[str, Any]) -> str:
+        last = event["data"].get("last_version") if event["type"] == "StepAttemptsFailed" else None
+        return f"{event['version']}-{last}" if last is not None else str(event["version"])
+
     rows = [
-        [str(e["version"]), e["time"], f"+{seconds(e) - start:.3f}s", e["type"], describe_event(e)]
+        [versions(e), e["time"], f"+{seconds(e) - start:.3f}s", e["type"], describe_event(e)]
         for e in events
     ]
     return format_table(["v", "time", "since start", "event", "what happened"], rows)
@@ -108,6 +115,23 @@ def describe_event(event: dict[str, Any]) -> str:
             f"{data['step']} attempt {data['attempt']} failed via {data['replica']} after "
             f"{data['elapsed_ms']:.0f} ms: {data['reason']}{doubt}; "
             f"retry in {data['retry_in']:.2f} s{failover}"
+        )
+    if kind == "StepAttemptsFailed":  # a run of failures, in the compact view
+        import datetime
+
+        doubt = ", in doubt" if data.get("in_doubt") else ""
+        causes = ", ".join(
+            f"{cause['reason']} x{cause['count']} ({cause['last_detail']})"
+            for cause in data["causes"]
+        )
+        parked = ", ".join(f"{park['reason']} x{park['count']}" for park in data.get("parked", []))
+        retry = data.get("retry_in")
+        first, last = map(datetime.datetime.fromisoformat, (event["time"], data["last_time"]))
+        return (
+            f"{data['step']} attempts {data['first_attempt']}-{data['last_attempt']} failed "
+            f"{data['count']} times over {(last - first).total_seconds():.1f} s: {causes}{doubt}"
+            + (f"; parked: {parked}" if parked else "")
+            + (f"; retry in {retry:.2f} s" if retry is not None else "")
         )
     if kind == "WorkflowFailed":
         error = data.get("error") or {}

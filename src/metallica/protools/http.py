@@ -6,7 +6,7 @@ import asyncio
 import datetime
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
@@ -156,6 +156,45 @@ async def wait_for_state(
             notified, watch.state = watch.state, None
             state = notified if notified is not None else await in_thread(load, workflow_id)
     return state
+
+
+EVENT_VIEWS = ("all", "compact")
+
+
+def events_view(request: Request) -> str:
+    """The ``view`` of a ``GET /v1/workflows/{id}/events``: ``all`` (the default), every event
+    as stored; ``compact``, runs of failed attempts summed up (:func:`engine.compact`); a 400
+    ``bad-request`` naming the parameter otherwise."""
+    view = request.query_params.get("view", "all")
+    if view not in EVENT_VIEWS:
+        raise BadRequest(f"view must be one of {', '.join(EVENT_VIEWS)}", field="view")
+    return view
+
+
+def listing(
+    events: Sequence[engine.RecordedEvent], secret_fields: frozenset[str], *, view: str = "all"
+) -> list[dict[str, Any]]:
+    """A workflow's events as the events endpoint lists them, secret fields masked. In the
+    ``compact`` view a run of failed attempts is one ``StepAttemptsFailed`` entry: the
+    ``version`` and ``time`` of its first event, its summary as ``data`` (with the
+    ``last_version`` and ``last_time`` of its last event)."""
+    entries = engine.compact(events) if view == "compact" else events
+    listed = []
+    for entry in entries:
+        if isinstance(entry, engine.FailureRun):
+            first, data = entry.first, entry.summary() | {"last_time": _iso(entry.last.recorded_at)}
+            kind = engine.ATTEMPTS_FAILED
+        else:
+            first, data, kind = entry, dict(entry.data), entry.type
+        listed.append(
+            {
+                "version": first.version,
+                "type": kind,
+                "time": _iso(first.recorded_at),
+                "data": redact(data, secret_fields),
+            }
+        )
+    return listed
 
 
 def _iso(timestamp: float) -> str:
@@ -356,23 +395,13 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
 
     async def get_events(request: Request) -> Response:
         service: WorkflowService = request.app.state.service
-        events = await in_thread(service.history, uuid_in_path(request, "workflow_id"))
+        workflow_id = uuid_in_path(request, "workflow_id")
+        view = events_view(request)
+        events = await in_thread(service.history, workflow_id)
         if not events:
             raise NotFound("no workflow with this id")
         owned_by(engine.fold(events[0].stream_id, events[:1]), request.state.caller)
-        return JSONResponse(
-            {
-                "events": [
-                    {
-                        "version": event.version,
-                        "type": event.type,
-                        "time": _iso(event.recorded_at),
-                        "data": redact(event.data, definition.secret_fields),
-                    }
-                    for event in events
-                ]
-            }
-        )
+        return JSONResponse({"events": listing(events, definition.secret_fields, view=view)})
 
     token = settings.client_credentials
     routes = [

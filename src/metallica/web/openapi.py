@@ -300,6 +300,18 @@ WORKFLOW_ID_PARAMETER = {
     "schema": WORKFLOW_ID,
 }
 
+EVENTS_VIEW = {
+    "name": "view",
+    "in": "query",
+    "required": False,
+    "description": "'all' (the default): every event as stored; 'compact': each run of two or "
+    "more failed attempts of one step (with the parks between them, all in doubt or all not) "
+    "is one 'StepAttemptsFailed' entry, with the version and time of its first event and, in "
+    "data, its count, first and last attempt, last_version, last_time and its causes, each "
+    "with its count and first and last detail. Anything else: 400 bad-request.",
+    "schema": {"enum": ["all", "compact"], "default": "all"},
+}
+
 
 def protools() -> Document:
     workflow = {
@@ -513,7 +525,7 @@ def protools() -> Document:
                 "operationId": "getWorkflowEvents",
                 "tags": ["commands"],
                 "summary": "A workflow's events, versions 1..n, passwords masked",
-                "parameters": [WORKFLOW_ID_PARAMETER],
+                "parameters": [WORKFLOW_ID_PARAMETER, EVENTS_VIEW],
                 "responses": {
                     "200": json_body(
                         {
@@ -527,6 +539,10 @@ def protools() -> Document:
                         "the events, oldest first",
                     ),
                     **reads,
+                    "400": problem(
+                        "invalid-id: the id is not a UUID, or bad-request: a view other than "
+                        "all or compact"
+                    ),
                 },
             }
         },
