@@ -166,3 +166,12 @@ def test_a_listing_needs_a_token(stack: Stack) -> None:
     response = stack.protools.get("/v1/workflows")
     assert response.status_code == 401
     assert problem_code(response) == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "query", ["stauts=running", "status=running&status=failed", "=0", "status="]
+)
+def test_a_listing_refuses_a_parameter_it_does_not_take(stack: Stack, query: str) -> None:
+    response = stack.protools.get(f"/v1/workflows?{query}", headers=auth(ALICE))
+    assert response.status_code == 400, response.text
+    assert problem_code(response) == "bad-request"

@@ -26,7 +26,7 @@ from metallica.errors import (
 from metallica.faults import FaultPoints
 from metallica.overload.rates import retry_after_header
 from metallica.problems import MEDIA_TYPE
-from metallica.protools import engine, password_workflow, store
+from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.metrics import ProtoolsMetrics
@@ -43,7 +43,13 @@ from metallica.web.app import (
     service_app,
 )
 from metallica.web.faults import fault_routes
-from metallica.web.requests import idempotency_key, json_object, prefer_wait, uuid_in_path
+from metallica.web.requests import (
+    idempotency_key,
+    json_object,
+    known_query,
+    prefer_wait,
+    uuid_in_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +95,17 @@ def representation(
 
 LIST_STATUSES = (engine.RUNNING, engine.COMPLETED_STATUS, engine.FAILED_STATUS)
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
+CURSOR_DIGITS = 18  # a log position; 18 digits stay under PostgreSQL's bigint
 
 
 def listing_query(request: Request) -> tuple[str, int | None, int]:
     """``(status, before, limit)`` of a ``GET /v1/workflows``: ``status`` one of
     :data:`LIST_STATUSES` or "" for any, ``after`` the ``next`` cursor of the page before, and
     ``limit`` 1 to 100; a 400 ``bad-request`` naming the parameter otherwise."""
+    known_query(request, "status", "limit", "after")
     query = request.query_params
-    status = query.get("status", "")
-    if status not in ("", *LIST_STATUSES):
+    status = query.get("status")
+    if status is not None and status not in LIST_STATUSES:
         raise BadRequest(f"status must be one of {', '.join(LIST_STATUSES)}", field="status")
     limit_text = query.get("limit", str(LIST_LIMIT_DEFAULT))
     if not (limit_text.isascii() and limit_text.isdigit()) or not (
@@ -107,10 +115,10 @@ def listing_query(request: Request) -> tuple[str, int | None, int]:
     after = query.get("after")
     before = None
     if after is not None:
-        if not (after.isascii() and after.isdigit()) or not 0 < int(after) < store.MAX_POSITION:
+        if not (after.isascii() and after.isdigit() and len(after) <= CURSOR_DIGITS):
             raise BadRequest("after must be the 'next' cursor of the page before", field="after")
         before = int(after)
-    return status, before, int(limit_text)
+    return status or "", before, int(limit_text)
 
 
 def owned_by(state: engine.WorkflowState | None, client: str) -> None:
@@ -165,6 +173,7 @@ def events_view(request: Request) -> str:
     """The ``view`` of a ``GET /v1/workflows/{id}/events``: ``all`` (the default), every event
     as stored; ``compact``, runs of failed attempts summed up (:func:`engine.compact`); a 400
     ``bad-request`` naming the parameter otherwise."""
+    known_query(request, "view")
     view = request.query_params.get("view", "all")
     if view not in EVENT_VIEWS:
         raise BadRequest(f"view must be one of {', '.join(EVENT_VIEWS)}", field="view")

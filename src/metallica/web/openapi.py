@@ -461,7 +461,7 @@ def protools() -> Document:
                         "name": "after",
                         "in": "query",
                         "description": "the 'next' cursor of the page before",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
                     },
                 ],
                 "responses": {
@@ -502,7 +502,10 @@ def protools() -> Document:
                         },
                         "the workflows, passwords never included (read one for its result)",
                     ),
-                    "400": problem("bad-request: status, limit or after out of range"),
+                    "400": problem(
+                        "bad-request: status, limit or after out of range, or a query "
+                        "parameter this endpoint does not take (or given twice)"
+                    ),
                     "401": reads["401"],
                     "503": reads["503"],
                 },
@@ -541,7 +544,7 @@ def protools() -> Document:
                     **reads,
                     "400": problem(
                         "invalid-id: the id is not a UUID, or bad-request: a view other than "
-                        "all or compact"
+                        "all or compact, or another query parameter"
                     ),
                 },
             }

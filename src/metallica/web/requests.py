@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 
 from metallica.errors import (
+    BadRequest,
     InvalidId,
     InvalidIdempotencyKey,
     InvalidInput,
@@ -48,6 +49,21 @@ def _key_fault(key: str) -> str:
     if key != key.strip():
         return "starts or ends with a space"
     return "holds a character that is not printable ASCII"
+
+
+def known_query(request: Request, *names: str) -> None:
+    """A 400 ``bad-request`` naming the first query parameter that is not one of ``names`` (a
+    misspelt ``?stauts=`` would otherwise be ignored silently), or one given twice."""
+    seen = set()
+    for name, _ in request.query_params.multi_items():
+        if name not in names:
+            raise BadRequest(
+                f"unknown query parameter (this endpoint takes: {', '.join(names) or 'none'})",
+                field=name[:64],
+            )
+        if name in seen:
+            raise BadRequest("a query parameter is given twice", field=name)
+        seen.add(name)
 
 
 def uuid_in_path(request: Request, name: str) -> str:
