@@ -22,7 +22,10 @@ from metallica.listeners import PortReservation
 pytestmark = pytest.mark.slow
 
 
-def metallica(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def metallica(
+    *args: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``metallica ARGS`` as a user runs it: no METALLICA_ variable from this environment."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
     return subprocess.run(
         [sys.executable, "-m", "metallica", *args],
@@ -30,6 +33,7 @@ def metallica(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
         text=True,
         timeout=timeout,
         env=env,
+        cwd=cwd,
         check=False,
     )
 
@@ -221,16 +225,7 @@ def test_up_runs_the_stack_until_interrupted_and_the_client_commands_use_it(
 
 
 def test_the_client_says_where_it_looked_for_the_token(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("METALLICA_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "metallica", "workflow", "list"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = metallica("workflow", "list", cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert f"looked in {tmp_path}/.metallica/api-token" in result.stderr
     assert "METALLICA_API_TOKEN" in result.stderr
@@ -239,14 +234,7 @@ def test_the_client_says_where_it_looked_for_the_token(tmp_path: Path) -> None:
 
 def test_up_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
     with PortReservation() as taken:
-        result = subprocess.run(
-            [sys.executable, "-m", "metallica", "up", "--port", str(taken.port)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = metallica("up", "--port", str(taken.port), cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     assert f"127.0.0.1:{taken.port}" in result.stderr
     assert "--port" in result.stderr
@@ -270,15 +258,7 @@ def test_up_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
 def test_a_failure_is_one_line_without_a_traceback(
     tmp_path: Path, args: tuple[str, ...], says: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "metallica", *args],
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("METALLICA_")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = metallica(*args, cwd=tmp_path, timeout=60)
     assert result.returncode in (1, 2), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]

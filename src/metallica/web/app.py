@@ -199,9 +199,7 @@ def open_migrated(
         except StorageUnavailable as error:
             waited = time.monotonic() - started
             if waited + pause >= wait:
-                raise StorageUnavailable(
-                    f"{error.detail} (gave up after {waited:.0f} s)"
-                ) from None
+                raise StorageUnavailable(f"{error.detail} (gave up after {waited:.0f} s)") from None
             logger.warning(
                 "database.waiting",
                 extra={
