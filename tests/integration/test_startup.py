@@ -85,3 +85,28 @@ def test_a_service_waits_for_its_database_then_serves(
             process.terminate()
             process.wait(10)
     drop_database(postgres_server_url, dbname)
+
+
+def test_a_service_gives_up_on_its_database_when_its_wait_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each try is given what is left of the wait: a refused server costs seconds, not the
+    # pool's ten at every try, and the log says how long it really waited.
+    from metallica.storage import StorageUnavailable
+    from metallica.web.app import open_migrated
+
+    started = time.monotonic()
+    with (
+        caplog.at_level("WARNING", logger="metallica.web"),
+        pytest.raises(StorageUnavailable) as raised,
+    ):
+        open_migrated("postgresql://127.0.0.1:1/x", "generator", pool_size=1, wait=6.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 6.0 + 3  # a try never runs past what is left of the wait
+    assert "gave up after" in raised.value.detail
+    assert "port 1 failed" in raised.value.detail  # the driver's reason, not "PoolTimeout"
+    waits = [r for r in caplog.records if r.getMessage() == "database.waiting"]
+    assert waits, "each failed try is logged"
+    waited = [record.__dict__["waited_s"] for record in waits]
+    assert waited == sorted(waited)
+    assert waited[-1] <= elapsed

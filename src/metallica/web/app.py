@@ -164,6 +164,7 @@ class FaultContextMiddleware:
 
 # How long a starting service waits for its database (a container started before PostgreSQL).
 DATABASE_STARTUP_WAIT = 60.0
+DATABASE_TRY_SECONDS = 5.0  # one try's share of it: a line in the log at least this often
 
 
 def open_migrated(
@@ -188,7 +189,11 @@ def open_migrated(
         left = wait - (time.monotonic() - started)
         try:
             database = open_database(
-                url, schema, pool_size=pool_size, timeouts=timeouts, open_timeout=max(left, 0.5)
+                url,
+                schema,
+                pool_size=pool_size,
+                timeouts=timeouts,
+                open_timeout=max(0.5, min(left, DATABASE_TRY_SECONDS)),
             )
             try:
                 migrate(database)
