@@ -6,6 +6,7 @@ proxies the API creates really listen and forward while the test talks to them.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def problem_code(response: Any) -> str:
 def test_health(api: TestClient) -> None:
     response = api.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "service": "faultproxy"}
+    assert response.json() == {"status": "ok", "service": "faultproxy", "pid": os.getpid()}
 
 
 def test_proxies_given_at_startup_are_listed_and_work(

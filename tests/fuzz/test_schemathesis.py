@@ -159,6 +159,7 @@ class Fuzzing:
         self.long_deadline(case)
         self.distinct_key(case)
         self.existing_workflow(case)
+        self.sent_as_drawn(case)
         response = case.call_and_validate(headers=dict(AUTH), checks=CHECKS)
         content_type = response.headers.get("content-type", [""])[0]
         body: Any = response.json() if content_type in (MEDIA_TYPE, "application/json") else None
@@ -167,6 +168,16 @@ class Fuzzing:
         self.answers[(case.operation.label, mode, response.status_code, code)] += 1
         if isinstance(body, dict) and isinstance(body.get(WORKFLOW_ID), str):
             self.workflows.append(body[WORKFLOW_ID])
+
+    @staticmethod
+    def sent_as_drawn(case: Case[Any]) -> None:
+        """A drawn query parameter whose value is empty (None, [] or {}) is not sent at all, so
+        a negative case made of an unknown one reaches the service as a valid request (and its
+        200 would read as a refusal missed): it goes as ``name=``, which is what was drawn."""
+        if case.query:
+            for name, value in list(case.query.items()):
+                if value is None or value == [] or value == {}:
+                    case.query[name] = ""
 
     @staticmethod
     def long_deadline(case: Case[Any]) -> None:
