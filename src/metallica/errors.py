@@ -48,7 +48,7 @@ class HeadersTooLarge(MetallicaError):
 
 
 class UnsupportedMediaType(MetallicaError):
-    """The body must be JSON: send ``Content-Type: application/json``."""
+    """The body must be JSON: send Content-Type: application/json."""
 
     code = "unsupported-media-type"
     status = 415
