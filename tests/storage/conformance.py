@@ -25,7 +25,9 @@ import pytest
 from metallica.protools import engine, store
 from metallica.storage import (
     Database,
+    DatabaseClosed,
     SchemaTooOld,
+    StillInUse,
     StorageBusy,
     StorageError,
     StorageUnavailable,
@@ -978,3 +980,111 @@ class TransactionConformance:
 
         with database.transaction(write=False) as tx:
             assert len(store.read_all(tx)) == 8
+
+
+class ClosingConformance:
+    """``close()`` waits for the transactions under way, never closes a connection in use, and
+    refuses new transactions; a transaction that outlives the wait fails the close loudly."""
+
+    def _transaction_in_a_thread(
+        self, database: Database, hold: threading.Event
+    ) -> tuple[threading.Thread, threading.Event, list[Any]]:
+        """A thread that opens a write transaction, says so, waits for ``hold``, then appends
+        an event and commits; its outcome ("committed" or the exception) lands in the list."""
+        inside, outcome = threading.Event(), list[Any]()
+
+        def work() -> None:
+            try:
+                with database.transaction() as tx:
+                    inside.set()
+                    assert hold.wait(THREAD_TIMEOUT)
+                    store.append(tx, "wf-1", 0, [event("Started")], now=NOW)
+                outcome.append("committed")
+            except BaseException as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=work, name="closing-conformance")
+        thread.start()
+        assert inside.wait(THREAD_TIMEOUT)
+        return thread, inside, outcome
+
+    def test_close_waits_for_the_transaction_under_way_then_refuses_new_ones(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        hold = threading.Event()
+        thread, _, outcome = self._transaction_in_a_thread(database, hold)
+        closing = threading.Thread(target=database.close, name="closer")
+        closing.start()
+        closing.join(0.2)
+        assert closing.is_alive(), "close() returned while a transaction was under way"
+        hold.set()
+        closing.join(THREAD_TIMEOUT)
+        thread.join(THREAD_TIMEOUT)
+        assert not closing.is_alive()
+        assert outcome == ["committed"]
+        with pytest.raises(DatabaseClosed), database.transaction(write=False):
+            pass
+        reopened = make_db()  # what the closed one committed is there
+        with reopened.transaction(write=False) as tx:
+            assert [e.type for e in store.read_stream(tx, "wf-1")] == ["Started"]
+
+    def test_a_transaction_that_outlives_the_wait_fails_the_close_and_keeps_its_connection(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        hold = threading.Event()
+        thread, _, outcome = self._transaction_in_a_thread(database, hold)
+        with pytest.raises(StillInUse, match="1 transaction"):
+            database.close(timeout=0.1)
+        hold.set()  # its connection was left open: the transaction still commits
+        thread.join(THREAD_TIMEOUT)
+        assert outcome == ["committed"]
+        database.close(timeout=1)  # nothing in use any more: a second close is quiet
+        with make_db().transaction(write=False) as tx:
+            assert len(store.read_stream(tx, "wf-1")) == 1
+
+    def test_closing_under_concurrent_transactions_many_times_loses_none_that_began(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        """Threads keep opening transactions while the database is closed under them: each
+        one that began commits, the others are refused with DatabaseClosed, nothing else."""
+        for round_ in range(8):
+            committed = self._close_under_writers(make_db(f"round{round_}", pool_size=3))
+            with make_db(f"round{round_}").transaction(write=False) as tx:
+                stored = {e.stream_id for e in store.read_all(tx, limit=100_000)}
+            assert stored == set(committed)
+
+    @staticmethod
+    def _close_under_writers(database: Database) -> list[str]:
+        """Close ``database`` while 4 threads write to it; the streams whose commit returned."""
+        stop = threading.Event()
+        committed: list[str] = []
+        unexpected: list[BaseException] = []
+
+        def writer(index: int) -> None:
+            for number in range(10_000):
+                if stop.is_set():
+                    return
+                stream = f"wf-{index}-{number}"
+                try:
+                    with database.transaction() as tx:
+                        store.append(tx, stream, 0, [event("Started")], now=NOW)
+                        time.sleep(random.uniform(0, 0.003))
+                except DatabaseClosed:
+                    return
+                except BaseException as error:
+                    unexpected.append(error)
+                    return
+                committed.append(stream)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(random.uniform(0.005, 0.05))  # let them run a while: a varied instant
+        database.close()
+        stop.set()
+        for thread in threads:
+            thread.join(THREAD_TIMEOUT)
+        assert unexpected == []
+        return committed

@@ -31,3 +31,7 @@ class TestTimeouts(conformance.TimeoutsConformance):
 
 class TestTransactions(conformance.TransactionConformance):
     pass
+
+
+class TestClosing(conformance.ClosingConformance):
+    pass

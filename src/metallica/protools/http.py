@@ -279,6 +279,10 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             "database": database_check(database),
             **{f"relay_{name}": health_check(loop) for name, loop in relay.health.items()},
         }
+        # Shutdown runs these backwards, once the server stopped accepting: cancel the relay's
+        # loops, stop its deliveries, close the HTTP clients, then (the stack's first entry)
+        # the database. Each cancelled task first waits for its call in a thread to return,
+        # so the database is closed only once nothing uses it.
         stack.push_async_callback(clients.aclose)
         stack.push_async_callback(relay.aclose)
         loop_task = asyncio.get_running_loop().create_task(relay.run())

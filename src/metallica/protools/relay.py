@@ -525,8 +525,14 @@ class Relay:
         return self._renew_every
 
     async def aclose(self, grace: float = 2.0) -> None:
-        """Let in-flight deliveries finish for ``grace`` seconds; the rest resume elsewhere."""
+        """Let in-flight deliveries finish for ``grace`` seconds, then cancel the rest (they
+        resume elsewhere once their leases run out) and wait until they have stopped: a
+        cancelled delivery first waits for its storage call in a thread to return
+        (:func:`~metallica.threads.in_thread`), so once this returns nothing of the relay's
+        still uses the database, and its owner may close it."""
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from metallica.storage.errors import (
+    DatabaseClosed,
     LockTimeout,
     SchemaTooOld,
+    StillInUse,
     StorageBusy,
     StorageError,
     StorageUnavailable,
@@ -51,9 +53,11 @@ def open_database(
 
 __all__ = [
     "Database",
+    "DatabaseClosed",
     "LockTimeout",
     "Row",
     "SchemaTooOld",
+    "StillInUse",
     "StorageBusy",
     "StorageError",
     "StorageUnavailable",

@@ -52,3 +52,15 @@ class UnsupportedDatabaseUrl(MetallicaError):
 
     code = "unsupported-database-url"
     status = 500
+
+
+class DatabaseClosed(StorageError):
+    """The database was closed: this process is shutting down."""
+
+    code = "storage-closed"
+
+
+class StillInUse(StorageError):
+    """A database was closed while transactions still ran on it, past the wait for them."""
+
+    code = "storage-still-in-use"

@@ -66,8 +66,9 @@ class Database(Protocol):
     def transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
         """Open a transaction; ``write=False`` for read-only work."""
 
-    def close(self) -> None:
-        """Close every connection."""
+    def close(self, timeout: float = ...) -> None:
+        """Refuse new transactions, wait at most ``timeout`` seconds for those under way, then
+        close every connection; never one still in use (:mod:`metallica.storage.closing`)."""
 
 
 DEFAULT_TIMEOUTS = Timeouts()

@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from metallica.storage import errors
+from metallica.storage.closing import CLOSE_TIMEOUT, InUse
 from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
 from metallica.storage.queries import identifier, load_queries
 
@@ -124,6 +125,7 @@ class PostgresDatabase:
             reconnect_timeout=3600,
             open=False,
         )
+        self._in_use = InUse()
         try:
             self._pool.open(wait=True, timeout=open_timeout)
         except PoolTimeout:
@@ -132,6 +134,11 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[PostgresTransaction]:
+        with self._in_use.using(), self._transaction(write) as tx:
+            yield tx
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[PostgresTransaction]:
         try:
             with _translated_errors():
                 connection, transaction = self._begin(write)
@@ -180,8 +187,14 @@ class PostgresDatabase:
             raise
         return connection, transaction
 
-    def close(self) -> None:
-        self._pool.close()
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Refuse new transactions, wait for those under way (``timeout`` seconds at most),
+        close the pool; :class:`~metallica.storage.errors.StillInUse` if a transaction
+        outlived the wait (the pool closes its connection when it is given back)."""
+        try:
+            self._in_use.close(timeout)
+        finally:
+            self._pool.close()
 
 
 def with_timeouts(url: str, timeouts: Timeouts) -> str:

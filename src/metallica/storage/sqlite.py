@@ -2,7 +2,9 @@
 
 Writes take the database lock up front with ``BEGIN IMMEDIATE`` so two writers never deadlock
 upgrading a read lock; ``busy_timeout`` makes a writer wait for the lock instead of failing.
-Connections are pooled in a queue and used by one thread at a time.
+Connections are pooled in a queue and used by one thread at a time; :meth:`SQLiteDatabase.close`
+waits for the transactions under way and never closes a connection in use
+(:mod:`metallica.storage.closing`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from metallica.storage import errors
+from metallica.storage.closing import CLOSE_TIMEOUT, InUse
 from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
 from metallica.storage.queries import identifier, load_queries
 
@@ -113,6 +116,7 @@ class SQLiteDatabase:
         self._lock = threading.Lock()
         self._writer = threading.Lock()
         self._connections: set[sqlite3.Connection] = set()
+        self._in_use = InUse()
         for _ in range(pool_size):
             self._pool.put(self._connect())
 
@@ -144,14 +148,15 @@ class SQLiteDatabase:
         # SQLite has one write lock. Writers of this process queue for it here, each woken the
         # moment the one before commits; left to SQLite's busy handler they would poll it with
         # sleeps of up to 100 ms, a long tail under load. Other processes still meet SQLite's.
-        if write and not self._writer.acquire(timeout=self._busy_timeout_ms / 1000):
-            raise errors.StorageBusy("another transaction kept the database's write lock")
-        try:
-            with self._transaction(write) as tx:
-                yield tx
-        finally:
-            if write:
-                self._writer.release()
+        with self._in_use.using():
+            if write and not self._writer.acquire(timeout=self._busy_timeout_ms / 1000):
+                raise errors.StorageBusy("another transaction kept the database's write lock")
+            try:
+                with self._transaction(write) as tx:
+                    yield tx
+            finally:
+                if write:
+                    self._writer.release()
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[SQLiteTransaction]:
@@ -172,10 +177,22 @@ class SQLiteDatabase:
                 except sqlite3.Error:
                     self._discard(connection)
                     connection = None
+            if connection is not None and self._in_use.closed:
+                self._discard(connection)  # closed while we used it: we close it, nobody else
+                connection = None  # its slot stays, for a transaction that began before
             self._pool.put(connection)
 
-    def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, set()
-        for connection in connections:
-            connection.close()
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Refuse new transactions, wait for those under way (``timeout`` seconds at most),
+        close the idle connections; :class:`~metallica.storage.errors.StillInUse` if a
+        transaction outlived the wait (its connection is closed by its thread, when it ends)."""
+        try:
+            self._in_use.close(timeout)
+        finally:
+            while True:
+                try:
+                    connection = self._pool.get_nowait()
+                except queue.Empty:
+                    break
+                if connection is not None:
+                    self._discard(connection)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
 from metallica.storage import Database, StorageUnavailable, Timeouts, open_database
 from metallica.storage.migrate import migrate, verify
-from metallica.threads import in_thread
+from metallica.threads import in_thread, within
 from metallica.web.access import TraceMiddleware
 from metallica.web.auth import DEFAULT_NAME, Credentials, require_caller
 from metallica.web.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
@@ -104,7 +103,7 @@ async def readyz(request: Request) -> Response:
     results: dict[str, dict[str, Any]] = {}
     for name, check in checks.items():
         try:
-            results[name] = await asyncio.wait_for(check(), READINESS_TIMEOUT)
+            results[name] = await within(READINESS_TIMEOUT, check())
         except Exception as error:  # a failing check is the answer, not an error
             results[name] = {"ok": False, "error": getattr(error, "code", type(error).__name__)}
     ready = bool(results) and all(result.get("ok") for result in results.values())
