@@ -241,7 +241,7 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         click.FloatRange(0.01, 3600),
         1.0,
         "protools: how long a circuit stays open before a probe; doubles while probes fail "
-        "(up to 15 s).",
+        "(up to 8 s).",
     ),
     (
         "retry-budget-ratio",

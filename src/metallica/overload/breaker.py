@@ -23,7 +23,7 @@ class CircuitBreaker:
     name: str
     failure_threshold: int = 5
     open_seconds: float = 1.0
-    max_open_seconds: float = 15.0
+    max_open_seconds: float = 8.0
     clock: Callable[[], float] = time.monotonic
     failures: int = field(init=False, default=0)
     opened_at: float | None = field(init=False, default=None)

@@ -64,7 +64,9 @@ class FlowSettings:
     backlog_max: int = 10_000  # outbox messages beyond which new commands are refused
     breaker_failures: int = 5  # failures in a row that open a service's circuit
     breaker_open_seconds: float = 1.0  # the first open spell; doubles while probes fail
-    breaker_max_open_seconds: float = 15.0
+    # The longest open spell: a service that comes back is called again within about 10 s
+    # (DESIGN.md), so no spell may outlast 8 s (the parked steps come back up to 0.5 s later).
+    breaker_max_open_seconds: float = 8.0
     retry_budget_ratio: float = 0.2
     retry_budget_floor: float = 5.0  # retries per second always allowed per service
     downstream_limit: int = 128  # the most calls in flight to one service
