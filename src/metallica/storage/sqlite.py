@@ -13,6 +13,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from metallica.storage import errors
 from metallica.storage.closing import CLOSE_TIMEOUT, InUse
 from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
 from metallica.storage.queries import identifier, load_queries
+from metallica.storage.writer_lock import ProcessWriterLock
 
 
 def path_from_url(url: str) -> Path:
@@ -115,6 +117,7 @@ class SQLiteDatabase:
         self._pool: queue.LifoQueue[sqlite3.Connection | None] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._writer = threading.Lock()
+        self._writers = ProcessWriterLock(self.path.with_name(self.path.name + "-writer"))
         self._connections: set[sqlite3.Connection] = set()
         self._in_use = InUse()
         for _ in range(pool_size):
@@ -146,17 +149,36 @@ class SQLiteDatabase:
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[SQLiteTransaction]:
         # SQLite has one write lock. Writers of this process queue for it here, each woken the
-        # moment the one before commits; left to SQLite's busy handler they would poll it with
-        # sleeps of up to 100 ms, a long tail under load. Other processes still meet SQLite's.
+        # moment the one before commits, then queue with those of our other processes on the
+        # same file (:mod:`.writer_lock`); left to SQLite's busy handler they would poll it
+        # with sleeps of up to 100 ms, a long tail under load, and starve each other.
         with self._in_use.using():
-            if write and not self._writer.acquire(timeout=self._busy_timeout_ms / 1000):
-                raise errors.StorageBusy("another transaction kept the database's write lock")
-            try:
+            if not write:
                 with self._transaction(write) as tx:
                     yield tx
+                return
+            with self._write_lock():
+                with self._transaction(write) as tx:
+                    yield tx
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """This process's writer lock, then the one shared with our other processes: both
+        within the lock timeout, else :class:`~metallica.storage.errors.StorageBusy`."""
+        timeout = self._busy_timeout_ms / 1000
+        started = time.monotonic()
+        if not self._writer.acquire(timeout=timeout):
+            raise errors.StorageBusy("another transaction kept the database's write lock")
+        try:
+            left = max(0.0, timeout - (time.monotonic() - started))
+            if not self._writers.acquire(left):
+                raise errors.StorageBusy("another process kept the database's write lock")
+            try:
+                yield
             finally:
-                if write:
-                    self._writer.release()
+                self._writers.release()
+        finally:
+            self._writer.release()
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[SQLiteTransaction]:
@@ -196,3 +218,5 @@ class SQLiteDatabase:
                     break
                 if connection is not None:
                     self._discard(connection)
+            if self._in_use.count == 0:  # else the transaction still under way holds it
+                self._writers.close()
