@@ -157,9 +157,8 @@ class SQLiteDatabase:
                 with self._transaction(write) as tx:
                     yield tx
                 return
-            with self._write_lock():
-                with self._transaction(write) as tx:
-                    yield tx
+            with self._write_lock(), self._transaction(write) as tx:
+                yield tx
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
