@@ -231,6 +231,39 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         "get 503; while a service is down, commands are accepted and parked up to this.",
     ),
     (
+        "admission-queue-target",
+        click.FloatRange(0.001, 60),
+        0.5,
+        "protools: CoDel's target, seconds: when every command that left the admission queue "
+        "for a whole interval had waited longer, the queue stands and sheds.",
+    ),
+    (
+        "admission-queue-interval",
+        click.FloatRange(0.001, 60),
+        0.5,
+        "protools: CoDel's interval, seconds: how long the queue must stand before it sheds.",
+    ),
+    (
+        "admission-queue-timeout",
+        click.FloatRange(0, 300),
+        2.0,
+        "protools: the longest a new command waits for a place (and never past its Prefer: "
+        "wait); then 503 with Retry-After.",
+    ),
+    (
+        "admission-queue-overload-timeout",
+        click.FloatRange(0, 60),
+        0.05,
+        "protools: while the queue stands, the newest command is served first and one waits "
+        "at most this, seconds; then 503 with Retry-After.",
+    ),
+    (
+        "admission-queue-max",
+        click.IntRange(0, 1_000_000),
+        1024,
+        "protools: most commands waiting in the admission queue; beyond, 503 at once.",
+    ),
+    (
         "breaker-failures",
         click.IntRange(1, 10_000),
         5,
@@ -423,6 +456,7 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
             addresses.validate_domain(options["mail_domain"])
         except ValueError as error:
             raise click.UsageError(f"METALLICA_MAIL_DOMAIN: {error}") from None
+        from metallica.overload.queue import QueueSettings
         from metallica.protools.flow import FlowSettings
         from metallica.protools.http import create_app
         from metallica.protools.sealing import ProtoolsKeyring
@@ -467,6 +501,13 @@ def build_app(service: str, options: dict[str, Any]) -> Any:
                     client_rate=options["client_rate"],
                     client_burst=options["client_burst"],
                     backlog_max=options["backlog_max"],
+                    queue=QueueSettings(
+                        target=options["admission_queue_target"],
+                        interval=options["admission_queue_interval"],
+                        timeout=options["admission_queue_timeout"],
+                        overload_timeout=options["admission_queue_overload_timeout"],
+                        max_length=options["admission_queue_max"],
+                    ),
                     breaker_failures=options["breaker_failures"],
                     breaker_open_seconds=options["breaker_open_seconds"],
                     retry_budget_ratio=options["retry_budget_ratio"],

@@ -5,7 +5,9 @@ under test in-process, its generator and mailer real HTTP servers on loopback.""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,8 @@ def test_a_saturated_replica_refuses_new_commands_fast_but_still_answers_replays
     replay = send(client, "k-alice", "alice")  # a known key is never shed
     assert replay.status_code == 202
     assert replay.json()["workflow_id"] == first
-    assert metric(client, "metallica_shed_total", reason="overloaded") == 1
+    # Prefer: wait=0: a command that will not wait is refused at once, not queued.
+    assert metric(client, "metallica_shed_total", reason="queue-timeout") == 1
 
     assert outcome(client, first)["status"] == "completed"
     # Its place is given back once the workflow is done: new commands are admitted again.
@@ -82,6 +85,51 @@ def test_a_saturated_replica_refuses_new_commands_fast_but_still_answers_replays
     admitted = send(client, "k-bob", "bob", wait="20")
     assert admitted.status_code == 200
     assert admitted.json()["status"] == "completed"
+
+
+def test_a_burst_over_the_limit_queues_briefly_and_every_command_is_served(
+    stack: Stack,
+) -> None:
+    # Each generator call takes 200 ms: with 2 places, 8 commands at once queue for a while.
+    stack.arm_generator(point="before_persist", action="delay", delay_ms=200, count=8)
+    client = stack.protools(flow=FlowSettings(admission_limit=2, admission_floor=2))
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: send(client, f"k{i}", f"user{i}", wait="20"), range(8)))
+    assert [answer.status_code for answer in answers] == [200] * 8, [a.text for a in answers]
+    assert all(answer.json()["status"] == "completed" for answer in answers)
+    assert metric(client, "metallica_shed_total", reason="codel") == 0
+    queued = metric(client, "metallica_admission_queued_seconds_count", outcome="admitted")
+    assert queued >= 4  # at least 6 found both places taken, minus any freed meanwhile
+    assert metric(client, "metallica_admission_queue_length") == 0
+    started = [
+        next(
+            e
+            for e in events(client, answer.json()["workflow_id"])
+            if e["type"] == "WorkflowStarted"
+        )
+        for answer in answers
+    ]
+    waits = sorted(event["data"]["queued_ms"] for event in started)
+    assert waits[0] == 0  # the first ones found a free place
+    assert waits[-1] >= 150  # the last waited for about three generator calls
+
+
+def test_a_queued_command_is_refused_when_its_own_wait_runs_out(stack: Stack) -> None:
+    stack.arm_generator(point="before_persist", action="delay", delay_ms=2000, count=1)
+    client = stack.protools(flow=FlowSettings(admission_limit=1, admission_floor=1))
+    first = start(client, "alice")
+    started = time.monotonic()
+    refused = send(client, "k-bob", "bob", wait="0.3")
+    waited = time.monotonic() - started
+    assert refused.status_code == 503
+    assert problem_code(refused) == "overloaded"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert 0.3 <= waited < 1.5  # it queued for its whole wait, and no longer
+    assert metric(client, "metallica_shed_total", reason="queue-timeout") == 1
+    assert metric(client, "metallica_admission_queued_seconds_count", outcome="refused") == 1
+    assert outcome(client, first)["status"] == "completed"
+    # Nothing of bob's command was stored: the same key starts it now.
+    assert send(client, "k-bob", "bob", wait="20").json()["status"] == "completed"
 
 
 def test_a_command_refused_for_its_body_gives_its_admission_back(stack: Stack) -> None:
@@ -107,7 +155,8 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(stack: Stack) -> None:
     assert limited.status_code == 429
     assert problem_code(limited) == "rate-limited"
     assert limited.headers["Retry-After"] == "2"
-    assert metric(client, "metallica_shed_total", reason="rate-limited") == 1
+    assert metric(client, "metallica_shed_total", reason="client-rate") == 1
+    assert metric(client, "metallica_admission_queue_length") == 0  # it was never queued
 
 
 def test_an_unwell_service_opens_the_circuit_and_workflows_park_then_resume(stack: Stack) -> None:

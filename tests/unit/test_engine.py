@@ -207,11 +207,16 @@ def test_an_unknown_event_type_only_moves_the_version() -> None:
 
 
 def test_start_records_the_workflow_and_calls_the_generator() -> None:
-    decision = engine.start(DEFINITION, WORKFLOW_ID, INPUT, now=T0)
+    decision = engine.start(DEFINITION, WORKFLOW_ID, INPUT, now=T0, queued=0.0123)
     assert decision.events == (
         NewEvent(
             STARTED,
-            {"workflow": "password-creation", "input": INPUT, "deadline": T0 + DEADLINE_SECONDS},
+            {
+                "workflow": "password-creation",
+                "input": INPUT,
+                "deadline": T0 + DEADLINE_SECONDS,
+                "queued_ms": 12.3,  # how long the command waited for admission
+            },
         ),
     )
     assert decision.send == Call(

@@ -242,10 +242,13 @@ async def _a_guard_opens_its_breaker() -> None:
 
 
 def test_admission_refuses_past_its_limit_or_a_full_backlog_and_takes_back_places() -> None:
-    admission = Admission(FlowSettings(admission_limit=2, backlog_max=10))
-    assert admission.try_admit(backlog=0) is None
-    assert admission.try_admit(backlog=0) is None
-    assert admission.try_admit(backlog=0) == "overloaded"
-    admission.finished(0.01)
-    assert admission.try_admit(backlog=10) == "backlog-full"
-    assert admission.try_admit(backlog=9) is None
+    async def scenario() -> None:
+        admission = Admission(FlowSettings(admission_limit=2, backlog_max=10))
+        assert (await admission.admit(backlog=0, patience=0)).refusal is None
+        assert (await admission.admit(backlog=0, patience=0)).refusal is None
+        assert (await admission.admit(backlog=0, patience=0)).refusal == "queue-timeout"
+        admission.finished(0.01)
+        assert (await admission.admit(backlog=10, patience=0)).refusal == "backlog-full"
+        assert (await admission.admit(backlog=9, patience=0)).refusal is None
+
+    asyncio.run(scenario())

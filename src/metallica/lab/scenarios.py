@@ -19,7 +19,7 @@ import psycopg
 
 from metallica.faultproxy import Latency, LimitData, ResetPeer, Timeout, Toxic
 from metallica.lab import overload
-from metallica.lab.checker import FAILED, OK, ClientRecord, Report
+from metallica.lab.checker import FAILED, OK, UNKNOWN, ClientRecord, Report
 from metallica.lab.harness import CALL_TIMEOUT, Lab
 
 
@@ -391,6 +391,53 @@ def _duplicates(lab: Lab) -> list[Check]:
     ]
 
 
+# --- 7b: a burst on idle replicas --------------------------------------------------------------
+
+
+BURST_USERNAMES = 30  # two keys each: 60 commands, sent at the same instant
+BURST_WAIT = 10.0  # each asks protools to wait this long for its outcome
+
+
+def _burst(lab: Lab) -> list[Check]:
+    """60 commands at once on idle replicas: a burst is queued briefly, never refused."""
+    records = [
+        lab.new_record(username)
+        for username in (_name("burst") for _ in range(BURST_USERNAMES))
+        for _ in range(2)
+    ]
+    elapsed: list[float] = [0.0] * len(records)
+
+    def timed_post(index: int) -> Callable[[], ClientRecord]:
+        def post() -> ClientRecord:
+            started = time.monotonic()
+            lab.post(records[index], replica=index, wait=BURST_WAIT)
+            elapsed[index] = time.monotonic() - started
+            return records[index]
+
+        return post
+
+    lab.in_parallel([timed_post(index) for index in range(len(records))])
+    refused = [status for r in records for status in r.statuses if status in (429, 503)]
+    answered = sum(r.told != UNKNOWN for r in records)
+    lab.resolve_all(records, resend=False)
+    winners = {r.username for r in records if r.told == OK}
+    taken = sorted({r.error or "" for r in records if r.told == FAILED})
+    slowest = max(elapsed)
+    return [
+        Check("no command refused", not refused, f"{len(refused)} of {len(records)} refused"),
+        Check(
+            "each answered with its outcome within its Prefer: wait",
+            answered == len(records) and slowest <= BURST_WAIT + 1,
+            f"{answered} of {len(records)} answered, slowest {slowest * 1000:.0f} ms",
+        ),
+        Check(
+            "one password per username, the other key told username-taken",
+            len(winners) == BURST_USERNAMES and taken == ["username-taken"],
+            f"{len(winners)} passwords, other outcomes {taken}",
+        ),
+    ]
+
+
 # --- 8: wire faults between protools and the services ----------------------------------------
 
 
@@ -532,6 +579,12 @@ SCENARIOS: dict[str, Scenario] = {
             "Concurrent duplicates",
             "20 same-key submissions; 2 keys for 1 username",
             _duplicates,
+        ),
+        Scenario(
+            "burst",
+            "A burst on idle replicas",
+            "60 commands at the same instant (30 usernames, two keys each)",
+            _burst,
         ),
         Scenario(
             "wire-faults",

@@ -335,9 +335,11 @@ def start(
     *,
     now: float,
     client: str | None = None,
+    queued: float = 0.0,
 ) -> Decision:
     """A new workflow: its first event and its first step's call. ``client``: who asked, the
-    only one who may read its results."""
+    only one who may read its results; ``queued``: seconds the command waited for admission
+    (recorded as ``queued_ms``)."""
     started = NewEvent(
         STARTED,
         {
@@ -345,6 +347,7 @@ def start(
             "input": dict(workflow_input),
             "deadline": now + definition.deadline_seconds,
             **({"client": client} if client is not None else {}),
+            "queued_ms": round(queued * 1000, 1),
         },
     )
     state = evolve(

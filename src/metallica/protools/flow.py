@@ -1,14 +1,18 @@
 """Flow control at protools: what it admits, and how it spares the services it calls.
 
-**Admission** (:class:`Admission`): a new command is refused fast, before its body is read and
-before any database access, when its client exceeds its rate (429) or when this replica is
-saturated (503): the workflows it admitted and has not finished are at an adaptive limit (held
-near the unloaded latency), or the outbox holds more parked work than ``backlog_max``. Work
-already accepted is never refused: its steps go on through the relay; a replay of a key this
-replica accepted lately is answered whatever the load (a replay landing on another replica
-while that one is saturated is told to come back, with ``Retry-After``); GETs are never shed.
-A refusal must cost next to nothing: under twice the capacity, half the requests are refused,
-and any work they cost is taken from the accepted ones.
+**Admission** (:class:`Admission`): an adaptive limit sets how many workflows admitted here may
+be in progress at once (held near the unloaded latency of this replica's own work); a bounded
+queue (:mod:`metallica.overload.queue`) decides who waits for a place and who is refused. A new
+command that finds no free place waits in the queue, so a burst the replica serves in a moment
+is served; the queue refuses only what its CoDel judgement calls a standing queue, or a command
+that waited out its own ``Prefer: wait``. Every refusal comes before the command's body is read
+and before any database access: its client's rate (429, at once, never queued), an outbox
+holding more parked work than ``backlog_max`` (503, at once), a queue that is full, stands, or
+outlasted the command's patience (503). Each 503 carries a ``Retry-After`` computed from the
+rate at which the queue drains. Work already accepted is never refused: its steps go on through
+the relay; a replay of a key this replica accepted lately skips the queue (it is a read); GETs
+are never shed. A refusal must cost next to nothing: under twice the capacity, half the
+requests are refused, and any work they cost is taken from the accepted ones.
 
 **Downstream guards** (:class:`DownstreamGuard`), one per service called: a circuit breaker
 (while open, steps park instead of failing, and resume once a probe succeeds), a concurrency
@@ -18,12 +22,23 @@ outcome tells each of them.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from metallica.overload.breaker import CircuitBreaker
 from metallica.overload.budget import RetryBudget
 from metallica.overload.limits import GradientLimit, Limiter
+from metallica.overload.queue import (
+    ADMITTED,
+    BACKLOG_FULL,
+    WAITING,
+    AdmissionQueue,
+    QueueSettings,
+    Ticket,
+)
 from metallica.overload.rates import ClientRates
 from metallica.protools.engine import Outcome, Retry
 
@@ -62,6 +77,7 @@ class FlowSettings:
     client_rate: float = 1000.0  # commands per second per client; 0: no limit
     client_burst: float = 2000.0
     backlog_max: int = 10_000  # outbox messages beyond which new commands are refused
+    queue: QueueSettings = field(default_factory=QueueSettings)  # who waits for a place
     breaker_failures: int = 5  # failures in a row that open a service's circuit
     breaker_open_seconds: float = 1.0  # the first open spell; doubles while probes fail
     # The longest open spell: a service that comes back is called again within about 10 s
@@ -115,11 +131,26 @@ class DownstreamGuard:
             self.breaker.abandoned()  # an overloaded answer proves it is up, not that it copes
 
 
-class Admission:
-    """New commands in: a rate per client, and an adaptive limit on the workflows this replica
-    admitted and has not finished (``try_admit``/``finished``)."""
+@dataclass(frozen=True)
+class Admitted:
+    """What admission decided for a new command: ``refusal`` is None when it may start (its
+    place is then taken, and given back by :meth:`Admission.finished`), else why not;
+    ``queued``: the seconds it waited for a place; ``retry_after``: when a refused one may
+    come back (seconds, from the rate at which the queue drains)."""
 
-    def __init__(self, settings: FlowSettings) -> None:
+    refusal: str | None
+    queued: float = 0.0
+    retry_after: float = 1.0
+
+
+class Admission:
+    """New commands in: a rate per client; an adaptive limit on the workflows this replica
+    admitted and has not finished; a queue for those that find no free place
+    (:meth:`admit`, then :meth:`finished` when the workflow leaves this replica's hands)."""
+
+    def __init__(
+        self, settings: FlowSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rates = ClientRates(settings.client_rate, settings.client_burst)
         self.limiter = Limiter(
             GradientLimit(
@@ -131,8 +162,14 @@ class Admission:
                 baseline="minimum",  # hold admitted latency near the unloaded one
             )
         )
+        self.queue = AdmissionQueue(settings.queue, clock=clock)
         self.backlog_max = settings.backlog_max
+        self._clock = clock
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None
+        # Told of every command the queue decided (admitted, refused, gone): for the metrics.
+        self.on_decided: Callable[[Ticket], None] | None = None
 
     def rate_wait(self, client: str) -> float:
         """0 if ``client`` may send a command now, else the seconds until it may."""
@@ -148,15 +185,70 @@ class Admission:
     def knows(self, key: str) -> bool:
         return key in self._recent
 
-    def try_admit(self, backlog: int) -> str | None:
-        """Take a place for a new workflow: None when admitted, else why not."""
+    async def admit(self, backlog: int, patience: float) -> Admitted:
+        """Take a place for a new command, waiting for one in the queue if none is free, at
+        most ``patience`` seconds (its ``Prefer: wait``) and as long as the queue allows."""
         if backlog >= self.backlog_max:
-            return "backlog-full"
-        if not self.limiter.try_acquire():
-            return "overloaded"
-        return None
+            return Admitted(BACKLOG_FULL, retry_after=self.queue.retry_after())
+        if self.queue.length == 0 and self.limiter.try_acquire():
+            self.queue.admitted_directly()
+            return Admitted(None)
+        ticket = self.queue.offer(patience)
+        if ticket.state == WAITING:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def wake(_: Ticket) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            ticket.on_decided = wake
+            self._grant()  # a place may have freed since (a limit that grew)
+            try:
+                await waiter
+            except asyncio.CancelledError:  # its client went away
+                if ticket.state == ADMITTED:
+                    self.finished(None)
+                else:
+                    self.queue.cancel(ticket)
+                    self._arm()
+                    if self.on_decided is not None:
+                        self.on_decided(ticket)
+                raise
+        if self.on_decided is not None:
+            self.on_decided(ticket)
+        if ticket.state == ADMITTED:
+            return Admitted(None, ticket.waited)
+        return Admitted(ticket.reason, ticket.waited, self.queue.retry_after())
 
     def finished(self, seconds: float | None) -> None:
         """An admitted workflow left this replica's hands: finished after ``seconds`` (a sample
-        for the limit), or handed on (parked, retried later, a replay: ``None``)."""
+        for the limit), or handed on (parked, retried later, a replay: ``None``). Its place
+        goes to the queue's next command."""
         self.limiter.release(seconds)
+        self._grant()
+
+    def _grant(self) -> None:
+        """Give the free places to the queue's next commands, then time the next expiry."""
+        while self.queue.length and self.limiter.try_acquire():
+            if self.queue.admit_next() is None:
+                self.limiter.release(None)
+                break
+        self._arm()
+
+    def _arm(self) -> None:
+        """Have :meth:`_expire` called when the queue's next deadline comes (one timer)."""
+        due = self.queue.next_deadline()
+        if due is not None and self._timer_due is not None and self._timer_due <= due:
+            return  # the timer set goes off first: it re-arms then
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_due = None, None
+        if due is not None:
+            delay = max(0.0, due - self._clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+            self._timer_due = due
+
+    def _expire(self) -> None:
+        self._timer, self._timer_due = None, None
+        self.queue.expire()
+        self._grant()

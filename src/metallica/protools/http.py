@@ -24,11 +24,12 @@ from metallica.errors import (
     TooManyRequests,
 )
 from metallica.faults import FaultPoints
+from metallica.overload.queue import BACKLOG_FULL, CODEL, QUEUE_TIMEOUT
 from metallica.overload.rates import retry_after_header
 from metallica.problems import MEDIA_TYPE
 from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
-from metallica.protools.flow import Admission, DownstreamGuard
+from metallica.protools.flow import Admission, Admitted, DownstreamGuard
 from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.relay import Relay, Watchers
 from metallica.protools.service import Accepted, WorkflowService
@@ -59,10 +60,11 @@ FAULT_POINTS = ("after_accept", "before_record", "after_record")
 WAITER_POLL_SECONDS = 0.25
 # Why a new command is refused, by the admission's reason; and when to try again, seconds.
 REFUSALS = {
-    "overloaded": "this replica is at its limit of workflows in progress",
-    "backlog-full": "too many workflows are parked waiting for a service",
+    QUEUE_TIMEOUT: "this replica is at its limit of workflows in progress, and no place came "
+    "free within the command's wait",
+    CODEL: "this replica is overloaded: commands have been queueing longer than it can serve",
+    BACKLOG_FULL: "too many workflows are parked waiting for a service, or queued",
 }
-SHED_RETRY_AFTER = 1
 REDACTED = "***"
 
 
@@ -290,14 +292,21 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         logger.info("metallica.protools_started", extra={"replica": replica_id})
 
     async def start_workflow(
-        service: WorkflowService, relay: Relay, key: str, body: Mapping[str, Any], client: str
+        service: WorkflowService,
+        relay: Relay,
+        key: str,
+        body: Mapping[str, Any],
+        client: str,
+        queued: float,
     ) -> Accepted:
         """Accept an admitted command. A new workflow's first call is leased to us only if we
         have a slot to make it now; otherwise it is due at once for whichever relay has one.
         Its place under the admission limit is given back when our delivery of it stops."""
         reserved = relay.try_reserve()
         try:
-            accepted = await in_thread(service.accept, key, body, lease=reserved, client=client)
+            accepted = await in_thread(
+                service.accept, key, body, lease=reserved, client=client, queued=queued
+            )
             if faults.armed:
                 await in_thread(faults.hit, "after_accept")
         except BaseException:
@@ -332,6 +341,16 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         metrics.shed.labels(reason).inc()
         return error
 
+    async def admit(relay: Relay, patience: float) -> Admitted:
+        """A place for a new command, waiting in the queue for one if need be (at most
+        ``patience`` seconds); 503 with ``Retry-After`` when refused."""
+        admitted = await admission.admit(relay.outbox_depth, patience)
+        if admitted.refusal is not None:
+            retry_after = retry_after_header(admitted.retry_after)
+            detail = REFUSALS[admitted.refusal]
+            raise shed(admitted.refusal, Overloaded(detail, retry_after=retry_after))
+        return admitted
+
     async def create_password(request: Request) -> Response:
         key = idempotency_key(request)
         service: WorkflowService = request.app.state.service
@@ -340,23 +359,26 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         client: str = request.state.caller
         rate_wait = admission.rate_wait(client)
         if rate_wait > 0:
-            raise shed("rate-limited", TooManyRequests(retry_after=retry_after_header(rate_wait)))
-        refusal = admission.try_admit(relay.outbox_depth)
-        if refusal is not None and not admission.knows(key):
-            raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
+            raise shed("client-rate", TooManyRequests(retry_after=retry_after_header(rate_wait)))
+        wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
+        waited_since = asyncio.get_running_loop().time()
+        # A replay of a key accepted here skips the queue: it is a read.
+        admitted = None if admission.knows(key) else await admit(relay, wait)
         try:
             body = await json_object(request, fields=("username", "email"))
         except BaseException:  # a body refused gives back the place it was admitted to
-            if refusal is None:
+            if admitted is not None:
                 admission.finished(None)
             raise
-        wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
-        if refusal is not None:  # saturated, but a replay of a key accepted here: a read
+        accepted = None
+        if admitted is None:
             accepted = await in_thread(service.find_accepted, key, body)
             if accepted is None:  # accepted here, then lost: a new command after all
-                raise shed(refusal, Overloaded(REFUSALS[refusal], retry_after=SHED_RETRY_AFTER))
-        else:
-            accepted = await start_workflow(service, relay, key, body, client)
+                admitted = await admit(relay, wait)
+        if accepted is None:
+            assert admitted is not None
+            accepted = await start_workflow(service, relay, key, body, client, admitted.queued)
+        wait -= asyncio.get_running_loop().time() - waited_since  # the queue's time counts
         # On the access line: joins this request's trace to the workflow's (see relay.py).
         request.state.log_fields = {"workflow_id": accepted.workflow_id}
         known = accepted.state
@@ -365,7 +387,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             assert known is not None, "a recorded command has its workflow"
             owned_by(known, client)
         state = await wait_for_state(
-            service.load, watchers, accepted.workflow_id, wait, known=known
+            service.load, watchers, accepted.workflow_id, max(0.0, wait), known=known
         )
         assert state is not None
         return answer(state, creating=True)

@@ -1,16 +1,21 @@
 """protools' own metrics, beside every service's HTTP ones (:mod:`metallica.web.metrics`):
 calls and retries per service, parked steps, workflows, the breakers, the adaptive limits, the
-retry budgets, and the outbox (depth, age of the oldest message)."""
+retry budgets, the admission queue (length, whether it stands, time queued), and the outbox
+(depth, age of the oldest message). Refusals by reason are the shared ``metallica_shed``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from metallica.overload.breaker import STATE_CODES
+from metallica.overload.queue import Ticket
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.web.metrics import ServiceMetrics
+
+# Seconds: from a burst served in a few milliseconds to a command that waited out its patience.
+QUEUED_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class ProtoolsMetrics(ServiceMetrics):
@@ -70,6 +75,24 @@ class ProtoolsMetrics(ServiceMetrics):
             ["scope"],
             registry=registry,
         )
+        self._queue_length = Gauge(
+            "metallica_admission_queue_length",
+            "New commands waiting for a place under the admission limit.",
+            registry=registry,
+        )
+        self._queue_standing = Gauge(
+            "metallica_admission_queue_standing",
+            "1 while the admission queue stands (CoDel: it sheds), else 0.",
+            registry=registry,
+        )
+        self._queued = Histogram(
+            "metallica_admission_queued_seconds",
+            "Time a new command that found no free place waited in the admission queue, by "
+            "what became of it (admitted, refused, cancelled: its client left).",
+            ["outcome"],
+            buckets=QUEUED_BUCKETS,
+            registry=registry,
+        )
         self._budget = Gauge(
             "metallica_retry_budget_available",
             "Retries the budget of each service would allow now.",
@@ -81,8 +104,15 @@ class ProtoolsMetrics(ServiceMetrics):
         """Read the live values at each scrape."""
         self._limit.labels("admission").set_function(lambda: admission.limiter.limit)
         self._in_use.labels("admission").set_function(lambda: admission.limiter.in_flight)
+        self._queue_length.set_function(lambda: admission.queue.length)
+        self._queue_standing.set_function(lambda: float(admission.queue.standing))
+        admission.on_decided = self.queued
         for name, guard in guards.items():
             self._watch_guard(name, guard)
+
+    def queued(self, ticket: Ticket) -> None:
+        """A queued command's fate: how long it waited, by outcome."""
+        self._queued.labels(ticket.state).observe(ticket.waited)
 
     def _watch_guard(self, name: str, guard: DownstreamGuard) -> None:
         self._limit.labels(name).set_function(lambda: guard.limiter.limit)

@@ -86,16 +86,20 @@ class WorkflowService:
         *,
         lease: bool = True,
         client: str | None = None,
+        queued: float = 0.0,
     ) -> Accepted:
         """Start a workflow for a client command, or find the one this key already started.
 
         With ``lease``, the first call is enqueued leased to this replica, to deliver at once;
         without (this replica has no free delivery slot), it is due now for any relay.
+        ``queued``: the seconds the command waited for admission (its first event says so).
         """
         command = self.definition.parse(body)
         body_fingerprint = fingerprint(command.canonical)
         workflow_id, now = self._new_id(), self._clock()
-        decision = engine.start(self.definition, workflow_id, command.input, now=now, client=client)
+        decision = engine.start(
+            self.definition, workflow_id, command.input, now=now, client=client, queued=queued
+        )
         try:
             with self.database.transaction() as tx:
                 recorded = store.record_command(

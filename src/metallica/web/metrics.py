@@ -51,8 +51,9 @@ class ServiceMetrics:
         )
         self.shed = Counter(
             "metallica_shed",
-            "Requests refused to protect the service, by reason "
-            "(overloaded, rate-limited, backlog-full, deadline-passed).",
+            "Requests refused to protect the service, by reason: overloaded (requests in "
+            "flight), deadline-passed, and protools' admission: client-rate, backlog-full, "
+            "queue-timeout, codel.",
             ["reason"],
             registry=self.registry,
         )
