@@ -207,14 +207,14 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
         click.IntRange(1, 100_000),
         64,
         "protools: most workflows admitted and unfinished at once per replica; the adaptive "
-        "limit stays under it; beyond, new commands get 503 with Retry-After.",
+        "limit stays under it; beyond, new commands wait in the admission queue.",
     ),
     (
         "admission-floor",
         click.IntRange(1, 100_000),
-        16,
-        "protools: workflows in progress per replica below which new commands are never "
-        "refused, whatever the latency.",
+        4,
+        "protools: the fewest workflows in progress per replica the adaptive limit allows, "
+        "whatever the latency; beyond the limit, new commands wait in the admission queue.",
     ),
     (
         "client-rate",
@@ -233,15 +233,17 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
     (
         "admission-queue-target",
         click.FloatRange(0.001, 60),
-        0.5,
+        0.1,
         "protools: CoDel's target, seconds: when every command that left the admission queue "
-        "for a whole interval had waited longer, the queue stands and sheds.",
+        "for a whole interval had waited longer, and the queue grew meanwhile, it stands and "
+        "sheds.",
     ),
     (
         "admission-queue-interval",
         click.FloatRange(0.001, 60),
-        0.5,
-        "protools: CoDel's interval, seconds: how long the queue must stand before it sheds.",
+        0.25,
+        "protools: CoDel's interval, seconds: how long the queue must stand before it sheds, "
+        "and stay empty before it stops.",
     ),
     (
         "admission-queue-timeout",
@@ -253,7 +255,7 @@ SERVICE_SETTINGS: list[tuple[str, Any, Any, str]] = [
     (
         "admission-queue-overload-timeout",
         click.FloatRange(0, 60),
-        0.05,
+        0.025,
         "protools: while the queue stands, the newest command is served first and one waits "
         "at most this, seconds; then 503 with Retry-After.",
     ),

@@ -6,21 +6,31 @@ served. What must be refused is a queue that *stands*: arrivals outpacing what t
 completes, so that waiting only adds latency and never drains. The test is CoDel's (Nichols and
 Jacobson, "Controlling Queue Delay", 2012; Facebook's servers and folly's ``Codel`` use it the
 same way for requests): not the queue's length, which a burst makes long for a moment, but the
-**sojourn** of the commands that leave it. If, for a whole ``interval``, every command that left
-the queue had waited ``target`` or more, the queue is standing. A queue that nobody leaves is
-not judged (a first workflow slow to start, say): its commands wait out their deadlines.
+**sojourn**: how long the oldest command waiting has been there, looked at on every arrival,
+departure and expiry (CoDel measures it as commands leave; Facebook's servers as the time since
+the queue was last empty, which is the same thing seen from the other end, and covers a queue
+that nobody leaves). The queue stands once, for a whole ``interval``, the oldest command never
+had waited less than ``target``, **and the queue grew meanwhile**.
 
-While it stands (Facebook's "Fail at Scale", adaptive LIFO with CoDel's short timeout):
+The second condition is ours, and measured: a closed loop of clients (each waits for its answer
+before it sends again) keeps a queue as long as it has clients beyond the limit, for as long as
+it runs, but that queue cannot grow; 64 clients on one replica wait about 0.4 s each there,
+and refusing them only sends each away for a whole second of ``Retry-After``. An open loop past
+capacity grows its queue without end; a burst only shrinks it.
+
+While it stands (Facebook's "Fail at Scale": adaptive LIFO with CoDel's short timeout):
 
 * the **newest** command is served first: it is the one most likely to be answered within its
   client's patience, while the oldest ones have already spent theirs;
 * a command waits at most ``overload_timeout`` and is then refused (``codel``), so refusals
   stay fast and the admitted ones wait little.
 
-It stops standing the moment the queue is empty: the load has fallen below what the replica
-completes. Otherwise the queue is first in, first out, each command waiting at most its own
-deadline (its ``Prefer: wait``, at most ``timeout``), then refused (``queue-timeout``); a queue
-already ``max_length`` long refuses at once (``backlog-full``).
+It stops standing once the queue has stayed empty for an ``interval``: the load has fallen
+below what the replica completes (an empty moment between two arrivals of an overload is not
+enough: leaving at once would start a first-in-first-out queue again, as slow as before).
+Otherwise the queue is first in, first out, each command waiting at most its own deadline (its
+``Prefer: wait``, at most ``timeout``), then refused (``queue-timeout``); a queue already
+``max_length`` long refuses at once (``backlog-full``).
 
 Pure and synchronous: the clock is a parameter, and the caller drives it (:meth:`offer` when a
 command arrives, :meth:`admit_next` when a place frees, :meth:`expire` when the next deadline in
@@ -47,10 +57,10 @@ class QueueSettings:
     commands waiting at once. The defaults are measured on this workload: see
     ``bench/README.md``, "Admission queue"."""
 
-    target: float = 0.5
-    interval: float = 0.5
+    target: float = 0.1
+    interval: float = 0.25
     timeout: float = 2.0
-    overload_timeout: float = 0.05
+    overload_timeout: float = 0.025
     max_length: int = 1024
 
 
@@ -110,11 +120,22 @@ class AdmissionQueue:
         self._deadlines: list[tuple[float, int, Ticket]] = []  # a heap (lazy removal)
         self._numbers = itertools.count()
         self.length = 0  # tickets waiting
-        self.standing = False
         self.drain = DrainRate()
+        self._standing = False
+        self._empty_since: float | None = None  # while standing: since when nobody waits
         # CoDel's clock: since when every command that left the queue had waited ``target``
-        # or more (None: the last one to leave waited less, or the queue emptied).
+        # or more (None: the last one to leave waited less, or the queue emptied), and how
+        # many were waiting then.
         self._above_since: float | None = None
+        self._length_then = 0
+
+    @property
+    def standing(self) -> bool:
+        """Whether the queue stands (it sheds): see the module's docstring."""
+        empty_since = self._empty_since if self.length == 0 else None
+        if empty_since is not None and self._clock() - empty_since >= self.settings.interval:
+            self._standing, self._empty_since = False, None
+        return self._standing
 
     # --- what the caller tells it ----------------------------------------------------------
 
@@ -131,8 +152,10 @@ class AdmissionQueue:
             ticket._decide(REFUSED, now, QUEUE_TIMEOUT)
             return ticket
         self._arrivals.append(ticket)
+        self._empty_since = None
         heapq.heappush(self._deadlines, (deadline, ticket.number, ticket))
         self.length += 1
+        self._judge(now)
         return ticket
 
     def admitted_directly(self) -> None:
@@ -147,10 +170,10 @@ class AdmissionQueue:
         ticket = self._take_newest() if self.standing else self._take_oldest()
         if ticket is None:
             return None
-        self._observe(now - ticket.arrived, now)
         self.drain.admitted(now)
         ticket._decide(ADMITTED, now)
         self._after_leaving(now)
+        self._judge(now)
         return ticket
 
     def cancel(self, ticket: Ticket) -> None:
@@ -184,29 +207,34 @@ class AdmissionQueue:
 
     # --- CoDel ------------------------------------------------------------------------------
 
-    def _observe(self, sojourn: float, now: float) -> None:
-        """CoDel's judgement, made as each command leaves the queue with its sojourn: the queue
-        stands once every command that left it for a whole ``interval`` had waited ``target``
-        or more. A queue nobody leaves is not judged (its commands wait out their deadlines)."""
-        if self.standing:
-            return  # only emptying the queue ends it (newest-first sojourns say nothing)
-        if sojourn < self.settings.target:
+    def _judge(self, now: float) -> None:
+        """CoDel's judgement: the queue stands once the oldest command waiting has waited
+        ``target`` or more all through an ``interval``, and the queue grew meanwhile (by more
+        than a quarter, and at least 2)."""
+        if self._standing:
+            return  # only a queue empty for an interval ends it
+        self._drop_decided()
+        if not self._arrivals or now - self._arrivals[0].arrived < self.settings.target:
             self._above_since = None
         elif self._above_since is None:
-            self._above_since = now
+            self._above_since, self._length_then = now, self.length
         elif now - self._above_since >= self.settings.interval:
-            self.standing = True
+            growth = self.length - self._length_then
+            if growth > max(2, self._length_then / 4):
+                self._standing = True
 
     def _after_leaving(self, now: float) -> None:
-        if self.length == 0:  # drained: whatever stood has gone
-            self.standing = False
+        if self.length == 0:  # drained: the clock stops; a standing queue starts to end
             self._above_since = None
+            if self._standing and self._empty_since is None:
+                self._empty_since = now
             self._arrivals.clear()
             self._deadlines.clear()
 
     # --- the tickets ------------------------------------------------------------------------
 
     def _expire(self, now: float) -> list[Ticket]:
+        self._judge(now)
         refused: list[Ticket] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, ticket = heapq.heappop(self._deadlines)

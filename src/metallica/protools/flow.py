@@ -71,9 +71,10 @@ class FlowSettings:
     """Every knob of protools' flow control, with its default (the CLI documents each)."""
 
     admission_limit: int = 64  # most workflows admitted here and not yet finished
-    # Fewest: below this many workflows in progress, a replica never refuses one (a client
-    # with 16 commands in flight is a modest load, not an overload).
-    admission_floor: int = 16
+    # The fewest places the adaptive limit keeps. It was 16, so that a closed loop of 16
+    # clients was never refused; now such clients wait in the queue, and the limit may hold
+    # the latency of the admitted work near the unloaded one (measured: bench/README.md).
+    admission_floor: int = 4
     client_rate: float = 1000.0  # commands per second per client; 0: no limit
     client_burst: float = 2000.0
     backlog_max: int = 10_000  # outbox messages beyond which new commands are refused

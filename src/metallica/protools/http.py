@@ -341,11 +341,14 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         metrics.shed.labels(reason).inc()
         return error
 
-    async def admit(relay: Relay, patience: float) -> Admitted:
+    async def admit(request: Request, relay: Relay, patience: float) -> Admitted:
         """A place for a new command, waiting in the queue for one if need be (at most
-        ``patience`` seconds); 503 with ``Retry-After`` when refused."""
+        ``patience`` seconds); 503 with ``Retry-After`` when refused. The access line says
+        how long it queued, and why it was refused."""
         admitted = await admission.admit(relay.outbox_depth, patience)
+        request.state.log_fields = {"queued_ms": round(admitted.queued * 1000, 1)}
         if admitted.refusal is not None:
+            request.state.log_fields["refusal"] = admitted.refusal
             retry_after = retry_after_header(admitted.retry_after)
             detail = REFUSALS[admitted.refusal]
             raise shed(admitted.refusal, Overloaded(detail, retry_after=retry_after))
@@ -363,7 +366,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         waited_since = asyncio.get_running_loop().time()
         # A replay of a key accepted here skips the queue: it is a read.
-        admitted = None if admission.knows(key) else await admit(relay, wait)
+        admitted = None if admission.knows(key) else await admit(request, relay, wait)
         try:
             body = await json_object(request, fields=("username", "email"))
         except BaseException:  # a body refused gives back the place it was admitted to
@@ -374,13 +377,16 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         if admitted is None:
             accepted = await in_thread(service.find_accepted, key, body)
             if accepted is None:  # accepted here, then lost: a new command after all
-                admitted = await admit(relay, wait)
+                admitted = await admit(request, relay, wait)
         if accepted is None:
             assert admitted is not None
             accepted = await start_workflow(service, relay, key, body, client, admitted.queued)
         wait -= asyncio.get_running_loop().time() - waited_since  # the queue's time counts
         # On the access line: joins this request's trace to the workflow's (see relay.py).
-        request.state.log_fields = {"workflow_id": accepted.workflow_id}
+        request.state.log_fields = {
+            **getattr(request.state, "log_fields", {}),
+            "workflow_id": accepted.workflow_id,
+        }
         known = accepted.state
         if known is None:  # a replay: whose is it?
             known = await in_thread(service.load, accepted.workflow_id)
