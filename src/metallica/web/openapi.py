@@ -288,7 +288,9 @@ PREFER = {
     "required": False,
     "description": "'wait=<seconds>' (RFC 7240): how long to wait for the workflow to end "
     "before answering (commands: METALLICA_WAIT_DEFAULT, 5 s; reads: 0), capped at "
-    "METALLICA_WAIT_MAX (30 s). Other preferences are ignored.",
+    "METALLICA_WAIT_MAX (30 s); a command's time waiting for admission counts in it (one "
+    "that will not wait, wait=0, is refused at once when no place is free). Other "
+    "preferences are ignored.",
     "schema": {"type": "string"},
     "examples": {"no wait": {"value": "wait=0"}, "wait": {"value": "wait=10"}},
 }
@@ -431,8 +433,11 @@ def protools() -> Document:
                         retry_after=True,
                     ),
                     "503": problem(
-                        "overloaded or backlog-full (refused before anything was stored), or "
-                        "the database is busy or unreachable",
+                        "overloaded (refused before anything was stored: no place came free "
+                        "under the admission limit within the command's wait, the admission "
+                        "queue stands or is full, or too much work is parked; Retry-After from "
+                        "the rate at which the queue drains), or the database is busy or "
+                        "unreachable",
                         retry_after=True,
                     ),
                     "504": problem(failed_run + "deadline-exceeded"),
