@@ -124,6 +124,8 @@ def test_a_queued_command_is_refused_when_its_own_wait_runs_out(stack: Stack) ->
     assert refused.status_code == 503
     assert problem_code(refused) == "overloaded"
     assert int(refused.headers["Retry-After"]) >= 1
+    # The problem says it too, as an integer (its document's type; schemathesis found a string).
+    assert refused.json()["retry_after"] == int(refused.headers["Retry-After"])
     assert 0.3 <= waited < 1.5  # it queued for its whole wait, and no longer
     assert metric(client, "metallica_shed_total", reason="queue-timeout") == 1
     assert metric(client, "metallica_admission_queued_seconds_count", outcome="refused") == 1
@@ -155,6 +157,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(stack: Stack) -> None:
     assert limited.status_code == 429
     assert problem_code(limited) == "rate-limited"
     assert limited.headers["Retry-After"] == "2"
+    assert limited.json()["retry_after"] == 2
     assert metric(client, "metallica_shed_total", reason="client-rate") == 1
     assert metric(client, "metallica_admission_queue_length") == 0  # it was never queued
 

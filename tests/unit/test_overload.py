@@ -9,7 +9,7 @@ import pytest
 from metallica.overload.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from metallica.overload.budget import RetryBudget
 from metallica.overload.limits import GradientLimit, Limiter
-from metallica.overload.rates import ClientRates, retry_after_header
+from metallica.overload.rates import ClientRates, retry_after_seconds
 from metallica.protools.engine import Failed, Retry, Succeeded
 from metallica.protools.flow import (
     BUSY,
@@ -186,8 +186,8 @@ def test_a_client_over_its_rate_is_told_when_to_come_back_and_others_are_not_aff
     assert rates.take("b") == 0
     clock.now += 0.1
     assert rates.take("a") == 0
-    assert retry_after_header(wait) == "1"
-    assert retry_after_header(2.2) == "3"
+    assert retry_after_seconds(wait) == 1
+    assert retry_after_seconds(2.2) == 3
 
 
 def test_forgotten_clients_bound_the_memory() -> None:

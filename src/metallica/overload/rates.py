@@ -56,6 +56,7 @@ class ClientRates:
         return (1 - bucket.tokens) / self.rate
 
 
-def retry_after_header(seconds: float) -> str:
-    """``Retry-After`` in whole seconds (its only portable form), at least 1."""
-    return str(max(1, math.ceil(seconds)))
+def retry_after_seconds(seconds: float) -> int:
+    """``Retry-After`` in whole seconds (its only portable form), at least 1: the header and
+    the problem's ``retry_after`` member (an integer, as the OpenAPI documents say)."""
+    return max(1, math.ceil(seconds))

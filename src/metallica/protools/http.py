@@ -25,7 +25,7 @@ from metallica.errors import (
 )
 from metallica.faults import FaultPoints
 from metallica.overload.queue import BACKLOG_FULL, CODEL, QUEUE_TIMEOUT
-from metallica.overload.rates import retry_after_header
+from metallica.overload.rates import retry_after_seconds
 from metallica.problems import MEDIA_TYPE
 from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
@@ -349,7 +349,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         request.state.log_fields = {"queued_ms": round(admitted.queued * 1000, 1)}
         if admitted.refusal is not None:
             request.state.log_fields["refusal"] = admitted.refusal
-            retry_after = retry_after_header(admitted.retry_after)
+            retry_after = retry_after_seconds(admitted.retry_after)
             detail = REFUSALS[admitted.refusal]
             raise shed(admitted.refusal, Overloaded(detail, retry_after=retry_after))
         return admitted
@@ -362,7 +362,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         client: str = request.state.caller
         rate_wait = admission.rate_wait(client)
         if rate_wait > 0:
-            raise shed("client-rate", TooManyRequests(retry_after=retry_after_header(rate_wait)))
+            raise shed("client-rate", TooManyRequests(retry_after=retry_after_seconds(rate_wait)))
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         waited_since = asyncio.get_running_loop().time()
         # A replay of a key accepted here skips the queue: it is a read.
