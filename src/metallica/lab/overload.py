@@ -71,7 +71,11 @@ class Bounds:
 
     goodput_fraction: float = 0.4
     admitted_p99_factor: float = 15.0
-    rejection_p99_ms: float = 500.0
+    # A command refused from the admission queue waited there first, until CoDel judged the
+    # queue standing (its target and interval: 0.35 s), then was shed: measured 400 to 490 ms
+    # at p99 in the generator-down scenario, whose catch-up after the outage sheds new commands
+    # for a few seconds (bench/README.md, "Admission queue"). 500 ms left no margin.
+    rejection_p99_ms: float = 1000.0
     recovery_seconds: float = 20.0
     recovered_rejections: float = 0.05
     recovered_p99_factor: float = 3.0
