@@ -26,6 +26,7 @@ from metallica.protools import engine, store
 from metallica.storage import (
     Database,
     DatabaseClosed,
+    SchemaTooNew,
     SchemaTooOld,
     StillInUse,
     StorageBusy,
@@ -36,7 +37,13 @@ from metallica.storage import (
     UniqueViolation,
     open_database,
 )
-from metallica.storage.migrate import latest_version, migrate, verify
+from metallica.storage.migrate import (
+    check_at_start,
+    current_version,
+    latest_version,
+    migrate,
+    verify,
+)
 from metallica.storage.queries import migration_files
 
 T = TypeVar("T")
@@ -205,6 +212,26 @@ class MigrationsConformance:
         migrate(database)
 
         verify(database)
+
+    @pytest.mark.parametrize("schema", SCHEMAS)
+    def test_a_service_starts_only_on_the_schema_version_it_knows(
+        self, make_db: DatabaseFactory, schema: str
+    ) -> None:
+        database = make_db(schema=schema, migrated=False)
+        # Told not to migrate (the deployment runs `metallica migrate`), it refuses an old one.
+        with pytest.raises(SchemaTooOld, match=f"metallica migrate {schema}"):
+            check_at_start(database, migrate_at_start=False)
+        assert current_version(database) == 0  # and it changed nothing
+        # By default it migrates, then finds nothing to do, and starts.
+        assert check_at_start(database, migrate_at_start=True) == shipped_versions(database)
+        assert check_at_start(database, migrate_at_start=False) == []
+        # A schema newer than the code (a rollback over a migration) is refused either way.
+        newer = latest_version(database) + 1
+        with database.transaction() as tx:
+            tx.execute("record_migration", version=newer, name=f"{newer:04d}_from_the_future")
+        for migrate_at_start in (True, False):
+            with pytest.raises(SchemaTooNew, match=f"version {newer}"):
+                check_at_start(database, migrate_at_start=migrate_at_start)
 
     @pytest.mark.parametrize("schema", SCHEMAS)
     def test_concurrent_migrators_apply_each_migration_exactly_once(

@@ -173,5 +173,5 @@ def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
     assert copied
     for source in copied:
         assert not dockerignore_excludes(source), source
-    for path in ("src/metallica/cli.py", "src/metallica/storage/sql/sqlite/common.sql"):
+    for path in ("src/metallica/cli/__init__.py", "src/metallica/storage/sql/sqlite/common.sql"):
         assert not dockerignore_excludes(path), path

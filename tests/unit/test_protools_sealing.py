@@ -7,9 +7,9 @@ import copy
 import json
 from typing import Any
 
-import click
 import pytest
 
+from metallica.config import ConfigError
 from metallica.protools import password_workflow
 from metallica.protools.sealing import FieldSealer, ProtoolsKeyring, is_sealed
 from metallica.sealing import SealBroken, UnknownKeyId, new_entry
@@ -114,9 +114,9 @@ def test_the_generator_and_protools_derive_unrelated_keys_from_one_secret() -> N
 
 
 def _protools_options(**overrides: Any) -> dict[str, Any]:
-    from metallica.cli import SERVICE_SETTINGS
+    from metallica.config import SETTINGS
 
-    options = {flag.replace("-", "_"): default for flag, _, default, _ in SERVICE_SETTINGS}
+    options = {setting.key: setting.default for setting in SETTINGS}
     options |= {
         "faults": False,
         "database_url": "sqlite:///x.db",
@@ -128,24 +128,24 @@ def _protools_options(**overrides: Any) -> dict[str, Any]:
 
 
 def test_serve_protools_refuses_to_start_without_keys() -> None:
-    from metallica.cli import build_app
+    from metallica.services import build_app
 
-    with pytest.raises(click.UsageError, match="METALLICA_PROTOOLS_KEYS") as raised:
+    with pytest.raises(ConfigError, match="METALLICA_PROTOOLS_KEYS") as raised:
         build_app("protools", _protools_options())
-    assert "METALLICA_PROTOOLS_KEYS_FILE" in raised.value.message
+    assert "METALLICA_PROTOOLS_KEYS_FILE" in str(raised.value)
 
 
 def test_serve_protools_refuses_bad_keys_without_echoing_them() -> None:
-    from metallica.cli import build_app
+    from metallica.services import build_app
 
     secret = "c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1uZXZlci1zaG93LXVwLWFueXdoZXJl"
-    with pytest.raises(click.UsageError) as raised:
+    with pytest.raises(ConfigError) as raised:
         build_app("protools", _protools_options(protools_keys=f"k1:{secret}!!"))
-    assert "not base64" in raised.value.message
-    assert secret[:12] not in raised.value.message
+    assert "not base64" in str(raised.value)
+    assert secret[:12] not in str(raised.value)
 
 
 def test_serve_protools_starts_with_keys() -> None:
-    from metallica.cli import build_app
+    from metallica.services import build_app
 
     assert build_app("protools", _protools_options(protools_keys=new_entry("k1"))) is not None

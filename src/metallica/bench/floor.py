@@ -10,15 +10,18 @@ server (:func:`metallica.web.app.service_app`) and the same pooled clients
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from metallica import config
+from metallica.config import default, value
 from metallica.errors import ServiceUnavailable
 from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
@@ -32,10 +35,24 @@ class FloorSettings:
     generator_urls: tuple[str, ...]
     mailer_urls: tuple[str, ...]
     service_token: str = ""  # towards the generator and the mailer ("": api_token)
-    mail_domain: str = "example.com"
-    call_timeout: float = 3.0
-    connect_timeout: float = 1.0
-    concurrency: int = 128
+    mail_domain: str = default("mail-domain")
+    call_timeout: float = default("call-timeout")
+    connect_timeout: float = default("connect-timeout")
+    concurrency: int = default("relay-concurrency")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> FloorSettings:
+        """From the same configuration values as protools' (those the floor reads)."""
+        return cls(
+            api_token=config.require(options, "api-token"),
+            service_token=options.get("service_token") or "",
+            generator_urls=config.urls(options, "generator-urls"),
+            mailer_urls=config.urls(options, "mailer-urls"),
+            mail_domain=value(options, "mail-domain"),
+            call_timeout=value(options, "call-timeout"),
+            connect_timeout=value(options, "connect-timeout"),
+            concurrency=value(options, "relay-concurrency"),
+        )
 
 
 def create_app(settings: FloorSettings) -> Starlette:

@@ -31,6 +31,7 @@ from metallica.bench.loadgen import ClosedLoop, Round
 from metallica.bench.preload import preload
 from metallica.lab import checker
 from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.services import NAMES, schema_urls
 from metallica.stack import LocalStack
 
 T = TypeVar("T")
@@ -230,15 +231,7 @@ def _log_tails(stack: LocalStack, lines: int = 5) -> str:
 
 def _databases(server_url: str) -> dict[str, str]:
     """A schema per service in the database of ``server_url``, fresh for this run."""
-    from metallica.storage.postgres import ensure_schema, schema_url
-
-    run = uuid.uuid4().hex[:8]
-    urls = {}
-    for service in ("protools", "generator", "mailer"):
-        schema = f"bench_{run}_{service}"
-        ensure_schema(server_url, schema)
-        urls[service] = schema_url(server_url, schema)
-    return urls
+    return schema_urls(server_url, f"bench_{uuid.uuid4().hex[:8]}_")
 
 
 def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> BenchReport:
@@ -281,7 +274,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
                 assert stack is not None
                 say(f"preloading {history:,} completed workflows into the stores")
                 seconds = preload(
-                    {s: stack.database_url(s) for s in ("protools", "generator", "mailer")},
+                    {s: stack.database_url(s) for s in NAMES},
                     history,
                     progress_line,
                     generator_keys=stack.generator_keys(),

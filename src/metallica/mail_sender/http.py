@@ -28,7 +28,11 @@ def create_app(settings: MailerSettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with migrated_database(
-            settings.database_url, "mailer", settings.database_timeouts, settings.database_pool_size
+            settings.database_url,
+            "mailer",
+            settings.database_timeouts,
+            settings.database_pool_size,
+            migrate_at_start=settings.migrate_at_start,
         ) as database:
             maildir = Maildir(settings.maildir)
             maildir.clean_tmp()

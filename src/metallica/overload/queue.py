@@ -46,6 +46,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from metallica.config import default
+
 WAITING, ADMITTED, REFUSED, CANCELLED = "waiting", "admitted", "refused", "cancelled"
 QUEUE_TIMEOUT, CODEL, BACKLOG_FULL = "queue-timeout", "codel", "backlog-full"
 
@@ -57,11 +59,11 @@ class QueueSettings:
     commands waiting at once. The defaults are measured on this workload: see
     ``bench/README.md``, "Admission queue"."""
 
-    target: float = 0.1
-    interval: float = 0.25
-    timeout: float = 2.0
-    overload_timeout: float = 0.025
-    max_length: int = 1024
+    target: float = default("admission-queue-target")
+    interval: float = default("admission-queue-interval")
+    timeout: float = default("admission-queue-timeout")
+    overload_timeout: float = default("admission-queue-overload-timeout")
+    max_length: int = default("admission-queue-max")
 
 
 @dataclass(eq=False)

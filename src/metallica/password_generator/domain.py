@@ -7,6 +7,8 @@ import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from metallica.config import default
+
 CHARACTER_CLASSES = {
     "letters": string.ascii_letters,
     "digits": string.digits,
@@ -18,8 +20,8 @@ CHARACTER_CLASSES = {
 class PasswordPolicy:
     """How long a password is and which character classes it draws from (one of each at least)."""
 
-    length: int = 20
-    classes: tuple[str, ...] = ("letters", "digits", "symbols")
+    length: int = default("password-length")
+    classes: tuple[str, ...] = tuple(default("password-classes").split(","))
 
     def __post_init__(self) -> None:
         unknown = set(self.classes) - CHARACTER_CLASSES.keys()

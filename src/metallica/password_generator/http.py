@@ -36,6 +36,7 @@ def create_app(settings: GeneratorSettings) -> Starlette:
             "generator",
             settings.database_timeouts,
             settings.database_pool_size,
+            migrate_at_start=settings.migrate_at_start,
         ) as database:
             service = PasswordService(
                 database,

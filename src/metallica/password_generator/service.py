@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metallica import deadlines, usernames
+from metallica.config import default
 from metallica.errors import (
     CommandInProgress,
     IdempotencyRecordExpired,
@@ -37,7 +38,7 @@ from metallica.storage import Database, LockTimeout, Row
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RETENTION = 24 * 3600.0
+DEFAULT_RETENTION: float = default("idempotency-retention")
 SWEEP_BATCH = 500
 
 

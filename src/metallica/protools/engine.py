@@ -42,6 +42,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from metallica.config import default
+
 STARTED = "WorkflowStarted"
 ATTEMPT_FAILED = "StepAttemptFailed"
 SUCCEEDED = "StepSucceeded"
@@ -84,8 +86,8 @@ class RetryPolicy:
     and Jitter"): retry n waits a uniform random time in [0, min(maximum, initial * 2^(n-1))].
     """
 
-    initial: float = 0.2
-    maximum: float = 10.0
+    initial: float = default("retry-initial")
+    maximum: float = default("retry-max")
 
     def delay(self, attempt: int, random: Callable[[], float]) -> float:
         doublings = min(max(attempt - 1, 0), 1000)  # 2 ** 1024 no longer converts to a float

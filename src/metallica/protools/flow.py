@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from metallica.config import default, value
 from metallica.overload.breaker import CircuitBreaker
 from metallica.overload.budget import RetryBudget
 from metallica.overload.limits import GradientLimit, Limiter
@@ -68,25 +70,48 @@ def classify(outcome: Outcome) -> str:
 
 @dataclass(frozen=True)
 class FlowSettings:
-    """Every knob of protools' flow control, with its default (the CLI documents each)."""
+    """Every knob of protools' flow control (defaults and help: :mod:`metallica.config`)."""
 
-    admission_limit: int = 64  # most workflows admitted here and not yet finished
+    admission_limit: int = default("admission-limit")  # most admitted and not yet finished
     # The fewest places the adaptive limit keeps. It was 16, so that a closed loop of 16
     # clients was never refused; now such clients wait in the queue, and the limit may hold
     # the latency of the admitted work near the unloaded one (measured: bench/README.md).
-    admission_floor: int = 4
-    client_rate: float = 1000.0  # commands per second per client; 0: no limit
-    client_burst: float = 2000.0
-    backlog_max: int = 10_000  # outbox messages beyond which new commands are refused
+    admission_floor: int = default("admission-floor")
+    client_rate: float = default("client-rate")  # commands per second per client; 0: no limit
+    client_burst: float = default("client-burst")
+    backlog_max: int = default("backlog-max")  # outbox messages beyond which commands wait
     queue: QueueSettings = field(default_factory=QueueSettings)  # who waits for a place
-    breaker_failures: int = 5  # failures in a row that open a service's circuit
-    breaker_open_seconds: float = 1.0  # the first open spell; doubles while probes fail
+    breaker_failures: int = default("breaker-failures")  # failures in a row that open it
+    breaker_open_seconds: float = default("breaker-open-seconds")  # doubles while probes fail
     # The longest open spell: a service that comes back is called again within about 10 s
     # (DESIGN.md), so no spell may outlast 8 s (the parked steps come back up to 0.5 s later).
     breaker_max_open_seconds: float = 8.0
-    retry_budget_ratio: float = 0.2
-    retry_budget_floor: float = 5.0  # retries per second always allowed per service
-    downstream_limit: int = 128  # the most calls in flight to one service
+    retry_budget_ratio: float = default("retry-budget-ratio")
+    retry_budget_floor: float = default("retry-budget-floor")  # per second, always allowed
+    downstream_limit: int = default("downstream-limit")  # most calls in flight to a service
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> FlowSettings:
+        """From configuration values (a value missing takes its default)."""
+        return cls(
+            admission_limit=value(options, "admission-limit"),
+            admission_floor=value(options, "admission-floor"),
+            client_rate=value(options, "client-rate"),
+            client_burst=value(options, "client-burst"),
+            backlog_max=value(options, "backlog-max"),
+            queue=QueueSettings(
+                target=value(options, "admission-queue-target"),
+                interval=value(options, "admission-queue-interval"),
+                timeout=value(options, "admission-queue-timeout"),
+                overload_timeout=value(options, "admission-queue-overload-timeout"),
+                max_length=value(options, "admission-queue-max"),
+            ),
+            breaker_failures=value(options, "breaker-failures"),
+            breaker_open_seconds=value(options, "breaker-open-seconds"),
+            retry_budget_ratio=value(options, "retry-budget-ratio"),
+            retry_budget_floor=value(options, "retry-budget-floor"),
+            downstream_limit=value(options, "downstream-limit"),
+        )
 
 
 @dataclass

@@ -245,6 +245,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
                 "protools",
                 settings.database_timeouts,
                 settings.database_pool_size,
+                migrate_at_start=settings.migrate_at_start,
             )
         )
         service = WorkflowService(

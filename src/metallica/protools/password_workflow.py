@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from metallica import addresses, usernames
+from metallica.config import default
 from metallica.errors import (
     DeadlinePassed,
     IdempotencyRecordExpired,
@@ -176,7 +177,7 @@ def _result(state: WorkflowState) -> dict[str, Any]:
 
 
 def definition(
-    *, deadline_seconds: float, retry: RetryPolicy, mail_domain: str = "example.com"
+    *, deadline_seconds: float, retry: RetryPolicy, mail_domain: str = default("mail-domain")
 ) -> WorkflowDefinition:
     """The password-creation workflow; ``mail_domain`` makes the recipient of a command that
     names no ``email`` (a bad one raises ValueError here, at start)."""

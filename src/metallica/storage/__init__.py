@@ -5,6 +5,7 @@ from __future__ import annotations
 from metallica.storage.errors import (
     DatabaseClosed,
     LockTimeout,
+    SchemaTooNew,
     SchemaTooOld,
     StillInUse,
     StorageBusy,
@@ -56,6 +57,7 @@ __all__ = [
     "DatabaseClosed",
     "LockTimeout",
     "Row",
+    "SchemaTooNew",
     "SchemaTooOld",
     "StillInUse",
     "StorageBusy",

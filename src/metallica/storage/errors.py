@@ -47,6 +47,13 @@ class SchemaTooOld(StorageError):
     code = "schema-too-old"
 
 
+class SchemaTooNew(StorageError):
+    """The database schema is newer than this code (a rollback over a migration): start the
+    code that knows it."""
+
+    code = "schema-too-new"
+
+
 class UnsupportedDatabaseUrl(MetallicaError):
     """METALLICA_DATABASE_URL must start with sqlite:/// or postgresql://."""
 

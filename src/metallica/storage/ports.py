@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from metallica.config import default
+
 Row = dict[str, Any]
 
 
@@ -27,9 +29,9 @@ class Timeouts:
     transaction left open by a stuck holder (its session is closed and its locks released).
     """
 
-    lock: float = 2.0
-    statement: float = 10.0
-    idle_in_transaction: float = 30.0
+    lock: float = default("db-lock-timeout")
+    statement: float = default("db-statement-timeout")
+    idle_in_transaction: float = default("db-idle-timeout")
 
 
 class Transaction(Protocol):

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
 from metallica.storage import Database, StorageUnavailable, Timeouts, open_database
-from metallica.storage.migrate import migrate, verify
+from metallica.storage.migrate import check_at_start, verify
 from metallica.threads import in_thread, within
 from metallica.web.access import TraceMiddleware
 from metallica.web.auth import DEFAULT_NAME, Credentials, require_caller
@@ -173,9 +173,12 @@ def open_migrated(
     timeouts: Timeouts | None = None,
     pool_size: int = 16,
     wait: float = DATABASE_STARTUP_WAIT,
+    migrate_at_start: bool = True,
 ) -> Database:
-    """Open and migrate a service's database, waiting up to ``wait`` seconds in all for it to
-    answer: each try is given what is left of ``wait``, so the service gives up on time.
+    """Open a service's database and check its schema (:func:`check_at_start`: migrated now
+    when ``migrate_at_start``, else refused unless already at this code's version), waiting up
+    to ``wait`` seconds in all for it to answer: each try is given what is left of ``wait``, so
+    the service gives up on time.
 
     Each failed try is logged (``database.waiting``, with the seconds waited so far, measured,
     and the cause), so an operator sees the service waiting rather than a silent hang; past
@@ -195,7 +198,7 @@ def open_migrated(
                 open_timeout=max(0.5, min(left, DATABASE_TRY_SECONDS)),
             )
             try:
-                migrate(database)
+                check_at_start(database, migrate_at_start=migrate_at_start)
             except BaseException:
                 database.close()
                 raise
@@ -219,10 +222,22 @@ def open_migrated(
 
 @asynccontextmanager
 async def migrated_database(
-    url: str, schema: str, timeouts: Timeouts | None = None, pool_size: int = 16
+    url: str,
+    schema: str,
+    timeouts: Timeouts | None = None,
+    pool_size: int = 16,
+    *,
+    migrate_at_start: bool = True,
 ) -> AsyncIterator[Database]:
-    """A service's database, migrated to this code's schema, closed on the way out."""
-    database = await in_thread(open_migrated, url, schema, timeouts=timeouts, pool_size=pool_size)
+    """A service's database at this code's schema version, closed on the way out."""
+    database = await in_thread(
+        open_migrated,
+        url,
+        schema,
+        timeouts=timeouts,
+        pool_size=pool_size,
+        migrate_at_start=migrate_at_start,
+    )
     try:
         yield database
     finally:
