@@ -63,6 +63,8 @@ def test_a_service_that_does_not_migrate_waits_for_the_deployment_to_migrate(
             process.wait(10)
     assert status != 0
     assert "metallica migrate mailer" in log.read_text(), log.read_text()
+    assert "metallica.startup_refused" in log.read_text()  # one line that says why,
+    assert "Traceback" not in log.read_text()  # not a stack trace
 
     migrated = subprocess.run(
         [sys.executable, "-m", "metallica", "migrate", "mailer"],

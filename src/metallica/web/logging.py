@@ -98,11 +98,29 @@ class TraceFilter(logging.Filter):
         return True
 
 
+class StartupRefusalFilter(logging.Filter):
+    """A service that refuses to start for a reason of ours (a schema it does not know, a
+    database it gave up on: a :class:`metallica.errors.MetallicaError`) says that reason in one
+    line, not in the traceback the ASGI lifespan hands uvicorn; other failures keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name == "uvicorn.error" and message.startswith("Traceback"):
+            last = message.rstrip().rsplit("\n", 1)[-1]
+            kind, _, detail = last.partition(": ")
+            if kind.startswith("metallica.") and detail:
+                record.msg, record.args = "metallica.startup_refused", ()
+                record.error = kind.rsplit(".", 1)[-1]
+                record.detail = detail
+        return True
+
+
 def json_handler(stream: IO[str] | None = None) -> logging.Handler:
     """A handler writing JSON lines, each with its trace, to ``stream`` (stderr by default)."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(TraceFilter())
+    handler.addFilter(StartupRefusalFilter())
     return handler
 
 
