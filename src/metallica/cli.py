@@ -20,7 +20,7 @@ import click
 
 if TYPE_CHECKING:
     from metallica.bench.openrunner import OpenConfig
-    from metallica.bench.schedule import Phase
+    from metallica.load.schedule import Phase
 
 DEFAULT_DATA_DIR = Path(".metallica")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -1015,9 +1015,9 @@ def scenarios_run(
     import uuid
 
     from metallica.lab.harness import LabConfig
-    from metallica.lab.pg_cluster import ThrowawayCluster
     from metallica.lab.runner import render, run_scenarios
     from metallica.lab.scenarios import FAULT_SCENARIOS, OVERLOAD_SCENARIOS, SCENARIOS
+    from metallica.load.pg_cluster import ThrowawayCluster
 
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
@@ -1224,7 +1224,7 @@ def _open_phases(
     rate: float | None, ramp: str | None, duration: float, phases: str | None
 ) -> list[Phase]:
     """The open loop's schedule from exactly one of --rate, --ramp and --phases."""
-    from metallica.bench.schedule import Phase, parse_phases, parse_ramp, validate
+    from metallica.load.schedule import Phase, parse_phases, parse_ramp, validate
 
     if sum(option is not None for option in (rate, ramp, phases)) != 1:
         raise click.UsageError("an open loop takes one of --rate, --ramp and --phases")
@@ -1295,7 +1295,7 @@ def _bench_open(
         json_path.write_text(report.to_json())
         click.echo(f"results: {json_path}")
     if plot_path is not None:
-        from metallica.bench.openplot import plot_capacity, plot_timeline
+        from metallica.load.plot import plot_capacity, plot_timeline
 
         try:
             if report.capacity is not None:
@@ -1534,7 +1534,7 @@ def bench(
         from metallica.bench.openrunner import OpenConfig
 
         if urls:
-            from metallica.bench.openloop import require_loopback
+            from metallica.load.openloop import require_loopback
 
             try:
                 require_loopback(urls)
