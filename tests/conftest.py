@@ -3,7 +3,7 @@
 * Every ``METALLICA_*`` variable is removed at session start, so a developer's shell can't leak
   configuration into a test. ``METALLICA_TEST_POSTGRES_URL`` is read first: a libpq URL to a
   server where the tests may ``CREATE DATABASE``. Without it, the session starts a throwaway
-  PostgreSQL cluster (:mod:`tests.pg_cluster`) the first time a test needs one.
+  PostgreSQL cluster (:mod:`metallica.load.pg_cluster`) the first time a test needs one.
 * ``backend`` runs a test once on SQLite and once on PostgreSQL (marked ``postgres``, so
   ``-m 'not postgres'`` runs without a server); ``database_url`` hands out fresh, empty
   databases on that backend and drops them afterwards.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.load.pg_cluster import ThrowawayCluster
 from tests.pg_admin import create_database, drop_database, with_database
 
 POSTGRES_URL_VARIABLE = "METALLICA_TEST_POSTGRES_URL"

@@ -240,7 +240,7 @@ class Keyring:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
-        """The ring a process started with ``env`` uses (the lab's checker reads a stack's)."""
+        """The ring a process started with ``env`` uses (the invariant checker reads a stack's)."""
         return cls.load(env.get(cls.spec.variable), env.get(cls.spec.file_variable))
 
     @classmethod

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from metallica.lab.harness import Lab, LabConfig
-from metallica.lab.pg_cluster import ThrowawayCluster
 from metallica.lab.scenarios import FAULT_SCENARIOS, SCENARIOS, run_scenario
+from metallica.load.pg_cluster import ThrowawayCluster
 from tests.pg_admin import create_database, drop_database, with_database
 
 VARIANTS = [

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.load.pg_cluster import ThrowawayCluster
 from metallica.protools import store
 from metallica.storage import Database, StorageUnavailable, open_database
 from metallica.storage.migrate import migrate

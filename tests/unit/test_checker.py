@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from metallica.lab.checker import OK, ClientRecord, Mail, Snapshot, check
+from metallica.load.checker import Mail, Snapshot, check
+from metallica.load.records import OK, ClientRecord
 from metallica.protools.engine import RecordedEvent
 
 START = 1_000.0

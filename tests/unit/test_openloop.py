@@ -17,9 +17,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from metallica.bench.capacity import Probe, Verdict, judge, search_capacity
-from metallica.bench.openloop import require_loopback, run_open_loop, settle, tell
-from metallica.bench.openstats import (
+from metallica.load import checker
+from metallica.load import records as told
+from metallica.load.capacity import Probe, Verdict, judge, search_capacity
+from metallica.load.checker import Mail, Snapshot
+from metallica.load.openloop import require_loopback, run_open_loop, settle, tell
+from metallica.load.records import ClientRecord
+from metallica.load.schedule import (
+    MAX_RATE,
+    MAX_SECONDS,
+    Phase,
+    arrivals,
+    parse_phases,
+    parse_ramp,
+    rate_at,
+)
+from metallica.load.stats import (
     COMPLETED,
     ERROR,
     FAILED,
@@ -31,17 +44,6 @@ from metallica.bench.openstats import (
     summarize,
     timeline,
 )
-from metallica.bench.schedule import (
-    MAX_RATE,
-    MAX_SECONDS,
-    Phase,
-    arrivals,
-    parse_phases,
-    parse_ramp,
-    rate_at,
-)
-from metallica.lab import checker
-from metallica.lab.checker import ClientRecord, Mail, Snapshot
 from tests.asgi_server import AsgiServer
 
 # --- the schedule ----------------------------------------------------------------------------
@@ -212,7 +214,7 @@ def test_the_timeline_bins_by_scheduled_second() -> None:
 def test_a_shed_command_that_was_never_stored_is_no_violation() -> None:
     shed = ClientRecord("k-shed", "u-shed", posts=1)
     tell(shed, REJECTED, 429, {"type": "https://metallica.dev/problems/overloaded"})
-    assert shed.told == checker.FAILED
+    assert shed.told == told.FAILED
     assert shed.error is not None
     assert shed.error.startswith("rejected: HTTP 429")
     unavailable = ClientRecord("k-503", "u-503", posts=1)
@@ -224,7 +226,7 @@ def test_a_shed_command_that_was_never_stored_is_no_violation() -> None:
 def test_a_completed_answer_tells_the_password_for_the_checker() -> None:
     record = ClientRecord("k1", "ann")
     tell(record, COMPLETED, 200, {"workflow_id": "w1", "status": "completed", "password": "pw"})
-    assert (record.told, record.workflow_id, record.password) == (checker.OK, "w1", "pw")
+    assert (record.told, record.workflow_id, record.password) == (told.OK, "w1", "pw")
     lonely = Snapshot(
         events={},
         global_positions=[],
@@ -394,12 +396,12 @@ def test_arrivals_leave_on_schedule_even_when_answers_are_slow(
     shed = [s for s in result.samples if s.outcome == REJECTED]
     assert summary["rejected"] == len(shed) > 0
     assert summary["rejections_without_retry_after"] == summary["rejections_by_status"].get("503")
-    assert all(s.record.told == checker.FAILED for s in shed)
+    assert all(s.record.told == told.FAILED for s in shed)
     assert summary["pending"] == sum(1 for s in result.samples if s.outcome == PENDING) > 0
     # settle() followed every 202 to its end, as a polling client would
     assert unknown == 0
     assert all(
-        s.record.told == checker.OK and s.record.password == f"pw-{s.record.workflow_id}"
+        s.record.told == told.OK and s.record.password == f"pw-{s.record.workflow_id}"
         for s in result.samples
         if s.outcome == PENDING
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from metallica.bench.openloop import OpenLoopResult
-from metallica.bench.openstats import COMPLETED, REJECTED, OpenSample, summarize, timeline
-from metallica.bench.schedule import Phase
-from metallica.lab.checker import ClientRecord
 from metallica.lab.overload import Calibration, amplification, judge, recovery_time
+from metallica.load.openloop import OpenLoopResult
+from metallica.load.records import ClientRecord
+from metallica.load.schedule import Phase
+from metallica.load.stats import COMPLETED, REJECTED, OpenSample, summarize, timeline
 
 CALIBRATION = Calibration(capacity=100.0, unloaded_p99_ms=20.0, search={"probes": []})
 PHASES = [Phase.constant(200, 10), Phase.constant(50, 20)]

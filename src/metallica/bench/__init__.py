@@ -1,1 +1,2 @@
-"""``metallica bench``: the load generator, the non-durable floor, the results and the plot."""
+"""``metallica bench``: runs of the load generators (:mod:`metallica.load`) against a stack or
+the non-durable floor, history preloaded into the stores, the results and the plot."""

@@ -3,8 +3,8 @@
 The stack is the closed loop's (:func:`metallica.bench.runner.started_stack`: SQLite by default,
 a throwaway PostgreSQL cluster, a server of the user's, or a running protools with ``--url``),
 and so is the checker call. What differs is the load: an open loop on a schedule of phases
-(:mod:`metallica.bench.openloop`), or a capacity search made of short open loops
-(:mod:`metallica.bench.capacity`). Between the load and the checker, the commands still running
+(:mod:`metallica.load.openloop`), or a capacity search made of short open loops
+(:mod:`metallica.load.capacity`). Between the load and the checker, the commands still running
 when their wait ended are followed to their end, as their clients would.
 """
 
@@ -21,10 +21,6 @@ from typing import Any
 
 import psutil
 
-from metallica.bench.capacity import CapacityResult, Verdict, find_capacity
-from metallica.bench.loadgen import ClosedLoop
-from metallica.bench.openloop import LiveStatus, run_open_loop, settle
-from metallica.bench.openstats import COMPLETED, ERROR, FAILED, REJECTED
 from metallica.bench.runner import (
     BenchConfig,
     Say,
@@ -32,8 +28,12 @@ from metallica.bench.runner import (
     run_on_uvloop,
     started_stack,
 )
-from metallica.bench.schedule import Phase
-from metallica.lab.checker import ClientRecord
+from metallica.load.capacity import CapacityResult, Verdict, find_capacity
+from metallica.load.closedloop import ClosedLoop
+from metallica.load.openloop import LiveStatus, run_open_loop, settle
+from metallica.load.records import ClientRecord
+from metallica.load.schedule import Phase
+from metallica.load.stats import COMPLETED, ERROR, FAILED, REJECTED
 
 
 @dataclass

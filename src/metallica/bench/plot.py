@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 
 from metallica.bench.runner import BenchReport
-
-
-def pyplot_module() -> ModuleType:
-    """matplotlib's pyplot on a backend that needs no screen; a RuntimeError if not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as pyplot
-    except ImportError:  # an optional dependency: `pip install 'metallica[bench]'`
-        raise RuntimeError("--plot needs matplotlib: pip install 'metallica[bench]'") from None
-    return pyplot
+from metallica.load.plot import pyplot_module
 
 
 def plot(report: BenchReport, path: Path, *, title: str = "") -> None:

@@ -5,8 +5,8 @@ run one after the other, in the same run and against the same generator and mail
 durable figure comes with its ratio to the floor measured minutes apart on the same machine.
 CPU time is read from each service process (and PostgreSQL's, when the run started it) before
 and after each round; resident memory at the start and the end of the run. After the rounds,
-the lab's invariant checker reads the stores: returned == stored == mailed, nothing lost or
-doubled.
+the invariant checker (:mod:`metallica.load.checker`) reads the stores: returned == stored ==
+mailed, nothing lost or doubled.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from typing import Any, TypeVar
 import psutil
 import uvloop
 
-from metallica.bench.loadgen import ClosedLoop, Round
 from metallica.bench.preload import preload
-from metallica.lab import checker
-from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.load import checker
+from metallica.load.closedloop import ClosedLoop, Round
+from metallica.load.pg_cluster import ThrowawayCluster
+from metallica.load.records import ClientRecord
 from metallica.services import NAMES, schema_urls
 from metallica.stack import LocalStack
 
@@ -254,7 +255,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
         },
     )
     token = config.token or secrets.token_urlsafe(16)
-    records: list[checker.ClientRecord] = []
+    records: list[ClientRecord] = []
     with ExitStack() as running:
         if config.urls:
             targets = {DURABLE: list(config.urls)}
@@ -324,12 +325,12 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
 
 def check_invariants(
     stack: LocalStack,
-    records: Sequence[checker.ClientRecord],
+    records: Sequence[ClientRecord],
     *,
     only: bool = False,
     leave_out: str | None = None,
 ) -> dict[str, Any]:
-    """The lab checker's verdict on ``stack``'s stores against what ``records`` were told.
+    """The invariant checker's verdict on ``stack``'s stores against what ``records`` were told.
 
     ``only``: read just those commands' workflows (a store with a long history is not read
     whole). ``leave_out``: passwords and mails of usernames with this prefix are none of the

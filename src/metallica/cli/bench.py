@@ -70,7 +70,7 @@ def _bench_open(
         json_path.write_text(report.to_json())
         click.echo(f"results: {json_path}")
     if plot_path is not None:
-        from metallica.bench.openplot import plot_capacity, plot_timeline
+        from metallica.load.plot import plot_capacity, plot_timeline
 
         try:
             if report.capacity is not None:
@@ -309,7 +309,7 @@ def bench(
         from metallica.bench.openrunner import OpenConfig
 
         if urls:
-            from metallica.bench.openloop import require_loopback
+            from metallica.load.openloop import require_loopback
 
             try:
                 require_loopback(urls)

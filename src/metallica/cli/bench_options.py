@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from metallica.bench.schedule import Phase
+    from metallica.load.schedule import Phase
 
 
 def concurrencies(value: str) -> list[int]:
@@ -62,7 +62,7 @@ def open_phases(
     rate: float | None, ramp: str | None, duration: float, phases: str | None
 ) -> list[Phase]:
     """The open loop's schedule from exactly one of --rate, --ramp and --phases."""
-    from metallica.bench.schedule import Phase, parse_phases, parse_ramp, validate
+    from metallica.load.schedule import Phase, parse_phases, parse_ramp, validate
 
     if sum(option is not None for option in (rate, ramp, phases)) != 1:
         raise click.UsageError("an open loop takes one of --rate, --ramp and --phases")

@@ -66,9 +66,9 @@ def scenarios_run(
     import uuid
 
     from metallica.lab.harness import LabConfig
-    from metallica.lab.pg_cluster import ThrowawayCluster
     from metallica.lab.runner import render, run_scenarios
     from metallica.lab.scenarios import FAULT_SCENARIOS, OVERLOAD_SCENARIOS, SCENARIOS
+    from metallica.load.pg_cluster import ThrowawayCluster
 
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:

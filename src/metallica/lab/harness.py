@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 
 from metallica.faultproxy import ProxyThread, Toxic
-from metallica.lab.checker import FAILED, OK, UNKNOWN, ClientRecord, Report, check, read_snapshot
-from metallica.lab.pg_cluster import ThrowawayCluster
+from metallica.load.checker import Report, check, read_snapshot
+from metallica.load.pg_cluster import ThrowawayCluster
+from metallica.load.records import FAILED, OK, UNKNOWN, ClientRecord
 from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.problems import code_of
 from metallica.protools.sealing import ProtoolsKeyring

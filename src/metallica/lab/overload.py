@@ -15,7 +15,7 @@ and the unloaded p99 (at half of C, the rate the recovery phase comes back to), 
 Each scenario prints what it measured against the issue's targets (goodput at least 80 % of C,
 admitted p99 at most 3x unloaded, rejections answered in under 50 ms with ``Retry-After``,
 recovery within 10 s, retry amplification at most 1.1 without faults) and checks the invariants
-with the lab's checker. Its pass/fail checks use generous bounds (``Bounds``): the machine is
+with the invariant checker. Its pass/fail checks use generous bounds (``Bounds``): the machine is
 shared and noisy, the exact figures are for people to read.
 
 The load runs in a process of its own (the lab's fault proxies run in this one: they would
@@ -38,14 +38,14 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from metallica.bench.capacity import CapacityResult, find_capacity
-from metallica.bench.openloop import OpenLoopResult, run_open_loop, settle
-from metallica.bench.openplot import plot_timeline
-from metallica.bench.openstats import REJECTED
-from metallica.bench.schedule import Phase
 from metallica.faultproxy import Latency
-from metallica.lab.checker import ClientRecord
 from metallica.lab.harness import CALL_TIMEOUT, Lab
+from metallica.load.capacity import CapacityResult, find_capacity
+from metallica.load.openloop import OpenLoopResult, run_open_loop, settle
+from metallica.load.plot import plot_timeline
+from metallica.load.records import ClientRecord
+from metallica.load.schedule import Phase
+from metallica.load.stats import REJECTED
 
 P99_BOUND = 0.25  # the capacity search's admitted p99 bound, seconds
 GOODPUT_DEADLINE = 1.0  # a command answered completed within this counts as goodput

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from metallica.client import format_table
-from metallica.lab.checker import summarize
 from metallica.lab.harness import Lab, LabConfig
 from metallica.lab.scenarios import SCENARIOS, ScenarioResult, run_scenario
+from metallica.load.records import summarize
 
 Progress = Callable[[str], None]
 

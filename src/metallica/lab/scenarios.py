@@ -19,8 +19,9 @@ import psycopg
 
 from metallica.faultproxy import Latency, LimitData, ResetPeer, Timeout, Toxic
 from metallica.lab import overload
-from metallica.lab.checker import FAILED, OK, UNKNOWN, ClientRecord, Report
 from metallica.lab.harness import CALL_TIMEOUT, Lab
+from metallica.load.checker import Report
+from metallica.load.records import FAILED, OK, UNKNOWN, ClientRecord
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ import email
 import email.policy
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from metallica.load.records import OK, ClientRecord
 from metallica.mail_sender.maildir import Maildir
 from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.protools import engine, password_workflow, store
@@ -34,22 +35,6 @@ from metallica.protools.sealing import FieldSealer, ProtoolsKeyring
 from metallica.storage import open_database
 
 _PASSWORD_LINE = re.compile(r"^Your new password is: (?P<password>\S+)\r?$", re.MULTILINE)
-
-OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
-
-
-@dataclass
-class ClientRecord:
-    """One client command and what its client was told in the end."""
-
-    key: str
-    username: str
-    told: str = UNKNOWN
-    workflow_id: str | None = None
-    password: str | None = None
-    error: str | None = None
-    statuses: list[int | str] = field(default_factory=list)
-    posts: int = 0
 
 
 @dataclass(frozen=True)
@@ -361,12 +346,6 @@ def _deadline_failure_in_doubt(
 
 def engine_username(state: engine.WorkflowState) -> str:
     return str(state.input["username"])
-
-
-def summarize(records: Iterable[ClientRecord]) -> dict[str, int]:
-    """How many clients were told ok, failed, unknown."""
-    told = Counter(record.told for record in records)
-    return {outcome: told.get(outcome, 0) for outcome in (OK, FAILED, UNKNOWN)}
 
 
 def as_dict(report: Report) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from metallica.bench.loadgen import ClosedLoop
-from metallica.lab import checker
+from metallica.load import records as told
+from metallica.load.closedloop import ClosedLoop
 from tests.asgi_server import AsgiServer
 
 
@@ -43,6 +43,6 @@ def test_a_refused_command_is_sent_again_after_retry_after_and_is_no_error() -> 
     assert measured.refused == 9
     assert set(tries.values()) == {2}
     for sample in measured.samples:
-        assert sample.record.told == checker.OK
+        assert sample.record.told == told.OK
         assert sample.record.posts == 2
         assert sample.record.statuses == [503, 200]

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for tests and the fault lab: ``initdb`` in a temp dir, ``pg_ctl``.
+"""A throwaway PostgreSQL cluster for tests, the lab and the bench: ``initdb``, ``pg_ctl``.
 
 The cluster trusts every connection from 127.0.0.1 and its own Unix socket (which lives in the
 temp dir), listens on a free TCP port, and trades durability for speed (``fsync=off``). Stop it
@@ -9,7 +9,7 @@ with :meth:`ThrowawayCluster.stop`, which also removes the temp dir.
 
 Manual use::
 
-    python -m metallica.lab.pg_cluster    # prints the URL, runs until Ctrl-C
+    python -m metallica.load.pg_cluster    # prints the URL, runs until Ctrl-C
 """
 
 from __future__ import annotations

@@ -1,11 +1,23 @@
-"""Pictures of an open loop (latency and shedding over time) and of a capacity search."""
+"""Pictures of an open loop (latency and shedding over time) and of a capacity search, and
+matplotlib's pyplot on a backend that needs no screen (the bench's closed-loop plot uses it too)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from metallica.bench.plot import pyplot_module
+
+def pyplot_module() -> ModuleType:
+    """matplotlib's pyplot on a backend that needs no screen; a RuntimeError if not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as pyplot
+    except ImportError:  # an optional dependency: `pip install 'metallica[bench]'`
+        raise RuntimeError("--plot needs matplotlib: pip install 'metallica[bench]'") from None
+    return pyplot
 
 
 def plot_timeline(timeline: list[dict[str, Any]], path: Path, *, title: str = "") -> None:

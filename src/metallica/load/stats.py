@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from metallica.bench.schedule import Phase, rate_at, total_seconds
-from metallica.lab.checker import ClientRecord
+from metallica.load.records import ClientRecord
+from metallica.load.schedule import Phase, rate_at, total_seconds
 
 COMPLETED = "completed"  # 200, the workflow completed: the password is in the answer
 REJECTED = "rejected"  # 429 or 503: shed, never accepted

@@ -1,7 +1,7 @@
 """The sustainable rate C of a stack: the highest arrival rate it serves within a latency bound.
 
-A probe is a short open loop at one constant rate (:func:`metallica.bench.openloop.run_open_loop`)
-followed by a drain (:func:`~metallica.bench.openloop.settle`), so one probe's backlog does not
+A probe is a short open loop at one constant rate (:func:`metallica.load.openloop.run_open_loop`)
+followed by a drain (:func:`~metallica.load.openloop.settle`), so one probe's backlog does not
 weigh on the next. It *passes* when the admitted p99 stays within the bound and fewer than 1 % of
 the arrivals were shed (429/503), and fewer than 1 % ended in an error or were still running when
 the wait ended: a server that fails fast would otherwise pass on latency.
@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metallica.bench.openloop import LiveStatus, run_open_loop, settle
-from metallica.bench.schedule import MAX_RATE, Phase
-from metallica.lab.checker import ClientRecord
+from metallica.load.openloop import LiveStatus, run_open_loop, settle
+from metallica.load.records import ClientRecord
+from metallica.load.schedule import MAX_RATE, Phase
 
 MAX_PROBES = 30
 SHED_LIMIT = 0.01  # fraction of arrivals shed that fails a probe

@@ -1,10 +1,10 @@
 """The open-loop load generator: commands sent on a schedule, whether or not earlier ones were
 answered.
 
-A closed loop (:mod:`metallica.bench.loadgen`) slows down with the system it measures: a client
+A closed loop (:mod:`metallica.load.closedloop`) slows down with the system it measures: a client
 waits for its answer before sending again, so an overloaded server sees less load and its worst
 latencies go unrecorded (coordinated omission). Here each arrival is due at a time drawn from a
-Poisson process (:mod:`metallica.bench.schedule`) and gets its own task at that time; its latency
+Poisson process (:mod:`metallica.load.schedule`) and gets its own task at that time; its latency
 counts from when it was *due*, so a late send, a queue in the connection pool or a slow answer
 are all part of it. That is what overload behaviour (admission control, bounded latency of what
 is admitted, fast refusals with Retry-After) has to be measured with.
@@ -28,14 +28,14 @@ their own (everything runs inside one event loop; start it with ``asyncio.run`` 
     result.samples    # every arrival (OpenSample), and result.records for the checker
     await settle(urls, token, result.records)  # follow 202s to their end before checking
 
-and :func:`metallica.bench.capacity.find_capacity` probes a stack with short open loops to find
+and :func:`metallica.load.capacity.find_capacity` probes a stack with short open loops to find
 the highest rate it sustains. Commands answered 429 or 503 are recorded as refused
 (``told=FAILED``, ``error="rejected: HTTP 429 ..."``): the checker holds a client's "ok" against
 the stores, and checks every command the stores hold, so a shed command that was never stored
 is no violation, and one that was stored anyway is still checked like any accepted command.
 
-Bounds: at most :data:`~metallica.bench.schedule.MAX_ARRIVALS` arrivals and
-:data:`~metallica.bench.schedule.MAX_SECONDS` of schedule, ``max_in_flight`` connections, every
+Bounds: at most :data:`~metallica.load.schedule.MAX_ARRIVALS` arrivals and
+:data:`~metallica.load.schedule.MAX_SECONDS` of schedule, ``max_in_flight`` connections, every
 request under a client timeout, the last answers awaited at most that long; only loopback URLs.
 """
 
@@ -55,8 +55,11 @@ from typing import Any
 
 import aiohttp
 
-from metallica.bench.loadgen import CREATE
-from metallica.bench.openstats import (
+from metallica.load import records as told
+from metallica.load.closedloop import CREATE
+from metallica.load.records import ClientRecord
+from metallica.load.schedule import MAX_ARRIVALS, Phase, arrivals, rate_at, total_seconds
+from metallica.load.stats import (
     COMPLETED,
     ERROR,
     FAILED,
@@ -67,9 +70,6 @@ from metallica.bench.openstats import (
     summarize,
     timeline,
 )
-from metallica.bench.schedule import MAX_ARRIVALS, Phase, arrivals, rate_at, total_seconds
-from metallica.lab import checker
-from metallica.lab.checker import ClientRecord
 
 CLIENT_MARGIN = 10.0  # seconds a request may take beyond the wait it asked for
 MAX_IN_FLIGHT = 2048  # connections at once: past that, arrivals queue (and their latency shows)
@@ -264,12 +264,12 @@ def tell(record: ClientRecord, outcome: str, status: int | str, body: object) ->
     if isinstance(found.get("workflow_id"), str):
         record.workflow_id = found["workflow_id"]
     if outcome == COMPLETED:
-        record.told, record.password = checker.OK, found.get("password")
+        record.told, record.password = told.OK, found.get("password")
     elif outcome == REJECTED:
-        record.told = checker.FAILED
+        record.told = told.FAILED
         record.error = f"rejected: HTTP {status} {found.get('type', '')}".rstrip()
     elif outcome == FAILED:
-        record.told, record.error = checker.FAILED, str(found.get("type", f"HTTP {status}"))
+        record.told, record.error = told.FAILED, str(found.get("type", f"HTTP {status}"))
     # PENDING and ERROR: the client does not know yet (UNKNOWN); settle() may learn it.
 
 
@@ -290,9 +290,9 @@ async def settle(
     the next.
     """
     targets = require_loopback(urls)
-    waiting = [r for r in records if r.told == checker.UNKNOWN and r.workflow_id is not None]
+    waiting = [r for r in records if r.told == told.UNKNOWN and r.workflow_id is not None]
     if not waiting:
-        return sum(1 for record in records if record.told == checker.UNKNOWN)
+        return sum(1 for record in records if record.told == told.UNKNOWN)
     deadline = time.monotonic() + seconds
     lanes = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {token}"}
@@ -318,14 +318,14 @@ async def settle(
                         return
                     if state == "failed":
                         error = body.get("error") if isinstance(body, dict) else None
-                        record.told = checker.FAILED
+                        record.told = told.FAILED
                         record.error = str(error.get("type", "")) if isinstance(error, dict) else ""
                         return
                     if state is None:
                         await asyncio.sleep(min(1.0, max(0.0, remaining)))
 
         await asyncio.gather(*(follow(i, record) for i, record in enumerate(waiting)))
-    return sum(1 for record in records if record.told == checker.UNKNOWN)
+    return sum(1 for record in records if record.told == told.UNKNOWN)
 
 
 __all__ = [

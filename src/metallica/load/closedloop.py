@@ -4,7 +4,7 @@ answered, until N commands were answered.
 Each command is a new username under a new Idempotency-Key, sent with ``Prefer: wait`` so the
 answer carries the password. Latency is measured from send to answer, with the monotonic clock.
 The client is aiohttp's, on one event loop, so the generator itself costs little CPU beside the
-services it measures. Every answer is kept as a :class:`~metallica.lab.checker.ClientRecord`, for
+services it measures. Every answer is kept as a :class:`~metallica.load.records.ClientRecord`, for
 the invariant checker.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from metallica.lab.checker import FAILED, OK, ClientRecord
+from metallica.load.records import FAILED, OK, ClientRecord
 from metallica.protools.clients import parse_retry_after
 
 CREATE = "/v1/workflows/password-creation"
