@@ -12,7 +12,10 @@ from metallica.errors import InvalidUsername
 # or "--".
 USERNAME = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 MAX_LENGTH = 64
-RULE = "a username is 1 to 64 ASCII letters and digits, with single '.', '_' or '-' between them"
+RULE = (
+    f"a username is 1 to {MAX_LENGTH} ASCII letters and digits, with single '.', '_' or '-' "
+    "between them"
+)
 
 
 def validate(username: str) -> str:

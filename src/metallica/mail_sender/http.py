@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from metallica.faults import FaultPoints
 from metallica.mail_sender.maildir import Maildir
+from metallica.mail_sender.openapi import openapi_document
 from metallica.mail_sender.service import MailService
 from metallica.mail_sender.settings import MailerSettings
 from metallica.threads import in_thread
@@ -58,4 +59,10 @@ def create_app(settings: MailerSettings) -> Starlette:
         Route("/v1/mails", authenticated(token, send_mail), methods=["POST"]),
         *fault_routes(token, faults),
     ]
-    return service_app("mailer", routes, lifespan, max_in_flight=settings.max_in_flight)
+    return service_app(
+        "mailer",
+        routes,
+        lifespan,
+        max_in_flight=settings.max_in_flight,
+        openapi=openapi_document(),
+    )

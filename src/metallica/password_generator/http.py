@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metallica.faults import FaultPoints
+from metallica.password_generator.openapi import openapi_document
 from metallica.password_generator.service import PasswordService
 from metallica.password_generator.settings import GeneratorSettings
 from metallica.threads import in_thread
@@ -70,7 +71,13 @@ def create_app(settings: GeneratorSettings) -> Starlette:
         Route("/v1/passwords", authenticated(token, create_password), methods=["POST"]),
         *fault_routes(token, faults),
     ]
-    return service_app("generator", routes, lifespan, max_in_flight=settings.max_in_flight)
+    return service_app(
+        "generator",
+        routes,
+        lifespan,
+        max_in_flight=settings.max_in_flight,
+        openapi=openapi_document(),
+    )
 
 
 async def _sweep(service: PasswordService, interval: float) -> None:

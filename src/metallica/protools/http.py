@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metallica.errors import (
-    BadRequest,
     Forbidden,
     MetallicaError,
     NotFound,
@@ -31,6 +30,8 @@ from metallica.protools import engine, password_workflow
 from metallica.protools.clients import ServiceClients
 from metallica.protools.flow import Admission, Admitted, DownstreamGuard
 from metallica.protools.metrics import ProtoolsMetrics
+from metallica.protools.openapi import openapi_document
+from metallica.protools.reads import READ_WAIT_DEFAULT, events_view, listing_query
 from metallica.protools.relay import Relay, Watchers
 from metallica.protools.service import Accepted, WorkflowService
 from metallica.protools.settings import ProtoolsSettings
@@ -47,7 +48,6 @@ from metallica.web.faults import fault_routes
 from metallica.web.requests import (
     idempotency_key,
     json_object,
-    known_query,
     prefer_wait,
     uuid_in_path,
 )
@@ -95,34 +95,6 @@ def representation(
     return body
 
 
-LIST_STATUSES = (engine.RUNNING, engine.COMPLETED_STATUS, engine.FAILED_STATUS)
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
-CURSOR_DIGITS = 18  # a log position; 18 digits stay under PostgreSQL's bigint
-
-
-def listing_query(request: Request) -> tuple[str, int | None, int]:
-    """``(status, before, limit)`` of a ``GET /v1/workflows``: ``status`` one of
-    :data:`LIST_STATUSES` or "" for any, ``after`` the ``next`` cursor of the page before, and
-    ``limit`` 1 to 100; a 400 ``bad-request`` naming the parameter otherwise."""
-    known_query(request, "status", "limit", "after")
-    query = request.query_params
-    status = query.get("status")
-    if status is not None and status not in LIST_STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(LIST_STATUSES)}", field="status")
-    limit_text = query.get("limit", str(LIST_LIMIT_DEFAULT))
-    if not (limit_text.isascii() and limit_text.isdigit()) or not (
-        1 <= int(limit_text) <= LIST_LIMIT_MAX
-    ):
-        raise BadRequest(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}", field="limit")
-    after = query.get("after")
-    before = None
-    if after is not None:
-        if not (after.isascii() and after.isdigit() and len(after) <= CURSOR_DIGITS):
-            raise BadRequest("after must be the 'next' cursor of the page before", field="after")
-        before = int(after)
-    return status or "", before, int(limit_text)
-
-
 def owned_by(state: engine.WorkflowState | None, client: str) -> None:
     """Raise :class:`Forbidden` unless ``client`` started the workflow (or nobody is recorded
     as its client: workflows started before clients had names)."""
@@ -166,20 +138,6 @@ async def wait_for_state(
             notified, watch.state = watch.state, None
             state = notified if notified is not None else await in_thread(load, workflow_id)
     return state
-
-
-EVENT_VIEWS = ("all", "compact")
-
-
-def events_view(request: Request) -> str:
-    """The ``view`` of a ``GET /v1/workflows/{id}/events``: ``all`` (the default), every event
-    as stored; ``compact``, runs of failed attempts summed up (:func:`engine.compact`); a 400
-    ``bad-request`` naming the parameter otherwise."""
-    known_query(request, "view")
-    view = request.query_params.get("view", "all")
-    if view not in EVENT_VIEWS:
-        raise BadRequest(f"view must be one of {', '.join(EVENT_VIEWS)}", field="view")
-    return view
 
 
 def listing(
@@ -400,7 +358,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         return answer(state, creating=True)
 
     async def get_workflow(request: Request) -> Response:
-        wait = prefer_wait(request, default=0, maximum=settings.wait_max)
+        wait = prefer_wait(request, default=READ_WAIT_DEFAULT, maximum=settings.wait_max)
         service: WorkflowService = request.app.state.service
         state = await wait_for_state(
             service.load, watchers, uuid_in_path(request, "workflow_id"), wait
@@ -461,5 +419,10 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         *fault_routes(token, faults),
     ]
     return service_app(
-        "protools", routes, lifespan, max_in_flight=settings.max_in_flight, metrics=metrics
+        "protools",
+        routes,
+        lifespan,
+        max_in_flight=settings.max_in_flight,
+        metrics=metrics,
+        openapi=openapi_document(),
     )

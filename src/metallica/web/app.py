@@ -24,8 +24,7 @@ from metallica.threads import in_thread, within
 from metallica.web.access import TraceMiddleware
 from metallica.web.auth import DEFAULT_NAME, Credentials, require_caller
 from metallica.web.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
-from metallica.web.openapi import SERVICES as OPENAPI_SERVICES
-from metallica.web.openapi import openapi_document
+from metallica.web.openapi import Document
 from metallica.web.overload import FlowControlMiddleware
 from metallica.web.problems import exception_handlers
 
@@ -260,24 +259,27 @@ def service_app(
     *,
     max_in_flight: int,
     metrics: ServiceMetrics | None = None,
+    openapi: Document | None = None,
 ) -> Starlette:
-    """A Starlette app with the shared health, readiness and metrics endpoints, the OpenAPI one
-    for the three services (not the bench's floor or the fault proxy's control API), the
-    problem+json error table, and the service's own protection (``max_in_flight`` requests at
-    once). Every request is traced and logged (:mod:`metallica.web.access`)."""
+    """A Starlette app with the shared health, readiness and metrics endpoints, ``openapi`` (the
+    service's OpenAPI document, ``metallica/<service>/openapi.py``) at ``/openapi.json`` when
+    given (the three services give theirs; the bench's floor and the fault proxy's control API
+    have none), the problem+json error table, and the service's own protection
+    (``max_in_flight`` requests at once). Every request is traced and logged
+    (:mod:`metallica.web.access`)."""
     metrics = metrics or ServiceMetrics(name)
     shared = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    if name in OPENAPI_SERVICES:
-        schema = JSONResponse(openapi_document(name)).body  # no secret in it: no token needed
+    if openapi is not None:
+        schema = JSONResponse(openapi).body  # no secret in it: no token needed
 
-        async def openapi(request: Request) -> Response:
+        async def serve_openapi(request: Request) -> Response:
             return Response(schema, media_type="application/json")
 
-        shared.append(Route("/openapi.json", openapi, methods=["GET"]))
+        shared.append(Route("/openapi.json", serve_openapi, methods=["GET"], name="openapi"))
     app = ServiceApp(
         routes=[*shared, *routes],
         exception_handlers=exception_handlers(),
