@@ -1,12 +1,17 @@
-"""protools HTTP API: password-creation commands, workflow status, workflow events."""
+"""protools HTTP API: password-creation commands, workflow status, workflow events.
+
+Only HTTP here: each route reads its request, hands plain values to the intake of new commands
+(:mod:`metallica.protools.intake`), the workflow service, or the presentation of workflows and
+their events (:mod:`metallica.protools.history`), and answers. A request that waits on a
+workflow waits with :func:`metallica.protools.watchers.wait_for_state`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
@@ -15,25 +20,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from metallica.errors import (
-    BadRequest,
-    Forbidden,
-    MetallicaError,
-    NotFound,
-    Overloaded,
-    TooManyRequests,
-)
+from metallica.errors import NotFound
 from metallica.faults import FaultPoints
-from metallica.overload.queue import BACKLOG_FULL, CODEL, QUEUE_TIMEOUT
-from metallica.overload.rates import retry_after_header
 from metallica.problems import MEDIA_TYPE
-from metallica.protools import engine, password_workflow
+from metallica.protools import engine, history, password_workflow
 from metallica.protools.clients import ServiceClients
-from metallica.protools.flow import Admission, Admitted, DownstreamGuard
+from metallica.protools.flow import Admission, DownstreamGuard
+from metallica.protools.intake import Intake
 from metallica.protools.metrics import ProtoolsMetrics
-from metallica.protools.relay import Relay, Watchers
-from metallica.protools.service import Accepted, WorkflowService
+from metallica.protools.relay import Relay
+from metallica.protools.service import WorkflowService
 from metallica.protools.settings import ProtoolsSettings
+from metallica.protools.watchers import Watchers, wait_for_state
 from metallica.threads import in_thread
 from metallica.web.app import (
     authenticated,
@@ -56,162 +54,6 @@ logger = logging.getLogger(__name__)
 
 # Where a test may crash or stall protools: after a command's commit, around an outcome's commit.
 FAULT_POINTS = ("after_accept", "before_record", "after_record")
-# How often a waiter re-reads a workflow that another replica may be driving.
-WAITER_POLL_SECONDS = 0.25
-# Why a new command is refused, by the admission's reason; and when to try again, seconds.
-REFUSALS = {
-    QUEUE_TIMEOUT: "this replica is at its limit of workflows in progress, and no place came "
-    "free within the command's wait",
-    CODEL: "this replica is overloaded: commands have been queueing longer than it can serve",
-    BACKLOG_FULL: "too many workflows are parked waiting for a service, or queued",
-}
-REDACTED = "***"
-
-
-def redact(value: Any, secret_fields: frozenset[str]) -> Any:
-    """``value`` with the string of every field in ``secret_fields`` masked, at any depth, for
-    event listings (the password workflow's: the password and the mail's body)."""
-    if isinstance(value, Mapping):
-        return {
-            key: REDACTED
-            if key in secret_fields and isinstance(item, str)
-            else redact(item, secret_fields)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(item, secret_fields) for item in value]
-    return value
-
-
-def representation(
-    state: engine.WorkflowState, definition: engine.WorkflowDefinition
-) -> dict[str, Any]:
-    """A workflow as clients see it."""
-    body: dict[str, Any] = {"workflow_id": state.workflow_id, "status": state.status}
-    if state.status == engine.COMPLETED_STATUS:
-        body |= definition.result(state)
-    elif state.status == engine.FAILED_STATUS:
-        body["error"] = state.error
-    return body
-
-
-LIST_STATUSES = (engine.RUNNING, engine.COMPLETED_STATUS, engine.FAILED_STATUS)
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
-CURSOR_DIGITS = 18  # a log position; 18 digits stay under PostgreSQL's bigint
-
-
-def listing_query(request: Request) -> tuple[str, int | None, int]:
-    """``(status, before, limit)`` of a ``GET /v1/workflows``: ``status`` one of
-    :data:`LIST_STATUSES` or "" for any, ``after`` the ``next`` cursor of the page before, and
-    ``limit`` 1 to 100; a 400 ``bad-request`` naming the parameter otherwise."""
-    known_query(request, "status", "limit", "after")
-    query = request.query_params
-    status = query.get("status")
-    if status is not None and status not in LIST_STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(LIST_STATUSES)}", field="status")
-    limit_text = query.get("limit", str(LIST_LIMIT_DEFAULT))
-    if not (limit_text.isascii() and limit_text.isdigit()) or not (
-        1 <= int(limit_text) <= LIST_LIMIT_MAX
-    ):
-        raise BadRequest(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}", field="limit")
-    after = query.get("after")
-    before = None
-    if after is not None:
-        if not (after.isascii() and after.isdigit() and len(after) <= CURSOR_DIGITS):
-            raise BadRequest("after must be the 'next' cursor of the page before", field="after")
-        before = int(after)
-    return status or "", before, int(limit_text)
-
-
-def owned_by(state: engine.WorkflowState | None, client: str) -> None:
-    """Raise :class:`Forbidden` unless ``client`` started the workflow (or nobody is recorded
-    as its client: workflows started before clients had names)."""
-    if state is not None and state.client is not None and state.client != client:
-        raise Forbidden("this workflow was started by another client")
-
-
-def client_status(error: Mapping[str, Any]) -> int:
-    """The HTTP status a failed workflow's creator gets: the problem's own, when it is one."""
-    status = error.get("status")
-    return status if isinstance(status, int) and 400 <= status <= 599 else 500
-
-
-async def wait_for_state(
-    load: Callable[[str], engine.WorkflowState | None],
-    watchers: Watchers,
-    workflow_id: str,
-    seconds: float,
-    *,
-    poll: float = WAITER_POLL_SECONDS,
-    known: engine.WorkflowState | None = None,
-) -> engine.WorkflowState | None:
-    """The workflow's state once terminal, or when ``seconds`` have passed.
-
-    Woken at once by changes made here, which carry the new state (no read needed); ``poll``
-    covers changes another replica makes. The watch is registered before the first read, so a
-    change between a read and the wait that follows still wakes it. ``known``: the state the
-    caller just committed, in place of the first read.
-    """
-    loop = asyncio.get_running_loop()
-    until = loop.time() + seconds
-    with watchers.watch(workflow_id) as watch:
-        state = known if known is not None else await in_thread(load, workflow_id)
-        while state is not None and not state.terminal:
-            remaining = until - loop.time()
-            if remaining <= 0:
-                break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(watch.changed.wait(), min(remaining, poll))
-            watch.changed.clear()
-            notified, watch.state = watch.state, None
-            state = notified if notified is not None else await in_thread(load, workflow_id)
-    return state
-
-
-EVENT_VIEWS = ("all", "compact")
-
-
-def events_view(request: Request) -> str:
-    """The ``view`` of a ``GET /v1/workflows/{id}/events``: ``all`` (the default), every event
-    as stored; ``compact``, runs of failed attempts summed up (:func:`engine.compact`); a 400
-    ``bad-request`` naming the parameter otherwise."""
-    known_query(request, "view")
-    view = request.query_params.get("view", "all")
-    if view not in EVENT_VIEWS:
-        raise BadRequest(f"view must be one of {', '.join(EVENT_VIEWS)}", field="view")
-    return view
-
-
-def listing(
-    events: Sequence[engine.RecordedEvent], secret_fields: frozenset[str], *, view: str = "all"
-) -> list[dict[str, Any]]:
-    """A workflow's events as the events endpoint lists them, secret fields masked. In the
-    ``compact`` view a run of failed attempts is one ``StepAttemptsFailed`` entry: the
-    ``version`` and ``time`` of its first event, its summary as ``data`` (with the
-    ``last_version`` and ``last_time`` of its last event)."""
-    entries = engine.compact(events) if view == "compact" else events
-    listed = []
-    for entry in entries:
-        if isinstance(entry, engine.FailureRun):
-            first, data = entry.first, entry.summary() | {"last_time": _iso(entry.last.recorded_at)}
-            kind = engine.ATTEMPTS_FAILED
-        else:
-            first, data, kind = entry, dict(entry.data), entry.type
-        listed.append(
-            {
-                "version": first.version,
-                "type": kind,
-                "time": _iso(first.recorded_at),
-                "data": redact(data, secret_fields),
-            }
-        )
-    return listed
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(
-        timespec="milliseconds"
-    )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -276,7 +118,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             metrics=metrics,
         )
         metrics.watch(admission, relay.guards)
-        app.state.service, app.state.relay = service, relay
+        app.state.service = service
+        app.state.intake = Intake(admission, service, relay, faults=faults, metrics=metrics)
         app.state.readiness_checks = {
             "database": database_check(database),
             **{f"relay_{name}": health_check(loop) for name, loop in relay.health.items()},
@@ -291,107 +134,44 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         stack.push_async_callback(_cancel, loop_task)
         logger.info("metallica.protools_started", extra={"replica": replica_id})
 
-    async def start_workflow(
-        service: WorkflowService,
-        relay: Relay,
-        key: str,
-        body: Mapping[str, Any],
-        client: str,
-        queued: float,
-    ) -> Accepted:
-        """Accept an admitted command. A new workflow's first call is leased to us only if we
-        have a slot to make it now; otherwise it is due at once for whichever relay has one.
-        Its place under the admission limit is given back when our delivery of it stops."""
-        reserved = relay.try_reserve()
-        try:
-            accepted = await in_thread(
-                service.accept, key, body, lease=reserved, client=client, queued=queued
-            )
-            if faults.armed:
-                await in_thread(faults.hit, "after_accept")
-        except BaseException:
-            if reserved:
-                relay.release()
-            admission.finished(None)
-            raise
-        if accepted.message is not None:
-            metrics.workflows.labels("started").inc()
-            admission.remember(key)
-        if accepted.message is not None and reserved:
-            relay.start_delivery(accepted.message, accepted.state, finished=admission.finished)
-            return accepted
-        if reserved:
-            relay.release()
-        else:
-            relay.wake()
-        admission.finished(None)
-        return accepted
-
     def answer(state: engine.WorkflowState, *, creating: bool) -> Response:
-        body = representation(state, definition)
+        body = history.representation(state, definition)
         if state.status == engine.RUNNING and creating:
             location = f"/v1/workflows/{state.workflow_id}"
             return JSONResponse(body, 202, headers={"Location": location})
         if state.status == engine.FAILED_STATUS and creating and state.error is not None:
             problem = {**state.error, "workflow_id": state.workflow_id}
-            return JSONResponse(problem, client_status(state.error), media_type=MEDIA_TYPE)
+            status = history.client_status(state.error)
+            return JSONResponse(problem, status, media_type=MEDIA_TYPE)
         return JSONResponse(body, 200)
-
-    def shed(reason: str, error: MetallicaError) -> MetallicaError:
-        metrics.shed.labels(reason).inc()
-        return error
-
-    async def admit(request: Request, relay: Relay, patience: float) -> Admitted:
-        """A place for a new command, waiting in the queue for one if need be (at most
-        ``patience`` seconds); 503 with ``Retry-After`` when refused. The access line says
-        how long it queued, and why it was refused."""
-        admitted = await admission.admit(relay.outbox_depth, patience)
-        request.state.log_fields = {"queued_ms": round(admitted.queued * 1000, 1)}
-        if admitted.refusal is not None:
-            request.state.log_fields["refusal"] = admitted.refusal
-            retry_after = retry_after_header(admitted.retry_after)
-            detail = REFUSALS[admitted.refusal]
-            raise shed(admitted.refusal, Overloaded(detail, retry_after=retry_after))
-        return admitted
 
     async def create_password(request: Request) -> Response:
         key = idempotency_key(request)
         service: WorkflowService = request.app.state.service
-        relay: Relay = request.app.state.relay
+        intake: Intake = request.app.state.intake
         # Admission first, from the headers alone: a refusal reads no body and no database.
         client: str = request.state.caller
-        rate_wait = admission.rate_wait(client)
-        if rate_wait > 0:
-            raise shed("client-rate", TooManyRequests(retry_after=retry_after_header(rate_wait)))
+        intake.limit_rate(client)
         wait = prefer_wait(request, default=settings.wait_default, maximum=settings.wait_max)
         waited_since = asyncio.get_running_loop().time()
-        # A replay of a key accepted here skips the queue: it is a read.
-        admitted = None if admission.knows(key) else await admit(request, relay, wait)
-        try:
-            body = await json_object(request, fields=("username", "email"))
-        except BaseException:  # a body refused gives back the place it was admitted to
-            if admitted is not None:
-                admission.finished(None)
-            raise
-        accepted = None
-        if admitted is None:
-            accepted = await in_thread(service.find_accepted, key, body)
-            if accepted is None:  # accepted here, then lost: a new command after all
-                admitted = await admit(request, relay, wait)
-        if accepted is None:
-            assert admitted is not None
-            accepted = await start_workflow(service, relay, key, body, client, admitted.queued)
+        # The access line says how long the command queued, why it was refused, and (joining
+        # this request's trace to the workflow's, see relay.py) the workflow it started.
+        log_fields: dict[str, Any] = {}
+        request.state.log_fields = log_fields
+        accepted = await intake.accept(
+            key,
+            client,
+            lambda: json_object(request, fields=("username", "email")),
+            patience=wait,
+            log=log_fields,
+        )
         wait -= asyncio.get_running_loop().time() - waited_since  # the queue's time counts
-        # On the access line: joins this request's trace to the workflow's (see relay.py).
-        request.state.log_fields = {
-            **getattr(request.state, "log_fields", {}),
-            "workflow_id": accepted.workflow_id,
-        }
+        log_fields["workflow_id"] = accepted.workflow_id
         known = accepted.state
         if known is None:  # a replay: whose is it?
             known = await in_thread(service.load, accepted.workflow_id)
             assert known is not None, "a recorded command has its workflow"
-            owned_by(known, client)
+            history.owned_by(known, client)
         state = await wait_for_state(
             service.load, watchers, accepted.workflow_id, max(0.0, wait), known=known
         )
@@ -406,11 +186,12 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         )
         if state is None:
             raise NotFound("no workflow with this id")
-        owned_by(state, request.state.caller)
+        history.owned_by(state, request.state.caller)
         return answer(state, creating=False)
 
     async def list_workflows(request: Request) -> Response:
-        status, before, limit = listing_query(request)
+        known_query(request, *history.LISTING_PARAMETERS)
+        status, before, limit = history.listing_query(request.query_params)
         service: WorkflowService = request.app.state.service
         found = await in_thread(
             service.list_workflows,
@@ -419,30 +200,19 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             before=before,
             limit=limit,
         )
-        return JSONResponse(
-            {
-                "workflows": [
-                    {
-                        "workflow_id": summary.workflow_id,
-                        "status": summary.status,
-                        "username": summary.input.get("username"),
-                        "started_at": _iso(summary.started_at),
-                    }
-                    for summary in found
-                ],
-                "next": str(found[-1].position) if len(found) == limit else None,
-            }
-        )
+        return JSONResponse(history.workflows_page(found, limit))
 
     async def get_events(request: Request) -> Response:
         service: WorkflowService = request.app.state.service
         workflow_id = uuid_in_path(request, "workflow_id")
-        view = events_view(request)
+        known_query(request, *history.EVENTS_PARAMETERS)
+        view = history.events_view(request.query_params)
         events = await in_thread(service.history, workflow_id)
         if not events:
             raise NotFound("no workflow with this id")
-        owned_by(engine.fold(events[0].stream_id, events[:1]), request.state.caller)
-        return JSONResponse({"events": listing(events, definition.secret_fields, view=view)})
+        history.owned_by(engine.fold(events[0].stream_id, events[:1]), request.state.caller)
+        listed = history.listing(events, definition.secret_fields, view=view)
+        return JSONResponse({"events": listed})
 
     token = settings.client_credentials
     routes = [
