@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 PROTOOLS, GENERATOR, MAILER, FLOOR = "protools", "generator", "mailer", "floor"
-EVERY_SERVICE = frozenset({PROTOOLS, GENERATOR, MAILER})
-CALLEES = frozenset({GENERATOR, MAILER})
+# The three services, in the order they are listed; protools' callees, in the order started.
+SERVICE_NAMES: tuple[str, ...] = (PROTOOLS, GENERATOR, MAILER)
+CALLEE_NAMES: tuple[str, ...] = (GENERATOR, MAILER)
+EVERY_SERVICE = frozenset(SERVICE_NAMES)
+CALLEES = frozenset(CALLEE_NAMES)
 
 
 class ConfigError(ValueError):

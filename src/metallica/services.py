@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from metallica.config import FLOOR, GENERATOR, MAILER, PROTOOLS
+from metallica.config import CALLEE_NAMES, GENERATOR, MAILER, PROTOOLS, SERVICE_NAMES
 
-# The three services, in the order they are started and listed.
-NAMES: tuple[str, ...] = (PROTOOLS, GENERATOR, MAILER)
-# protools' callees.
-CALLEES: tuple[str, ...] = (GENERATOR, MAILER)
+# The three services, in the order they are listed; protools' callees (named in metallica.config,
+# which the services read too).
+NAMES = SERVICE_NAMES
+CALLEES = CALLEE_NAMES
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class Service:
 
     name: str
     build: Callable[[Mapping[str, Any]], Any]
-    durable: bool = True  # keeps a database (the bench's floor does not)
 
 
 def _protools(options: Mapping[str, Any]) -> Any:
@@ -52,18 +51,10 @@ def _mailer(options: Mapping[str, Any]) -> Any:
     return create_app(MailerSettings.from_options(options))
 
 
-def _floor(options: Mapping[str, Any]) -> Any:
-    from metallica.bench.floor import FloorSettings, create_app
-
-    return create_app(FloorSettings.from_options(options))
-
-
 SERVICES: dict[str, Service] = {
     PROTOOLS: Service(PROTOOLS, _protools),
     GENERATOR: Service(GENERATOR, _generator),
     MAILER: Service(MAILER, _mailer),
-    # The bench's non-durable orchestrator (``metallica bench --floor``), served like the rest.
-    FLOOR: Service(FLOOR, _floor, durable=False),
 }
 
 

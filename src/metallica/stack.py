@@ -21,12 +21,13 @@ from pathlib import Path
 
 import httpx
 
+from metallica.config import CALLEE_NAMES, PROTOOLS
 from metallica.listeners import PortReservation
 from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.protools.sealing import ProtoolsKeyring
 from metallica.sealing import Keyring
 
-SERVICES = ("generator", "mailer", "protools")
+SERVICES = (*CALLEE_NAMES, PROTOOLS)  # in the order they start: the callees first
 # With a base port, protools listens on base, the generators on base+100, the mailers on base+200
 # (and the benchmark's floor, when asked for, on base+300).
 PORT_OFFSETS = {"protools": 0, "generator": 100, "mailer": 200, "floor": 300}
@@ -155,7 +156,7 @@ class LocalStack:
 
     def _credentials(self, service: str) -> dict[str, str]:
         """Clients' token to protools (and the floor); protools' own, distinct, to the others."""
-        if service in ("generator", "mailer"):
+        if service in CALLEE_NAMES:
             return {"METALLICA_SERVICE_TOKENS": f"protools:{self.service_token}"}
         return {
             "METALLICA_API_TOKEN": self.api_token,

@@ -50,6 +50,9 @@ class Rule:
 
 
 SHARED = "the bench and the lab share metallica.load, and never import each other"
+SERVICES = ("metallica.protools", "metallica.password_generator", "metallica.mail_sender")
+SERVES = "the web layer serves the services: each hands it its routes, document and checks"
+STORES = "the storage stores for the services: it knows none of them, nor HTTP"
 BENEATH = "metallica.load is what the bench and the lab share: it stands beneath both"
 
 # One row a rule: importer, forbidden, reason (and the importer's modules it spares, if any).
@@ -60,6 +63,8 @@ RULES = (
     Rule("metallica.load", "metallica.bench", BENEATH),
     Rule("metallica.load", "metallica.lab", BENEATH),
     Rule("metallica.load", "metallica.cli", "the CLI drives the bench and the lab, never the load"),
+    *(Rule("metallica.web", service, SERVES) for service in SERVICES),
+    *(Rule("metallica.storage", above, STORES) for above in (*SERVICES, "metallica.web")),
     Rule(
         "metallica",
         "metallica.cli",
@@ -67,6 +72,10 @@ RULES = (
         exempt=("metallica.__main__",),
     ),
 )
+
+
+# The modules that import no other module of metallica at all (pure data, or the bottom).
+LEAVES = ("metallica.config",)
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,45 @@ def test_every_rule_names_modules_that_exist(rule: Rule) -> None:
         assert name in MODULES, f"{rule}: no module {name}"
 
 
+@pytest.mark.parametrize("leaf", LEAVES)
+def test_a_leaf_imports_nothing_of_metallica(leaf: str) -> None:
+    assert leaf in MODULES
+    found = [str(i) for i in IMPORTS if i.importer == leaf and _within(i.imported, "metallica")]
+    assert found == [], "\n".join(found)
+
+
+def package_of(module: str) -> str:
+    """``metallica.protools.http``: metallica.protools; ``metallica.stack``: itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def cycles(imports: Iterable[Import]) -> list[str]:
+    """Each cycle of imports between the packages (and top-level modules) of ``metallica``,
+    once, as ``a -> b -> a`` with the smallest name first."""
+    graph: dict[str, set[str]] = {}
+    for found in imports:
+        if found.imported in MODULES or found.imported.startswith("metallica."):
+            source, target = package_of(found.importer), package_of(found.imported)
+            if target.startswith("metallica") and source != target:
+                graph.setdefault(source, set()).add(target)
+    loops = []
+    for start in sorted(graph):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for following in sorted(graph.get(node, ())):
+                if following == start:
+                    loops.append(" -> ".join([*path, start]))
+                elif following not in path and following > start:
+                    stack.append((following, [*path, following]))
+    return loops
+
+
+def test_no_cycle_between_packages() -> None:
+    found = cycles(IMPORTS)
+    assert found == [], "import cycles between packages:\n" + "\n".join(found)
+
+
 # --- guarding the guard ------------------------------------------------------------------------
 
 
@@ -174,8 +222,8 @@ def test_the_walk_reads_every_module_and_the_imports_inside_functions() -> None:
     # `from metallica.load import checker` names the module, not only the package.
     assert ("metallica.bench.runner", "metallica.load.checker") in edges
     # Imports inside function bodies: the CLI imports the bench only when a command runs.
-    assert ("metallica.cli", "metallica.bench.runner") in edges
-    assert ("metallica.bench.runner", "metallica.storage.postgres") in edges
+    assert ("metallica.cli.bench", "metallica.bench.runner") in edges
+    assert ("metallica.bench.runner", "metallica.client") in edges
 
 
 def test_a_wrong_way_import_fails_with_the_modules_and_the_rule() -> None:
@@ -209,6 +257,15 @@ def test_a_wrong_way_import_fails_with_the_modules_and_the_rule() -> None:
         "metallica.load imports no metallica.bench: metallica.load is what the bench and the lab"
         " share: it stands beneath both"
     )
+
+
+def test_a_cycle_is_found_and_named_once() -> None:
+    looped = [
+        Import("metallica.web.app", "metallica.protools.http", 1),
+        Import("metallica.protools.http", "metallica.web.app", 2),
+        Import("metallica.protools.http", "metallica.errors", 3),
+    ]
+    assert cycles(looped) == ["metallica.protools -> metallica.web -> metallica.protools"]
 
 
 def test_the_cli_and_its_entry_point_may_import_the_cli() -> None:

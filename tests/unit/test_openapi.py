@@ -29,7 +29,7 @@ from metallica.password_generator.http import create_app as create_generator
 from metallica.password_generator.openapi import openapi_document as generator_document
 from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.password_generator.settings import GeneratorSettings
-from metallica.protools import reads
+from metallica.protools import history
 from metallica.protools.http import create_app as create_protools
 from metallica.protools.openapi import openapi_document as protools_document
 from metallica.protools.settings import ProtoolsSettings
@@ -206,13 +206,13 @@ def test_the_listing_and_the_events_view_are_stated_as_protools_reads_them() -> 
     paths = openapi_document("protools")["paths"]
     listing = paths["/v1/workflows"]["get"]
     limit = parameter(listing, "limit")
-    assert limit["schema"]["maximum"] == reads.LIST_LIMIT_MAX
-    assert f"default {reads.LIST_LIMIT_DEFAULT}" in limit["description"]
-    assert parameter(listing, "status")["schema"]["enum"] == list(reads.LIST_STATUSES)
+    assert limit["schema"]["maximum"] == history.LIST_LIMIT_MAX
+    assert f"default {history.LIST_LIMIT_DEFAULT}" in limit["description"]
+    assert parameter(listing, "status")["schema"]["enum"] == list(history.LIST_STATUSES)
     after = parameter(listing, "after")["schema"]["pattern"]
-    assert documented(after, "9" * reads.CURSOR_DIGITS)
-    assert not documented(after, "9" * (reads.CURSOR_DIGITS + 1))
+    assert documented(after, "9" * history.CURSOR_DIGITS)
+    assert not documented(after, "9" * (history.CURSOR_DIGITS + 1))
     view = parameter(paths["/v1/workflows/{workflow_id}/events"]["get"], "view")["schema"]
-    assert view == {"enum": list(reads.EVENT_VIEWS), "default": reads.EVENT_VIEW_DEFAULT}
+    assert view == {"enum": list(history.EVENT_VIEWS), "default": history.EVENT_VIEW_DEFAULT}
     prefer = parameter(paths["/v1/workflows/{workflow_id}"]["get"], "Prefer")
-    assert f"reads: {reads.READ_WAIT_DEFAULT})" in prefer["description"]
+    assert f"reads: {history.READ_WAIT_DEFAULT})" in prefer["description"]

@@ -200,7 +200,8 @@ def test_an_attempt_connects_to_the_address_and_names_the_configured_host() -> N
             resolve=FakeDns({"generator.test": ["127.0.0.1"]}),
         )
         try:
-            replica, outcome = await clients.send(call(), 1, interpret)
+            replica, answer = await clients.send(call(), 1)
+            outcome = interpret(answer) if isinstance(answer, Response) else answer
         finally:
             await clients.aclose()
             await runner.cleanup()

@@ -6,8 +6,7 @@ import asyncio
 import time
 
 from metallica.protools import engine
-from metallica.protools.http import wait_for_state
-from metallica.protools.relay import Watchers
+from metallica.protools.watchers import Watchers, wait_for_state
 
 RUNNING = engine.WorkflowState("wf-1", version=2)
 DONE = engine.WorkflowState("wf-1", version=4, status=engine.COMPLETED_STATUS)

@@ -21,7 +21,7 @@ from metallica.errors import (
     UnsupportedMediaType,
 )
 from metallica.protools import engine, password_workflow
-from metallica.protools.http import REDACTED, redact
+from metallica.protools.history import REDACTED, redact
 from metallica.web import requests
 
 

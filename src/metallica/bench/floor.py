@@ -81,7 +81,8 @@ def create_app(settings: FloorSettings) -> Starlette:
         state = engine.WorkflowState(str(uuid.uuid4()), input=command.input)
         for step in definition.steps:
             call = step.request(state)
-            _, outcome = await clients.send(call, 1, step.interpret)
+            _, answer = await clients.send(call, 1)
+            outcome = step.interpret(answer) if isinstance(answer, engine.Response) else answer
             if not isinstance(outcome, engine.Succeeded):
                 raise ServiceUnavailable(f"{step.name}: {outcome}")
             state = engine.WorkflowState(

@@ -10,8 +10,16 @@ from typing import Any
 import click
 
 from metallica.cli.options import service_options
-from metallica.config import ConfigError
-from metallica.services import NAMES, SERVICES, build_app
+from metallica.config import FLOOR, ConfigError
+from metallica.services import NAMES, build_app
+
+
+def _floor(options: dict[str, Any]) -> Any:
+    """The bench's non-durable orchestrator (``metallica bench --floor``), served like the
+    services but not one of them."""
+    from metallica.bench.floor import FloorSettings, create_app
+
+    return create_app(FloorSettings.from_options(options))
 
 
 def _die_with_parent(parent: str | None) -> None:
@@ -30,7 +38,7 @@ def _die_with_parent(parent: str | None) -> None:
 
 
 @click.command()
-@click.argument("service", type=click.Choice(list(SERVICES)))
+@click.argument("service", type=click.Choice([*NAMES, FLOOR]))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
 @click.option(
@@ -53,7 +61,7 @@ def serve(service: str, host: str, port: int, fd: int | None, **options: Any) ->
     _die_with_parent(os.environ.get("METALLICA_PARENT_PID"))
     json_logging.configure(options["log_level"].upper())
     try:
-        app = build_app(service, options)
+        app = _floor(options) if service == FLOOR else build_app(service, options)
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     config = uvicorn.Config(

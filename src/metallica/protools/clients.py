@@ -4,23 +4,27 @@ A call's replica is chosen from its key and attempt number: attempts of one call
 replicas, so a retry lands on another replica than the attempt before it (failover), while
 different workflows spread evenly. A replica is a configured base URL, or one address of a
 configured DNS name (``protools/resolver.py``: Compose gives all of a service's replicas one
-name). Transport failures are classified into retry reasons, and whether the service may have
-acted on the call (``in_doubt``).
+name). A call returns what the service answered (a :class:`~engine.Response`: the step that made
+it interprets it), or the transport's failure, classified here into a retry reason and whether
+the service may have acted on the call (``in_doubt``).
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 
 from metallica import deadlines, tracing
 from metallica.deadlines import DEADLINE_HEADER
 from metallica.faults import ATTEMPT_HEADER
-from metallica.protools.engine import Call, Outcome, Response, Retry
+from metallica.protools.engine import Call, Response, Retry
 from metallica.protools.resolver import Resolve, ServiceReplicas, Target, resolve_addresses
+
+# What an attempt comes back with: the service's answer, or a transport failure (no answer).
+Answer = Response | Retry
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -89,10 +93,9 @@ class ServiceClients:
         start = zlib.crc32(call.idempotency_key.encode())
         return targets[(start + attempt - 1) % len(targets)]
 
-    async def send(
-        self, call: Call, attempt: int, interpret: Callable[[Response], Outcome]
-    ) -> tuple[str, Outcome]:
-        """Make one attempt of ``call``; return the replica used and the classified outcome."""
+    async def send(self, call: Call, attempt: int) -> tuple[str, Answer]:
+        """Make one attempt of ``call``; return the replica used and what the service answered,
+        or, when it did not, the transport's failure as a :class:`~engine.Retry`."""
         replicas = self._replicas[call.destination]
         if not replicas.looked_up:
             await replicas.ready()
@@ -127,8 +130,7 @@ class ServiceClients:
             body = json.loads(raw) if raw else {}
         except ValueError:
             body = {}
-        response = Response(status, body if isinstance(body, dict) else {}, retry_after)
-        return base, interpret(response)
+        return base, Response(status, body if isinstance(body, dict) else {}, retry_after)
 
     async def aclose(self) -> None:
         for replicas in self._replicas.values():

@@ -1,14 +1,14 @@
 """protools' OpenAPI 3.1 document, written by hand as data; served at ``GET /openapi.json``.
 
 Every limit it states comes from the module that enforces it (the listing's and the events'
-query from :mod:`metallica.protools.reads`, usernames, addresses and the command's headers
+query from :mod:`metallica.protools.history`, usernames, addresses and the command's headers
 through :mod:`metallica.web.openapi`); the defaults of settings are stated as text.
 """
 
 from __future__ import annotations
 
 from metallica.protools.engine import COMPLETED_STATUS, FAILED_STATUS, RUNNING
-from metallica.protools.reads import (
+from metallica.protools.history import (
     CURSOR_DIGITS,
     EVENT_VIEW_DEFAULT,
     EVENT_VIEWS,

@@ -1,8 +1,14 @@
 """The outbox relay: delivers each step's call, records the outcome, schedules retries.
 
-Hot path: the request that creates a workflow reserves a delivery slot, and hands its first
-message (already leased to this replica) to :meth:`Relay.start_delivery` at once; each recorded
-success hands over the next step's message the same way, in the same slot: no polling on the way.
+Each attempt's call (:class:`~metallica.protools.clients.ServiceClients`) comes back with what
+the service answered, or with why it did not (a transport failure, already a retry); the step
+interprets the answer (:attr:`engine.Step.interpret`) into the outcome recorded. Waiters on a
+workflow here (:mod:`metallica.protools.watchers`) are told of every change it makes.
+
+Hot path: the request that creates a workflow (:mod:`metallica.protools.intake`) reserves a
+delivery slot, and hands its first message (already leased to this replica) to
+:meth:`Relay.start_delivery` at once; each recorded success hands over the next step's message
+the same way, in the same slot: no polling on the way.
 
 Recovery path: a loop claims due messages (retries whose time came, messages of a dead replica
 whose lease ran out), never more than the free slots, so a replica that comes back after an
@@ -36,7 +42,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +53,11 @@ from metallica.faults import FaultPoints
 from metallica.overload.breaker import OPEN
 from metallica.protools import store
 from metallica.protools.clients import ServiceClients
-from metallica.protools.engine import COMPLETED_STATUS, Outcome, Retry, WorkflowState
+from metallica.protools.engine import COMPLETED_STATUS, Outcome, Response, Retry, WorkflowState
 from metallica.protools.flow import DownstreamGuard, FlowSettings
 from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.service import Recorded, WorkflowService
+from metallica.protools.watchers import Watchers
 from metallica.storage import StorageBusy, StorageError, StorageUnavailable
 from metallica.threads import in_thread
 
@@ -79,47 +86,6 @@ class Delivery:
     @property
     def own_seconds(self) -> float:
         return time.monotonic() - self.started - self.elsewhere
-
-
-@dataclass(eq=False)
-class Watch:
-    """One waiter's view: set when the workflow changes here, with its new state when the
-    change came with one."""
-
-    changed: asyncio.Event
-    state: WorkflowState | None = None
-
-
-class Watchers:
-    """In-process wake-ups for whoever waits on a workflow (the creating request, a GET).
-
-    Register first (:meth:`watch`), then read the workflow, then wait: a change notified
-    between the read and the wait is not lost, the watch has already seen it. A change notified
-    with the workflow's new state spares the waiter a read of its own.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, set[Watch]] = {}
-
-    @contextlib.contextmanager
-    def watch(self, workflow_id: str) -> Iterator[Watch]:
-        """A watch of ``workflow_id``'s changes here, from now until the block ends."""
-        watch = Watch(asyncio.Event())
-        watches = self._waiting.setdefault(workflow_id, set())
-        watches.add(watch)
-        try:
-            yield watch
-        finally:
-            waiting = self._waiting.get(workflow_id)
-            if waiting is not None:
-                waiting.discard(watch)
-                if not waiting:
-                    del self._waiting[workflow_id]
-
-    def notify(self, workflow_id: str, state: WorkflowState | None = None) -> None:
-        for watch in self._waiting.get(workflow_id, ()):
-            watch.state = state
-            watch.changed.set()
 
 
 @dataclass
@@ -313,7 +279,9 @@ class Relay:
             call = self._service.call_of(message)
             started = time.monotonic()
             try:
-                replica, outcome = await self._clients.send(call, message.attempts, step.interpret)
+                replica, answer = await self._clients.send(call, message.attempts)
+                # What the service answered means what the step says; no answer is a retry.
+                outcome = step.interpret(answer) if isinstance(answer, Response) else answer
             except BaseException:
                 guard.limiter.release(None)
                 guard.breaker.abandoned()
