@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from metallica.protools.relay import LoopHealth, keep_running
+from metallica.protools.loops import LoopHealth, keep_running
 
 
 def test_a_loop_survives_any_error_backs_off_and_reports_it(

@@ -27,7 +27,7 @@ Every failed attempt stays one ``StepAttemptFailed`` event, however often it rep
 one would make its attempt number a gap in the stream, which is exactly how an attempt whose
 replica died reads (:func:`unrecorded_attempts`), so a step that was only ever refused would turn
 in doubt and outlive its deadline, and lease fencing would lose the record of which attempts
-were answered. The readable history is a view instead (:func:`compact`): consecutive failures
+were answered. The readable history is a view instead (``history.compact``): consecutive failures
 of one step with the same doubt, and the parks between them, become one ``StepAttemptsFailed``
 entry with counts per cause (first and last attempt and detail of each), so a service down for
 an hour reads as one entry per step, while the stream, the fold and the checker keep every
@@ -51,8 +51,6 @@ SUCCEEDED_LATE = "StepSucceededLate"
 PARKED = "StepParked"
 COMPLETED = "WorkflowCompleted"
 FAILED = "WorkflowFailed"
-# Not an event: the entry that stands for a run of failed attempts in a compact listing.
-ATTEMPTS_FAILED = "StepAttemptsFailed"
 
 RUNNING, COMPLETED_STATUS, FAILED_STATUS = "running", "completed", "failed"
 
@@ -550,122 +548,6 @@ def decide_fenced_outcome(
         },
     )
     return Decision(events=(failed_attempt,))
-
-
-# --- the readable history ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FailureRun:
-    """Consecutive failed attempts of one step, all in doubt or all not, with the parks between
-    them: one entry of a compact listing (:func:`compact`), never stored."""
-
-    events: tuple[RecordedEvent, ...]
-
-    @property
-    def first(self) -> RecordedEvent:
-        return self.events[0]
-
-    @property
-    def last(self) -> RecordedEvent:
-        return self.events[-1]
-
-    def summary(self) -> dict[str, Any]:
-        """What the run says: its step and doubt, how many attempts failed (``count``), the
-        first and last of them, and each cause (``reason``) in the order it first came, with
-        its count and its first and last attempt and detail; the parks by reason; the
-        replicas called; when the last failure said to retry, and where."""
-        failures = [event.data for event in self.events if event.type == ATTEMPT_FAILED]
-        causes: dict[str, dict[str, Any]] = {}
-        for data in failures:
-            cause = causes.setdefault(
-                str(data["reason"]),
-                {
-                    "reason": data["reason"],
-                    "count": 0,
-                    "first_attempt": data["attempt"],
-                    "first_detail": data.get("detail", ""),
-                },
-            )
-            cause |= {
-                "count": cause["count"] + 1,
-                "last_attempt": data["attempt"],
-                "last_detail": data.get("detail", ""),
-            }
-        parked: dict[str, dict[str, Any]] = {}
-        for event in self.events:
-            if event.type == PARKED:
-                reason = event.data["reason"]
-                park = parked.setdefault(str(reason), {"reason": reason, "count": 0})
-                park |= {"count": park["count"] + 1, "last_detail": event.data.get("detail", "")}
-        replicas = list(dict.fromkeys(data["replica"] for data in failures if "replica" in data))
-        return {
-            "step": self.first.data["step"],
-            "in_doubt": failures[0]["in_doubt"],
-            "count": len(failures),
-            "first_attempt": failures[0]["attempt"],
-            "last_attempt": failures[-1]["attempt"],
-            "last_version": self.last.version,
-            "causes": list(causes.values()),
-            "parked": list(parked.values()),
-            "replicas": replicas,
-            "retry_in": failures[-1].get("retry_in"),
-            "next_replica": failures[-1].get("next_replica"),
-        }
-
-
-def compact(events: Sequence[RecordedEvent]) -> list[RecordedEvent | FailureRun]:
-    """A stream as a person reads it: each run of two or more failed attempts of one step
-    becomes a :class:`FailureRun`; every other event stays as it is.
-
-    A run is the longest stretch of consecutive ``StepAttemptFailed`` and ``StepParked`` events
-    of one step whose failures agree on ``in_doubt``: the failure that put the step in doubt
-    starts a new entry, so when the doubt began stays plain. A failure that reports attempts
-    nobody recorded (``unrecorded``), or one recorded by a replica that had lost its lease, is
-    not routine and stays an event of its own. The length of the listing depends on how often
-    the step's doubt changed (once at most) and on such rare events, not on how many attempts
-    failed: a service down for a day is one entry per step.
-    """
-    entries: list[RecordedEvent | FailureRun] = []
-    run: list[RecordedEvent] = []
-    doubt: bool | None = None  # the run's failures', once it has one
-
-    def close() -> None:
-        if sum(event.type == ATTEMPT_FAILED for event in run) >= 2:
-            entries.append(FailureRun(tuple(run)))
-        else:
-            entries.extend(run)
-        run.clear()
-
-    for event in events:
-        routine = _routine(event)
-        failure_doubt = bool(event.data["in_doubt"]) if event.type == ATTEMPT_FAILED else None
-        if run and not (
-            routine
-            and event.data["step"] == run[0].data["step"]
-            and (failure_doubt is None or doubt is None or failure_doubt == doubt)
-        ):
-            close()
-            doubt = None
-        if not routine:
-            entries.append(event)
-            continue
-        run.append(event)
-        if doubt is None:
-            doubt = failure_doubt
-    close()
-    return entries
-
-
-def _routine(event: RecordedEvent) -> bool:
-    """Whether ``event`` may join a run: a park, or a failure with nothing unusual to tell."""
-    if event.type == PARKED:
-        return True
-    return (
-        event.type == ATTEMPT_FAILED
-        and not event.data.get("unrecorded")
-        and not event.data.get("lease_lost")
-    )
 
 
 def _attempt_fields(step: str, attempt: int, replica: str, elapsed_ms: float) -> dict[str, Any]:

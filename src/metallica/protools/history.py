@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from metallica.errors import BadRequest, Forbidden
 from metallica.protools import engine, store
 
 REDACTED = "***"
+# A compact listing's entry for a run of failed attempts (never stored: see compact()).
+ATTEMPTS_FAILED = "StepAttemptsFailed"
 
 LIST_STATUSES = (engine.RUNNING, engine.COMPLETED_STATUS, engine.FAILED_STATUS)
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
@@ -109,7 +112,7 @@ def workflows_page(found: Sequence[store.WorkflowSummary], limit: int) -> dict[s
 def events_view(query: Mapping[str, str]) -> str:
     """The ``view`` of a listing of a workflow's events, from its query parameters (only
     :data:`EVENTS_PARAMETERS`): ``all`` (the default), every event as stored; ``compact``, runs
-    of failed attempts summed up (:func:`engine.compact`); a 400 ``bad-request`` naming the
+    of failed attempts summed up (:func:`compact`); a 400 ``bad-request`` naming the
     parameter otherwise."""
     view = query.get("view", EVENT_VIEW_DEFAULT)
     if view not in EVENT_VIEWS:
@@ -124,12 +127,12 @@ def listing(
     ``compact`` view a run of failed attempts is one ``StepAttemptsFailed`` entry: the
     ``version`` and ``time`` of its first event, its summary as ``data`` (with the
     ``last_version`` and ``last_time`` of its last event)."""
-    entries = engine.compact(events) if view == "compact" else events
+    entries = compact(events) if view == "compact" else events
     listed = []
     for entry in entries:
-        if isinstance(entry, engine.FailureRun):
+        if isinstance(entry, FailureRun):
             first, data = entry.first, entry.summary() | {"last_time": _iso(entry.last.recorded_at)}
-            kind = engine.ATTEMPTS_FAILED
+            kind = ATTEMPTS_FAILED
         else:
             first, data, kind = entry, dict(entry.data), entry.type
         listed.append(
@@ -146,4 +149,122 @@ def listing(
 def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(
         timespec="milliseconds"
+    )
+
+
+# --- the readable history: runs of failures as one entry ---------------------------------------
+
+
+@dataclass(frozen=True)
+class FailureRun:
+    """Consecutive failed attempts of one step, all in doubt or all not, with the parks between
+    them: one entry of a compact listing (:func:`compact`), never stored."""
+
+    events: tuple[engine.RecordedEvent, ...]
+
+    @property
+    def first(self) -> engine.RecordedEvent:
+        return self.events[0]
+
+    @property
+    def last(self) -> engine.RecordedEvent:
+        return self.events[-1]
+
+    def summary(self) -> dict[str, Any]:
+        """What the run says: its step and doubt, how many attempts failed (``count``), the
+        first and last of them, and each cause (``reason``) in the order it first came, with
+        its count and its first and last attempt and detail; the parks by reason; the
+        replicas called; when the last failure said to retry, and where."""
+        failures = [event.data for event in self.events if event.type == engine.ATTEMPT_FAILED]
+        causes: dict[str, dict[str, Any]] = {}
+        for data in failures:
+            cause = causes.setdefault(
+                str(data["reason"]),
+                {
+                    "reason": data["reason"],
+                    "count": 0,
+                    "first_attempt": data["attempt"],
+                    "first_detail": data.get("detail", ""),
+                },
+            )
+            cause |= {
+                "count": cause["count"] + 1,
+                "last_attempt": data["attempt"],
+                "last_detail": data.get("detail", ""),
+            }
+        parked: dict[str, dict[str, Any]] = {}
+        for event in self.events:
+            if event.type == engine.PARKED:
+                reason = event.data["reason"]
+                park = parked.setdefault(str(reason), {"reason": reason, "count": 0})
+                park |= {"count": park["count"] + 1, "last_detail": event.data.get("detail", "")}
+        replicas = list(dict.fromkeys(data["replica"] for data in failures if "replica" in data))
+        return {
+            "step": self.first.data["step"],
+            "in_doubt": failures[0]["in_doubt"],
+            "count": len(failures),
+            "first_attempt": failures[0]["attempt"],
+            "last_attempt": failures[-1]["attempt"],
+            "last_version": self.last.version,
+            "causes": list(causes.values()),
+            "parked": list(parked.values()),
+            "replicas": replicas,
+            "retry_in": failures[-1].get("retry_in"),
+            "next_replica": failures[-1].get("next_replica"),
+        }
+
+
+def compact(events: Sequence[engine.RecordedEvent]) -> list[engine.RecordedEvent | FailureRun]:
+    """A stream as a person reads it: each run of two or more failed attempts of one step
+    becomes a :class:`FailureRun`; every other event stays as it is.
+
+    A run is the longest stretch of consecutive ``StepAttemptFailed`` and ``StepParked`` events
+    of one step whose failures agree on ``in_doubt``: the failure that put the step in doubt
+    starts a new entry, so when the doubt began stays plain. A failure that reports attempts
+    nobody recorded (``unrecorded``), or one recorded by a replica that had lost its lease, is
+    not routine and stays an event of its own. The length of the listing depends on how often
+    the step's doubt changed (once at most) and on such rare events, not on how many attempts
+    failed: a service down for a day is one entry per step.
+    """
+    entries: list[engine.RecordedEvent | FailureRun] = []
+    run: list[engine.RecordedEvent] = []
+    doubt: bool | None = None  # the run's failures', once it has one
+
+    def close() -> None:
+        if sum(event.type == engine.ATTEMPT_FAILED for event in run) >= 2:
+            entries.append(FailureRun(tuple(run)))
+        else:
+            entries.extend(run)
+        run.clear()
+
+    for event in events:
+        routine = _routine(event)
+        failure_doubt = (
+            bool(event.data["in_doubt"]) if event.type == engine.ATTEMPT_FAILED else None
+        )
+        if run and not (
+            routine
+            and event.data["step"] == run[0].data["step"]
+            and (failure_doubt is None or doubt is None or failure_doubt == doubt)
+        ):
+            close()
+            doubt = None
+        if not routine:
+            entries.append(event)
+            continue
+        run.append(event)
+        if doubt is None:
+            doubt = failure_doubt
+    close()
+    return entries
+
+
+def _routine(event: engine.RecordedEvent) -> bool:
+    """Whether ``event`` may join a run: a park, or a failure with nothing unusual to tell."""
+    if event.type == engine.PARKED:
+        return True
+    return (
+        event.type == engine.ATTEMPT_FAILED
+        and not event.data.get("unrecorded")
+        and not event.data.get("lease_lost")
     )
