@@ -24,10 +24,12 @@ CALLEES = CALLEE_NAMES
 class Service:
     """``build`` makes the service's ASGI app from configuration values (keys as
     :attr:`metallica.config.Setting.key`), raising :class:`metallica.config.ConfigError` for
-    anything missing or wrong."""
+    anything missing or wrong; ``document`` its OpenAPI document (what it serves at
+    ``/openapi.json``)."""
 
     name: str
     build: Callable[[Mapping[str, Any]], Any]
+    document: Callable[[], dict[str, Any]]
 
 
 def _protools(options: Mapping[str, Any]) -> Any:
@@ -51,10 +53,28 @@ def _mailer(options: Mapping[str, Any]) -> Any:
     return create_app(MailerSettings.from_options(options))
 
 
+def _protools_document() -> dict[str, Any]:
+    from metallica.protools.openapi import openapi_document
+
+    return openapi_document()
+
+
+def _generator_document() -> dict[str, Any]:
+    from metallica.password_generator.openapi import openapi_document
+
+    return openapi_document()
+
+
+def _mailer_document() -> dict[str, Any]:
+    from metallica.mail_sender.openapi import openapi_document
+
+    return openapi_document()
+
+
 SERVICES: dict[str, Service] = {
-    PROTOOLS: Service(PROTOOLS, _protools),
-    GENERATOR: Service(GENERATOR, _generator),
-    MAILER: Service(MAILER, _mailer),
+    PROTOOLS: Service(PROTOOLS, _protools, _protools_document),
+    GENERATOR: Service(GENERATOR, _generator, _generator_document),
+    MAILER: Service(MAILER, _mailer, _mailer_document),
 }
 
 

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.routing import Route
 
-from metallica import addresses, usernames
+from metallica import addresses, services, usernames
 from metallica.errors import InvalidInput
 from metallica.mail_sender import domain as mail_domain
 from metallica.mail_sender.http import create_app as create_mailer
@@ -51,6 +51,12 @@ SERVICES = tuple(DOCUMENTS)
 
 def openapi_document(service: str) -> Document:
     return DOCUMENTS[service]()
+
+
+def test_the_registry_names_each_service_and_its_document() -> None:
+    assert services.NAMES == SERVICES
+    for name in SERVICES:
+        assert services.SERVICES[name].document() == openapi_document(name)
 
 
 def app_of(service: str, tmp_path: Path) -> Starlette:
