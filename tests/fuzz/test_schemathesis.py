@@ -227,6 +227,9 @@ def described(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, BaseExceptionGroup):
         text += "".join(f"\n  - {described(inner)}" for inner in error.exceptions)
+    cause = error.__cause__ or error.__context__
+    if cause is not None and not isinstance(error, BaseExceptionGroup):
+        text += f"\n    caused by {described(cause)}"
     return text
 
 
