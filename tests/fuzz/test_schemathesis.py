@@ -63,7 +63,9 @@ from tests.asgi_server import AsgiServer
 from tests.conftest import MakeUrl
 from tests.service.conftest import AUTH, TOKEN
 
-pytestmark = pytest.mark.fuzz
+# Two minutes on a quiet machine for protools' 2,000 cases; CI may run beside other work on two
+# cores, where the default 120 s fired inside a case, which hypothesis then reported as flaky.
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(600)]
 
 # Cases per operation in the fuzzing phase (the examples and coverage phases add theirs); each
 # service must have been sent at least MIN_CASES in all.
@@ -227,6 +229,9 @@ def described(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, BaseExceptionGroup):
         text += "".join(f"\n  - {described(inner)}" for inner in error.exceptions)
+    cause = error.__cause__ or error.__context__
+    if cause is not None and not isinstance(error, BaseExceptionGroup):
+        text += f"\n    caused by {described(cause)}"
     return text
 
 
