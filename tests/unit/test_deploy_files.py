@@ -54,7 +54,9 @@ def test_no_secret_has_a_default() -> None:
         if SECRET.search(match["name"]):
             assert match["form"] == ":?", f"{match[0]} must be required, with no default"
         else:
-            assert match["name"].endswith(("_REPLICAS", "_PUBLISH_ADDRESS")), match[0]
+            assert match["name"].endswith(("_REPLICAS", "_PUBLISH_ADDRESS", "_PORTS", "_IMAGE")), (
+                match[0]
+            )
     for name in ("docker-compose.yml", "Dockerfile", "README.md"):
         assert "change-me" not in (ROOT / name).read_text()
     dockerfile = (ROOT / "Dockerfile").read_text()
@@ -175,3 +177,28 @@ def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
         assert not dockerignore_excludes(source), source
     for path in ("src/metallica/cli/__init__.py", "src/metallica/storage/sql/sqlite/common.sql"):
         assert not dockerignore_excludes(path), path
+
+
+def test_the_lab_override_runs_protools_with_the_labs_settings() -> None:
+    """The Compose scenarios run with the same short timeouts as the local lab's, fault points
+    on, and every port published on 127.0.0.1 only, on ports the engine picks."""
+    from metallica.lab.harness import LAB_SETTINGS
+
+    class ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]
+        """Compose's merge tags (``!override``, ``!reset``) read as their plain value."""
+
+    for tag in ("!override", "!reset"):
+        ComposeLoader.add_constructor(tag, lambda loader, node: loader.construct_sequence(node))
+    text = (ROOT / "deploy" / "docker-compose.lab.yml").read_text()
+    override = yaml.load(text, Loader=ComposeLoader)  # noqa: S506 (a safe loader)
+    services = override["services"]
+    protools = {str(k): str(v) for k, v in services["protools"]["environment"].items()}
+    expected = {k: v for k, v in LAB_SETTINGS.items() if k != "METALLICA_LOG_LEVEL"}
+    assert {k: protools[k] for k in expected} == expected
+    assert services["generator"]["environment"]["METALLICA_FAULTS"] == "1"
+    for name in ("postgres", "generator", "protools"):
+        assert [str(port) for port in services[name]["ports"]] in (
+            ["127.0.0.1::8000"],
+            ["127.0.0.1::5432"],
+        )
+    assert "docker-compose.lab.yml" not in (ROOT / "docker-compose.yml").read_text()

@@ -17,12 +17,17 @@ def scenarios() -> None:
 
 
 @scenarios.command("list")
-def scenarios_list() -> None:
+@click.option("--compose", is_flag=True, help="The scenarios run against the Compose stack.")
+def scenarios_list(compose: bool) -> None:
     """Every scenario: its name and the fault it injects."""
     from metallica.client import format_table
+    from metallica.lab.compose_scenarios import COMPOSE_SCENARIOS
     from metallica.lab.scenarios import SCENARIOS
 
-    rows = [[s.name, s.group, s.title, s.fault] for s in SCENARIOS.values()]
+    if compose:
+        rows = [[s.name, "compose", s.title, s.fault] for s in COMPOSE_SCENARIOS.values()]
+    else:
+        rows = [[s.name, s.group, s.title, s.fault] for s in SCENARIOS.values()]
     click.echo(format_table(["name", "group", "scenario", "fault"], rows))
 
 
@@ -49,6 +54,19 @@ def scenarios_list() -> None:
     help="Run the overload scenarios (default with no NAMES: the fault scenarios). They first "
     "measure the lab's capacity C; use them with --postgres --replicas 2.",
 )
+@click.option(
+    "--compose",
+    is_flag=True,
+    help="Run the Compose scenarios against the checkout's docker-compose.yml (built with "
+    "`docker compose build`, started with deploy/docker-compose.lab.yml, 3 generators, 2 "
+    "mailers, 2 protools), through its published ports; needs a Docker engine with Compose v2 "
+    "(scripts/docker-engine). See `metallica scenarios list --compose`.",
+)
+@click.option(
+    "--no-build",
+    is_flag=True,
+    help="With --compose: use the image already built instead of running docker compose build.",
+)
 def scenarios_run(
     names: tuple[str, ...],
     replicas: int,
@@ -58,6 +76,8 @@ def scenarios_run(
     wire_seconds: float,
     data_dir: Path | None,
     overload: bool,
+    compose: bool,
+    no_build: bool,
 ) -> None:
     """Run the scenarios NAMES (default: every fault scenario, or with --overload every
     overload scenario); exit 1 on any violation."""
@@ -70,6 +90,9 @@ def scenarios_run(
     from metallica.lab.scenarios import FAULT_SCENARIOS, OVERLOAD_SCENARIOS, SCENARIOS
     from metallica.load.pg_cluster import ThrowawayCluster
 
+    if compose:
+        _run_compose(names, build=not no_build)
+        return
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         raise click.UsageError(f"unknown scenarios {unknown}; see `metallica scenarios list`")
@@ -105,6 +128,32 @@ def scenarios_run(
         )
         default = OVERLOAD_SCENARIOS if overload else FAULT_SCENARIOS
         results = run_scenarios(list(names or default), config, progress)
+    click.echo(render(results))
+    bad = [result.name for result in results if not result.ok]
+    click.echo(f"\n{len(results) - len(bad)}/{len(results)} scenarios held every invariant.")
+    if bad:
+        raise SystemExit(1)
+
+
+def _run_compose(names: tuple[str, ...], *, build: bool) -> None:
+    from metallica.lab.compose_scenarios import COMPOSE_SCENARIOS
+    from metallica.lab.runner import render, run_compose_scenarios
+
+    unknown = [name for name in names if name not in COMPOSE_SCENARIOS]
+    if unknown:
+        raise click.UsageError(
+            f"unknown Compose scenarios {unknown}; see `metallica scenarios list --compose`"
+        )
+    root = Path.cwd()
+    if not (root / "docker-compose.yml").is_file():
+        raise click.UsageError("run it from the checkout: no docker-compose.yml here")
+    exit_on_sigterm()
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        click.echo(f"[{time.monotonic() - started:6.1f}s] {line}", err=True)
+
+    results = run_compose_scenarios(root, list(names or COMPOSE_SCENARIOS), progress, build=build)
     click.echo(render(results))
     bad = [result.name for result in results if not result.ok]
     click.echo(f"\n{len(results) - len(bad)}/{len(results)} scenarios held every invariant.")

@@ -9,6 +9,7 @@ start services, and finally :meth:`Lab.check` the invariants.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import secrets
 import threading
@@ -69,67 +70,64 @@ class LabConfig:
         return "postgres" if self.database_urls else "sqlite"
 
 
-class Lab:
-    def __init__(self, config: LabConfig, data_dir: Path) -> None:
-        self.config = config
-        self.data_dir = data_dir
-        self.token = secrets.token_urlsafe(16)
-        self.proxies = ProxyThread(seed=7)
-        self.stack = LocalStack(
-            data_dir,
-            self.token,
-            config.replicas,
-            config.database_urls,
-            extra_env={**LAB_SETTINGS, "METALLICA_LOG_LEVEL": config.log_level},
-            route=self._proxy_for,
-            supervise=True,
-        )
+class BaseLab(abc.ABC):
+    """What every lab does the same way: commands sent as a client would, each client's record
+    of what it was told, and reads of the outcome. Each kind of lab (processes on this machine,
+    :class:`Lab`; a Compose stack, :class:`metallica.lab.compose.ComposeLab`) says where
+    protools' replicas answer, and how it arms faults, stops and starts a service and checks
+    the invariants; the scenarios written against this class run on both."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
         self.records: list[ClientRecord] = []
         self._records_lock = threading.Lock()
         self._http = httpx.Client(
-            headers={"Authorization": f"Bearer {self.token}"}, timeout=httpx.Timeout(40, connect=2)
+            headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(40, connect=2)
         )
 
-    # --- life cycle -------------------------------------------------------------------------
-
-    def _proxy_for(self, replica: Replica) -> str:
-        port = self.proxies.add_proxy(replica.name, "127.0.0.1", replica.port)
-        return f"http://127.0.0.1:{port}"
-
-    def __enter__(self) -> Lab:
-        self.proxies.start()
-        try:
-            self.stack.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.stack.stop()
-        self.proxies.stop()
-        self._http.close()
-
-    def settle(self, timeout: float = 30.0) -> None:
-        """Wait until every replica runs and answers (the supervisor restarts crashed ones)."""
-        everyone = [replica for replicas in self.stack.members.values() for replica in replicas]
-        until = time.monotonic() + timeout
-        while any(r.process is None or r.process.poll() is not None for r in everyone):
-            if time.monotonic() > until:
-                raise RuntimeError("a replica did not come back")
-            time.sleep(0.1)
-        for replica in everyone:
-            self.stack.wait_healthy(replica, max(1.0, until - time.monotonic()))
+    @property
+    @abc.abstractmethod
+    def replicas(self) -> int:
+        """How many protools replicas answer clients."""
 
     @property
-    def replicas(self) -> int:
-        return self.config.replicas
+    @abc.abstractmethod
+    def down_seconds(self) -> float:
+        """How long a scenario keeps a service down."""
 
+    @abc.abstractmethod
     def protools_url(self, index: int = 0) -> str:
-        return self.stack.urls("protools")[index % self.replicas]
+        """The base URL of protools' replica ``index`` (modulo :attr:`replicas`)."""
+
+    @abc.abstractmethod
+    def settle(self, timeout: float = 30.0) -> None:
+        """Return once every replica of every service answers again."""
+
+    @abc.abstractmethod
+    def arm(
+        self, service: str, fault: Mapping[str, Any], replicas: Iterable[int] | None = None
+    ) -> None:
+        """Arm a fault point on some (default: all) replicas of a service."""
+
+    @abc.abstractmethod
+    def disarm(self, service: str) -> None:
+        """Disarm every fault point of a service."""
+
+    @abc.abstractmethod
+    def stop_service(self, service: str) -> None:
+        """Stop every replica of ``service``."""
+
+    @abc.abstractmethod
+    def start_service(self, service: str) -> float:
+        """Start every replica of ``service`` again; return when (wall clock) it is back."""
+
+    @abc.abstractmethod
+    def check(self, records: Iterable[ClientRecord] | None = None) -> Report:
+        """The invariant checker's report on the stack's state, for ``records`` (default:
+        every client's)."""
+
+    def close_clients(self) -> None:
+        self._http.close()
 
     # --- clients ----------------------------------------------------------------------------
 
@@ -239,6 +237,74 @@ class Lab:
             thread.join()
         return results
 
+    def events(self, workflow_id: str) -> list[dict[str, Any]]:
+        response = self._http.get(f"{self.protools_url()}/v1/workflows/{workflow_id}/events")
+        response.raise_for_status()
+        events: list[dict[str, Any]] = response.json()["events"]
+        return events
+
+
+class Lab(BaseLab):
+    def __init__(self, config: LabConfig, data_dir: Path) -> None:
+        super().__init__(secrets.token_urlsafe(16))
+        self.config = config
+        self.data_dir = data_dir
+        self.proxies = ProxyThread(seed=7)
+        self.stack = LocalStack(
+            data_dir,
+            self.token,
+            config.replicas,
+            config.database_urls,
+            extra_env={**LAB_SETTINGS, "METALLICA_LOG_LEVEL": config.log_level},
+            route=self._proxy_for,
+            supervise=True,
+        )
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def _proxy_for(self, replica: Replica) -> str:
+        port = self.proxies.add_proxy(replica.name, "127.0.0.1", replica.port)
+        return f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> Lab:
+        self.proxies.start()
+        try:
+            self.stack.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.stack.stop()
+        self.proxies.stop()
+        self.close_clients()
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every replica runs and answers (the supervisor restarts crashed ones)."""
+        everyone = [replica for replicas in self.stack.members.values() for replica in replicas]
+        until = time.monotonic() + timeout
+        while any(r.process is None or r.process.poll() is not None for r in everyone):
+            if time.monotonic() > until:
+                raise RuntimeError("a replica did not come back")
+            time.sleep(0.1)
+        for replica in everyone:
+            self.stack.wait_healthy(replica, max(1.0, until - time.monotonic()))
+
+    @property
+    def replicas(self) -> int:
+        return self.config.replicas
+
+    @property
+    def down_seconds(self) -> float:
+        return self.config.down_seconds
+
+    def protools_url(self, index: int = 0) -> str:
+        return self.stack.urls("protools")[index % self.replicas]
+
     # --- faults -----------------------------------------------------------------------------
 
     def arm(
@@ -333,12 +399,6 @@ class Lab:
         return time.time()
 
     # --- reading back -----------------------------------------------------------------------
-
-    def events(self, workflow_id: str) -> list[dict[str, Any]]:
-        response = self._http.get(f"{self.protools_url()}/v1/workflows/{workflow_id}/events")
-        response.raise_for_status()
-        events: list[dict[str, Any]] = response.json()["events"]
-        return events
 
     def check(self, records: Iterable[ClientRecord] | None = None) -> Report:
         snapshot = read_snapshot(

@@ -80,3 +80,51 @@ def render(results: Sequence[ScenarioResult]) -> str:
             lines.append(f"\n{result.name}:")
             lines += details + notes
     return "\n".join(lines)
+
+
+def run_compose_scenarios(
+    root: Path, names: Sequence[str], progress: Progress, *, build: bool = True
+) -> list[ScenarioResult]:
+    """Start the checkout's Compose stack (``root``) with the lab's override and the brief's
+    replicas, run the named Compose scenarios in order, remove the stack (containers, networks,
+    volumes) whatever happens; return their results. The image is built first when ``build``
+    (``docker compose build``), else the one already built is used."""
+    import os
+    import uuid
+
+    from metallica.lab.compose import REPLICAS, ComposeLab, ComposeStack, lab_env
+    from metallica.lab.compose_scenarios import COMPOSE_SCENARIOS
+    from metallica.lab.scenarios import Check
+
+    maildir = Path(tempfile.mkdtemp(prefix="metallica-compose-mail-"))
+    maildir.chmod(0o777)  # the image's user writes there; the checker reads it
+    stack = ComposeStack(root, f"metallica-lab-{uuid.uuid4().hex[:8]}", lab_env(maildir))
+    results: list[ScenarioResult] = []
+    try:
+        if build:
+            progress("docker compose build")
+            stack.build()
+        replicas = ", ".join(f"{count} {service}" for service, count in REPLICAS.items())
+        progress(f"docker compose up --wait: PostgreSQL, {replicas} ({stack.project})")
+        stack.up()
+        with ComposeLab(stack, maildir) as lab:
+            for number, name in enumerate(names, start=1):
+                scenario = COMPOSE_SCENARIOS[name]
+                progress(f"[{number}/{len(names)}] {name}: {scenario.fault} ...")
+                result = run_scenario(lab, scenario)
+                results.append(result)
+                verdict = "ok" if result.ok else "VIOLATION"
+                progress(f"[{number}/{len(names)}] {name}: {verdict} in {result.seconds:.1f} s")
+            logs = lab.logs()
+            leaked = [secret for secret in lab.secrets() if secret in logs]
+            if results:
+                results[-1].checks.append(
+                    Check("no secret in any container's log", not leaked, f"{len(leaked)} found")
+                )
+            if not all(result.ok for result in results) and os.environ.get("CI"):
+                progress("the stack's logs, last lines:\n" + "\n".join(logs.splitlines()[-80:]))
+    finally:
+        progress("docker compose down --volumes")
+        stack.down()
+        shutil.rmtree(maildir, ignore_errors=True)
+    return results

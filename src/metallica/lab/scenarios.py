@@ -13,13 +13,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 
 from metallica.faultproxy import Latency, LimitData, ResetPeer, Timeout, Toxic
 from metallica.lab import overload
-from metallica.lab.harness import CALL_TIMEOUT, Lab
+from metallica.lab.harness import CALL_TIMEOUT, BaseLab, Lab
 from metallica.load.checker import Report
 from metallica.load.records import FAILED, OK, UNKNOWN, ClientRecord
 
@@ -50,12 +50,20 @@ class ScenarioResult:
         )
 
 
+AnyLab = TypeVar("AnyLab", bound=BaseLab)
+# A scenario for any lab runs on a lab of one kind: Scenario[BaseLab] is a Scenario[Lab].
+LabKind = TypeVar("LabKind", bound=BaseLab, contravariant=True)
+
+
 @dataclass(frozen=True)
-class Scenario:
+class Scenario(Generic[LabKind]):
+    """A failure mode: ``run`` breaks something on a lab of its kind, drives clients through
+    it and returns its own checks."""
+
     name: str
     title: str
     fault: str
-    run: Callable[[Lab], list[Check]]
+    run: Callable[[LabKind], list[Check]]
     slow: bool = False
     group: str = "faults"  # "overload": measured against the lab's capacity (lab/overload.py)
 
@@ -68,7 +76,7 @@ def _time(event: dict[str, Any]) -> float:
     return datetime.datetime.fromisoformat(event["time"]).timestamp()
 
 
-def _attempts(lab: Lab, workflow_id: str | None, step: str) -> list[dict[str, Any]]:
+def _attempts(lab: BaseLab, workflow_id: str | None, step: str) -> list[dict[str, Any]]:
     """The attempt events of one step: ``StepAttemptFailed`` and ``StepSucceeded``."""
     if workflow_id is None:
         return []
@@ -87,8 +95,8 @@ def _all_told(records: list[ClientRecord], told: str = OK) -> Check:
 # --- 1-3: the generator is slow before, during or after it persists -----------------------------
 
 
-def _slow_generator(point: str) -> Callable[[Lab], list[Check]]:
-    def run(lab: Lab) -> list[Check]:
+def _slow_generator(point: str) -> Callable[[BaseLab], list[Check]]:
+    def run(lab: BaseLab) -> list[Check]:
         lab.arm(
             "generator",
             {
@@ -132,12 +140,12 @@ def _slow_generator(point: str) -> Callable[[Lab], list[Check]]:
 # --- 4: a service down for a while ---------------------------------------------------------
 
 
-def _service_down(service: str) -> Callable[[Lab], list[Check]]:
-    def run(lab: Lab) -> list[Check]:
+def _service_down(service: str) -> Callable[[BaseLab], list[Check]]:
+    def run(lab: BaseLab) -> list[Check]:
         lab.stop_service(service)
         started, records = time.monotonic(), list[ClientRecord]()
         try:
-            while time.monotonic() - started < lab.config.down_seconds:
+            while time.monotonic() - started < lab.down_seconds:
                 records.append(
                     lab.submit(_name(f"down-{service[:3]}"), replica=len(records), wait=1)
                 )
@@ -363,11 +371,11 @@ def _crash_and_database_restart(lab: Lab) -> list[Check]:
 # --- 7: concurrent duplicates ----------------------------------------------------------------
 
 
-def _poster(lab: Lab, record: ClientRecord, replica: int) -> Callable[[], ClientRecord]:
+def _poster(lab: BaseLab, record: ClientRecord, replica: int) -> Callable[[], ClientRecord]:
     return lambda: lab.post(record, replica=replica, wait=25)
 
 
-def _duplicates(lab: Lab) -> list[Check]:
+def _duplicates(lab: BaseLab) -> list[Check]:
     username, key = _name("dup"), f"dup-{uuid.uuid4().hex[:8]}"
     twins = [lab.new_record(username, key) for _ in range(20)]
     lab.in_parallel([_poster(lab, record, index) for index, record in enumerate(twins)])
@@ -522,7 +530,7 @@ def _overload(measure: Callable[[Lab], overload.OverloadRun]) -> Callable[[Lab],
     return run
 
 
-SCENARIOS: dict[str, Scenario] = {
+SCENARIOS: dict[str, Scenario[Lab]] = {
     scenario.name: scenario
     for scenario in (
         Scenario(
@@ -632,7 +640,7 @@ FAULT_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.grou
 OVERLOAD_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.group == "overload"]
 
 
-def run_scenario(lab: Lab, scenario: Scenario) -> ScenarioResult:
+def run_scenario(lab: AnyLab, scenario: Scenario[AnyLab]) -> ScenarioResult:
     """Run one scenario; never raises: a crash of the scenario itself is its result."""
     first = len(lab.records)
     started = time.monotonic()
