@@ -47,8 +47,10 @@ CONTEXT = (
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[None]:
-    """The machine's Docker engine with Compose v2, this run's turn at it."""
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The machine's Docker engine with Compose v2, this run's turn at it, and the base images
+    to build from (``scripts/compose-images``: the official ones, else Debian-built stand-ins)
+    as the variables Compose reads."""
     version = subprocess.run(
         ["docker", "compose", "version"], capture_output=True, text=True, timeout=30, check=False
     )
@@ -66,12 +68,29 @@ def engine() -> Iterator[None]:
                 assert time.monotonic() < until, "another run kept the Compose lock for 20 min"
                 time.sleep(1)
         try:
-            yield
+            yield images(tmp_path_factory.mktemp("images") / "images.env")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def test_the_readme_recipe_builds_starts_and_answers(engine: None, tmp_path: Path) -> None:
+def images(env_file: Path) -> dict[str, str]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "compose-images"), str(env_file)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(f"base images ready in {time.monotonic() - started:.1f} s")
+    lines = env_file.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def test_the_readme_recipe_builds_starts_and_answers(
+    engine: dict[str, str], tmp_path: Path
+) -> None:
     """The README's Compose section, run as written (in a copy of the build context, so the
     checkout gets no .env), then taken down."""
     recipe = RECIPE.search((ROOT / "README.md").read_text())
@@ -84,7 +103,7 @@ def test_the_readme_recipe_builds_starts_and_answers(engine: None, tmp_path: Pat
             shutil.copy2(source, tmp_path / name)
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     project = f"metallica-readme-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "PROTOOLS_PORTS": ""}
+    env = {**os.environ, **engine, "COMPOSE_PROJECT_NAME": project, "PROTOOLS_PORTS": ""}
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -111,9 +130,11 @@ def test_the_readme_recipe_builds_starts_and_answers(engine: None, tmp_path: Pat
     assert re.fullmatch(r"\S{12,}", done.stdout.strip().splitlines()[-1]), done.stdout[-2000:]
 
 
-def test_the_brief_holds_on_the_compose_stack_with_replicas(engine: None) -> None:
+def test_the_brief_holds_on_the_compose_stack_with_replicas(engine: dict[str, str]) -> None:
     started = time.monotonic()
-    results = run_compose_scenarios(ROOT, list(COMPOSE_SCENARIOS), print, build=True)
+    results = run_compose_scenarios(
+        ROOT, list(COMPOSE_SCENARIOS), print, build=True, extra_env=engine
+    )
     print(render(results))
     print(f"the Compose scenarios ran in {time.monotonic() - started:.1f} s")
     assert [r.name for r in results] == list(COMPOSE_SCENARIOS)

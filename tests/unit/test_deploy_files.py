@@ -54,13 +54,31 @@ def test_no_secret_has_a_default() -> None:
         if SECRET.search(match["name"]):
             assert match["form"] == ":?", f"{match[0]} must be required, with no default"
         else:
-            assert match["name"].endswith(("_REPLICAS", "_PUBLISH_ADDRESS", "_PORTS", "_IMAGE")), (
-                match[0]
-            )
+            assert match["name"].endswith(
+                ("_REPLICAS", "_PUBLISH_ADDRESS", "_PORTS", "_IMAGE")
+            ) or (match["name"] == "EXTRA_CA_CERTS"), match[0]
     for name in ("docker-compose.yml", "Dockerfile", "README.md"):
         assert "change-me" not in (ROOT / name).read_text()
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert not re.search(r"^\s*(ENV|ARG)\b.*(PASSWORD|TOKEN|_KEYS)", dockerfile, re.MULTILINE)
+
+
+def test_the_official_images_are_the_defaults() -> None:
+    services = compose()["services"]
+
+    assert with_defaults(services["postgres"]["image"]) == "postgres:15"
+    build = services["protools"]["build"]
+    assert with_defaults(build["args"]["BASE_IMAGE"]) == "python:3.11-slim"
+    assert re.search(
+        r"^ARG BASE_IMAGE=python:3\.11-slim\nFROM \$\{BASE_IMAGE\}$",
+        (ROOT / "Dockerfile").read_text(),
+        re.M,
+    )
+    # The build machine's CA additions: a build secret, none unless EXTRA_CA_CERTS names a file.
+    assert build["secrets"] == ["extra_ca_certs"]
+    assert with_defaults(compose()["secrets"]["extra_ca_certs"]["file"]) == "/dev/null"
+    for name in (*APP_SERVICES, "postgres"):
+        assert "secrets" not in services[name]  # the build's only: no container mounts it
 
 
 def test_every_service_reports_healthy_only_when_ready() -> None:

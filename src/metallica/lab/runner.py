@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from metallica.client import format_table
@@ -83,12 +83,18 @@ def render(results: Sequence[ScenarioResult]) -> str:
 
 
 def run_compose_scenarios(
-    root: Path, names: Sequence[str], progress: Progress, *, build: bool = True
+    root: Path,
+    names: Sequence[str],
+    progress: Progress,
+    *,
+    build: bool = True,
+    extra_env: Mapping[str, str] | None = None,
 ) -> list[ScenarioResult]:
     """Start the checkout's Compose stack (``root``) with the lab's override and the brief's
     replicas, run the named Compose scenarios in order, remove the stack (containers, networks,
     volumes) whatever happens; return their results. The image is built first when ``build``
-    (``docker compose build``), else the one already built is used."""
+    (``docker compose build``), else the one already built is used. ``extra_env``: more
+    variables for Compose (the base images: ``scripts/compose-images``)."""
     import os
     import uuid
 
@@ -98,7 +104,8 @@ def run_compose_scenarios(
 
     maildir = Path(tempfile.mkdtemp(prefix="metallica-compose-mail-"))
     maildir.chmod(0o777)  # the image's user writes there; the checker reads it
-    stack = ComposeStack(root, f"metallica-lab-{uuid.uuid4().hex[:8]}", lab_env(maildir))
+    env = {**lab_env(maildir), **(extra_env or {})}
+    stack = ComposeStack(root, f"metallica-lab-{uuid.uuid4().hex[:8]}", env)
     results: list[ScenarioResult] = []
     try:
         if build:
