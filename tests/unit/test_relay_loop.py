@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from metallica.protools.loops import LoopHealth, keep_running
+from metallica.protools.loops import LoopHealth, keep_running, sleep_unless_woken
 
 
 def test_a_loop_survives_any_error_backs_off_and_reports_it(
@@ -68,3 +72,34 @@ def test_backoff_grows_and_is_capped() -> None:
     assert health.describe() == {"ok": False, "failures": 12, "last_error": "RuntimeError"}
     health.succeeded()
     assert health.failures == 0
+
+
+async def _woken_and_cancelled_at_once(sleep: Callable[[asyncio.Event, float], Any]) -> bool:
+    """Whether a sleeper ends with CancelledError when its wake-up and its cancellation come in
+    the same turn of the loop (the shutdown of a relay whose last delivery frees a slot)."""
+    wake = asyncio.Event()
+    sleeper = asyncio.get_running_loop().create_task(sleep(wake, 30.0))
+    await asyncio.sleep(0)  # the sleeper now waits
+    wake.set()
+    sleeper.cancel()
+    try:
+        await sleeper
+    except asyncio.CancelledError:
+        return True
+    return False
+
+
+async def _wait_for_sleep(wake: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), delay)
+
+
+def test_a_cancelled_sleeper_ends_even_when_woken_at_the_same_moment() -> None:
+    assert asyncio.run(_woken_and_cancelled_at_once(sleep_unless_woken))
+
+
+def test_the_race_is_real_with_wait_for_before_python_3_12() -> None:
+    # The reason sleep_unless_woken does not use asyncio.wait_for: on Python 3.11 this sleeper
+    # loses its cancellation and returns, and a loop built on it runs on (3.12 fixed it).
+    keeps_cancellation = asyncio.run(_woken_and_cancelled_at_once(_wait_for_sleep))
+    assert keeps_cancellation == (sys.version_info >= (3, 12))

@@ -123,7 +123,10 @@ class Limiter:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result, and
+            # loses the cancellation, when both come at once (fixed in 3.12).
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(waiter)
             return True
         except TimeoutError:
             if waiter.done() and not waiter.cancelled():

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -58,10 +58,20 @@ logger = logging.getLogger(__name__)
 FAULT_POINTS = ("after_accept", "before_record", "after_record")
 
 
+# How long the relay's loops may take to end once cancelled (their storage calls in threads
+# finish first, each bounded by the database's timeouts).
+LOOPS_STOP_SECONDS = 30.0
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel the relay's loops and wait until they have ended: a bounded wait, and a loud
+    failure past it (the database must not be closed under a loop that still runs)."""
     task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+    done, _ = await asyncio.wait([task], timeout=LOOPS_STOP_SECONDS)
+    if not done:
+        raise RuntimeError(f"the relay's loops still ran {LOOPS_STOP_SECONDS:g} s after cancel")
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("metallica.relay_loops_failed", exc_info=task.exception())
 
 
 def create_app(settings: ProtoolsSettings) -> Starlette:

@@ -4,6 +4,7 @@ never ended, and how it fares (:class:`LoopHealth`) is what the readiness check 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -68,3 +69,15 @@ async def keep_running(
             continue
         health.succeeded()
         await sleep(delay)
+
+
+async def sleep_unless_woken(wake: asyncio.Event, delay: float) -> None:
+    """Sleep ``delay`` seconds, or until ``wake`` is set; a cancellation always ends it.
+
+    ``asyncio.timeout``, not ``asyncio.wait_for``: Python 3.11's ``wait_for`` returns, and loses
+    the cancellation, when the wake-up and the cancellation come at once (fixed in 3.12). A
+    relay slot freed during shutdown did exactly that: the recovery loop outlived its
+    cancellation, and the shutdown that awaited it hung."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await wake.wait()

@@ -37,7 +37,6 @@ access line (``workflow_id``) already joins the two traces.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
@@ -54,7 +53,7 @@ from metallica.protools import store
 from metallica.protools.clients import ServiceClients
 from metallica.protools.engine import COMPLETED_STATUS, Outcome, Response, Retry, WorkflowState
 from metallica.protools.flow import DownstreamGuard, FlowSettings
-from metallica.protools.loops import LoopHealth, keep_running
+from metallica.protools.loops import LoopHealth, keep_running, sleep_unless_woken
 from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.service import Recorded, WorkflowService
 from metallica.protools.watchers import Watchers
@@ -396,8 +395,7 @@ class Relay:
                 health.task = group.create_task(keep_running(health, step, sleep), name=name)
 
     async def _sleep_unless_woken(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        await sleep_unless_woken(self._wake, delay)
 
     async def _recover_once(self) -> float:
         """Start delivering due messages, as many as there are free slots; return how long to

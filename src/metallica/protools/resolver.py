@@ -150,9 +150,8 @@ class ServiceReplicas:
         """Look every name up now."""
         for name in self._names:
             try:
-                found = await asyncio.wait_for(
-                    self._resolve(name.host, name.port), self._lookup_timeout
-                )
+                async with asyncio.timeout(self._lookup_timeout):  # not wait_for: see relay.py
+                    found = await self._resolve(name.host, name.port)
                 addresses = tuple(sorted(set(found), key=ipaddress.ip_address))
             except Exception as error:  # a failed lookup keeps the last addresses
                 if not name.failing:

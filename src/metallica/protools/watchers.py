@@ -82,7 +82,8 @@ async def wait_for_state(
             if remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.changed.wait(), min(remaining, poll))
+                async with asyncio.timeout(min(remaining, poll)):  # see Relay's sleep
+                    await watch.changed.wait()
             watch.changed.clear()
             notified, watch.state = watch.state, None
             state = notified if notified is not None else await in_thread(load, workflow_id)
