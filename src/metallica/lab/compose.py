@@ -82,6 +82,7 @@ class Container:
     address: str  # on the project's network
     network: str
     ports: Mapping[int, int] = field(default_factory=dict)  # container port -> 127.0.0.1 port
+    health: str = ""  # Docker's health check: starting, healthy, unhealthy ("" if none)
 
     @property
     def name(self) -> str:
@@ -173,6 +174,7 @@ class ComposeStack:
                     address=str(settings.get("IPAddress") or ""),
                     network=network,
                     ports=ports,
+                    health=str((info["State"].get("Health") or {}).get("Status") or ""),
                 )
             )
         return sorted(found, key=lambda container: container.number)
@@ -246,21 +248,24 @@ class ComposeLab(BaseLab):
     def settle(self, timeout: float = 60.0) -> None:
         until = time.monotonic() + timeout
         for service in ("generator", "mailer", "protools"):
-            for container in self.stack.containers(service):
-                self._wait_ready(container, until)
+            self._wait_ready(service, until)
         self.refresh()
 
-    def _wait_ready(self, container: Any, until: float) -> None:
+    def _wait_ready(self, service: str, until: float) -> None:
+        """Until every container of ``service`` is ready: ``/readyz`` answers 200 on its
+        published port, or (a service the lab does not publish) Docker calls it healthy."""
         while True:
             with contextlib.suppress(httpx.HTTPError, ComposeError):
-                fresh = next(
-                    c for c in self.stack.containers(container.service) if c.id == container.id
-                )
-                if httpx.get(self.stack.url(fresh) + "/readyz", timeout=2).status_code == 200:
+                if all(self._ready(container) for container in self.stack.containers(service)):
                     return
             if time.monotonic() > until:
-                raise ComposeError(f"{container.name} did not answer /readyz in time")
+                raise ComposeError(f"{service} was not ready in time")
             time.sleep(0.25)
+
+    def _ready(self, container: Container) -> bool:
+        if SERVICE_PORT not in container.ports:
+            return container.health == "healthy"
+        return httpx.get(self.stack.url(container) + "/readyz", timeout=2).status_code == 200
 
     def _auth_for(self, service: str) -> dict[str, str]:
         token = self.token if service == "protools" else self.stack.env["METALLICA_SERVICE_TOKEN"]
@@ -287,9 +292,7 @@ class ComposeLab(BaseLab):
 
     def start_service(self, service: str) -> float:
         self.stack.start(service)
-        until = time.monotonic() + 60
-        for container in self.stack.containers(service):
-            self._wait_ready(container, until)
+        self._wait_ready(service, time.monotonic() + 60)
         return time.time()
 
     def secrets(self) -> list[str]:
@@ -328,11 +331,47 @@ class ComposeLab(BaseLab):
                     container, "iptables", "-D", chain, flag, peer.address, "-j", "DROP"
                 )
 
+    def interface(self, container: Container) -> str:
+        """The container's interface on the project's network (``eth0`` at first; a
+        container disconnected and connected again gets another name)."""
+        args = ["nsenter", "--target", str(container.pid), "--net", "--", "ip", "-o", "-4", "addr"]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+        for line in done.stdout.splitlines():
+            fields = line.split()
+            if len(fields) > 3 and fields[3].split("/")[0] == container.address:
+                return fields[1]
+        raise ComposeError(f"{container.name} has no interface with {container.address}")
+
     @contextlib.contextmanager
-    def netem(self, container: Container, *spec: str) -> Iterator[None]:
-        """``tc netem`` on the container's interface (its egress) for the block."""
-        self.stack.in_netns(container, "tc", "qdisc", "add", "dev", "eth0", "root", "netem", *spec)
+    def slow_lossy_link(self, container: Container, loss: float = 0.1) -> Iterator[str]:
+        """Latency and packet loss on the container's egress, for the block; yields what was
+        done. ``tc netem`` (delay 300 ms +-50 ms, ``loss``) where the kernel has it; where it
+        does not (``CONFIG_NET_SCH_NETEM`` unset: "qdisc kind is unknown"), a token bucket at
+        128 kbit/s (each full packet ~95 ms on the wire, queueing up to 400 ms) and an
+        ``iptables`` rule dropping packets at random with the same probability."""
+        percent = f"{loss * 100:g}%"
+        device = self.interface(container)
         try:
-            yield
+            self.stack.in_netns(
+                container, "tc", "qdisc", "add", "dev", device, "root", "netem",
+                "delay", "300ms", "50ms", "loss", percent,
+            )  # fmt: skip
+            done, rules = f"netem delay 300 ms +-50 ms, loss {percent}", []
+        except ComposeError as error:
+            if "unknown" not in str(error):
+                raise
+            self.stack.in_netns(
+                container, "tc", "qdisc", "add", "dev", device, "root", "tbf",
+                "rate", "128kbit", "burst", "3200", "latency", "400ms",
+            )  # fmt: skip
+            rules = ["OUTPUT", "-m", "statistic", "--mode", "random", "--probability", str(loss)]
+            self.stack.in_netns(container, "iptables", "-I", *rules, "-j", "DROP")
+            done = (
+                f"no netem in this kernel: tbf 128 kbit/s, latency 400 ms; iptables loss {percent}"
+            )
+        try:
+            yield done
         finally:
-            self.stack.in_netns(container, "tc", "qdisc", "del", "dev", "eth0", "root")
+            self.stack.in_netns(container, "tc", "qdisc", "del", "dev", device, "root")
+            if rules:
+                self.stack.in_netns(container, "iptables", "-D", *rules, "-j", "DROP")

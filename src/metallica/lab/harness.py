@@ -50,6 +50,8 @@ LAB_SETTINGS = {
     "METALLICA_DB_LOCK_TIMEOUT": "0.5",
 }
 CALL_TIMEOUT = 1.0
+# 409 with Retry-After: another request with this key is being accepted; not an outcome.
+IN_PROGRESS = "command-in-progress"
 DEADLINE = 120.0
 
 
@@ -169,7 +171,11 @@ class BaseLab(abc.ABC):
             record.told, record.password = OK, body["password"]
         elif response.status_code == 200 and body.get("status") == "failed":
             record.told, record.error = FAILED, code_of(body.get("error") or {})
-        elif response.status_code in (409, 422) and record.told == UNKNOWN:
+        elif (
+            response.status_code in (409, 422)
+            and record.told == UNKNOWN
+            and code_of(body) != IN_PROGRESS  # the same command, still being accepted: later
+        ):
             record.told, record.error = FAILED, code_of(body)
 
     def resolve(
