@@ -343,12 +343,13 @@ class ComposeLab(BaseLab):
         raise ComposeError(f"{container.name} has no interface with {container.address}")
 
     @contextlib.contextmanager
-    def slow_lossy_link(self, container: Container, loss: float = 0.1) -> Iterator[str]:
-        """Latency and packet loss on the container's egress, for the block; yields what was
-        done. ``tc netem`` (delay 300 ms +-50 ms, ``loss``) where the kernel has it; where it
-        does not (``CONFIG_NET_SCH_NETEM`` unset: "qdisc kind is unknown"), a token bucket at
-        128 kbit/s (each full packet ~95 ms on the wire, queueing up to 400 ms) and an
-        ``iptables`` rule dropping packets at random with the same probability."""
+    def slow_lossy_link(self, container: Container, loss: float = 0.2) -> Iterator[str]:
+        """Latency and packet loss on the container's link, for the block; yields what was
+        done. ``tc netem`` on its egress (delay 300 ms +-50 ms, ``loss``) where the kernel has
+        it; where it does not (``CONFIG_NET_SCH_NETEM`` unset: "qdisc kind is unknown"), a
+        token bucket at 64 kbit/s on its egress (a full packet ~190 ms on the wire, queueing
+        up to 400 ms) and ``iptables`` rules dropping packets at random, both ways, with the
+        same probability."""
         percent = f"{loss * 100:g}%"
         device = self.interface(container)
         try:
@@ -356,22 +357,24 @@ class ComposeLab(BaseLab):
                 container, "tc", "qdisc", "add", "dev", device, "root", "netem",
                 "delay", "300ms", "50ms", "loss", percent,
             )  # fmt: skip
-            done, rules = f"netem delay 300 ms +-50 ms, loss {percent}", []
+            done, rules = f"netem delay 300 ms +-50 ms, loss {percent}", list[list[str]]()
         except ComposeError as error:
             if "unknown" not in str(error):
                 raise
             self.stack.in_netns(
                 container, "tc", "qdisc", "add", "dev", device, "root", "tbf",
-                "rate", "128kbit", "burst", "3200", "latency", "400ms",
+                "rate", "64kbit", "burst", "3200", "latency", "400ms",
             )  # fmt: skip
-            rules = ["OUTPUT", "-m", "statistic", "--mode", "random", "--probability", str(loss)]
-            self.stack.in_netns(container, "iptables", "-I", *rules, "-j", "DROP")
+            random_drop = ["-m", "statistic", "--mode", "random", "--probability", str(loss)]
+            rules = [[chain, *random_drop, "-j", "DROP"] for chain in ("OUTPUT", "INPUT")]
+            for rule in rules:
+                self.stack.in_netns(container, "iptables", "-I", *rule)
             done = (
-                f"no netem in this kernel: tbf 128 kbit/s, latency 400 ms; iptables loss {percent}"
+                f"no netem in this kernel: tbf 64 kbit/s, latency 400 ms; {percent} loss both ways"
             )
         try:
             yield done
         finally:
             self.stack.in_netns(container, "tc", "qdisc", "del", "dev", device, "root")
-            if rules:
-                self.stack.in_netns(container, "iptables", "-D", *rules, "-j", "DROP")
+            for rule in rules:
+                self.stack.in_netns(container, "iptables", "-D", *rule)

@@ -243,7 +243,7 @@ _IN_ORDER: list[Scenario[ComposeLab]] = [
     Scenario(
         "generators-lossy",
         "Latency and loss to the generators",
-        f"latency and 10 % loss on every generator's link for {FAULT_SECONDS:g} s (tc)",
+        f"latency and 20 % loss on every generator's link for {FAULT_SECONDS:g} s (tc)",
         _generators_lossy,
     ),
 ]
