@@ -9,7 +9,7 @@ from pathlib import Path
 
 from metallica.client import format_table
 from metallica.lab.harness import Lab, LabConfig
-from metallica.lab.scenarios import SCENARIOS, ScenarioResult, run_scenario
+from metallica.lab.scenarios import SCENARIOS, AnyLab, Scenario, ScenarioResult, run_scenario
 from metallica.load.records import summarize
 
 Progress = Callable[[str], None]
@@ -27,16 +27,25 @@ def run_scenarios(
             f"behind fault proxies ({root})"
         )
         with Lab(config, root) as lab:
-            for number, name in enumerate(names, start=1):
-                scenario = SCENARIOS[name]
-                progress(f"[{number}/{len(names)}] {name}: {scenario.fault} ...")
-                result = run_scenario(lab, scenario)
-                results.append(result)
-                verdict = "ok" if result.ok else "VIOLATION"
-                progress(f"[{number}/{len(names)}] {name}: {verdict} in {result.seconds:.1f} s")
+            results = run_in_order(lab, [SCENARIOS[name] for name in names], progress)
     finally:
         if config.data_dir is None:
             shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def run_in_order(
+    lab: AnyLab, scenarios: Sequence[Scenario[AnyLab]], progress: Progress
+) -> list[ScenarioResult]:
+    """Run ``scenarios`` one after the other on ``lab``, saying each one's start and verdict."""
+    results = []
+    for number, scenario in enumerate(scenarios, start=1):
+        where = f"[{number}/{len(scenarios)}] {scenario.name}"
+        progress(f"{where}: {scenario.fault} ...")
+        result = run_scenario(lab, scenario)
+        results.append(result)
+        verdict = "ok" if result.ok else "VIOLATION"
+        progress(f"{where}: {verdict} in {result.seconds:.1f} s")
     return results
 
 
@@ -115,13 +124,7 @@ def run_compose_scenarios(
         progress(f"docker compose up --wait: PostgreSQL, {replicas} ({stack.project})")
         stack.up()
         with ComposeLab(stack, maildir) as lab:
-            for number, name in enumerate(names, start=1):
-                scenario = COMPOSE_SCENARIOS[name]
-                progress(f"[{number}/{len(names)}] {name}: {scenario.fault} ...")
-                result = run_scenario(lab, scenario)
-                results.append(result)
-                verdict = "ok" if result.ok else "VIOLATION"
-                progress(f"[{number}/{len(names)}] {name}: {verdict} in {result.seconds:.1f} s")
+            results = run_in_order(lab, [COMPOSE_SCENARIOS[name] for name in names], progress)
             logs = lab.logs()
             leaked = [secret for secret in lab.secrets() if secret in logs]
             if results:
