@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, connect_sse
+
+# A replica overloaded, shutting down or behind a proxy that lost it: the stream is tried again.
+RETRIED_STATUSES = frozenset({502, 503, 504})
+
+
+class LogStreamRefused(Exception):
+    """protools refused to stream the log (a problem+json: bad input, a token it refuses)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"{response.status_code}: {response.text[:500]}")
+        self.response = response
+
+
+class LogStreamLost(Exception):
+    """The log's stream kept breaking: no event came through the reconnections allowed."""
+
+
+def _log_params(
+    after: int, types: Sequence[str], workflow_id: str | None, limit: int | None = None
+) -> dict[str, str | int]:
+    params: dict[str, str | int] = {}
+    if after:
+        params["after"] = after
+    if limit is not None:
+        params["limit"] = limit
+    if types:
+        params["type"] = ",".join(types)
+    if workflow_id:
+        params["workflow_id"] = workflow_id
+    return params
 
 
 class ProtoolsClient:
@@ -52,6 +85,68 @@ class ProtoolsClient:
         """The workflow's events; ``view="compact"``: runs of failed attempts summed up."""
         params = {"view": view} if view != "all" else None
         return self._http.get(f"/v1/workflows/{workflow_id}/events", params=params)
+
+    def log(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        types: Sequence[str] = (),
+        workflow_id: str | None = None,
+    ) -> httpx.Response:
+        """A page of the log after position ``after`` (``events``, ``head``, ``next``)."""
+        return self._http.get("/v1/events", params=_log_params(after, types, workflow_id, limit))
+
+    def follow_log(
+        self,
+        *,
+        after: int = 0,
+        types: Sequence[str] = (),
+        workflow_id: str | None = None,
+        reconnects: int = 10,
+        idle_timeout: float = 60.0,
+    ) -> Iterator[dict[str, Any]]:
+        """The log's events after ``after``, live, each once and in order, for as long as the
+        caller iterates: ``GET /v1/events/stream``, resumed from the last position received
+        (``Last-Event-ID``) when the stream ends or breaks, at most ``reconnects`` times in a
+        row without an event between. ``idle_timeout``: seconds without a byte (heartbeats
+        included) after which the stream counts as broken."""
+        last, failures = after, 0
+        timeout = httpx.Timeout(10.0, read=idle_timeout)
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            params = _log_params(0, types, workflow_id)
+            try:
+                with connect_sse(
+                    self._http,
+                    "GET",
+                    "/v1/events/stream",
+                    params=params,
+                    headers=headers,
+                    timeout=timeout,
+                ) as source:
+                    status = source.response.status_code
+                    if status != 200:
+                        source.response.read()
+                        if status not in RETRIED_STATUSES:
+                            raise LogStreamRefused(source.response)
+                        raise SSEError(f"the replica answered {status}: trying again")
+                    for message in source.iter_sse():
+                        if message.event == "end":
+                            break  # the replica ended this stream: resume where it left off
+                        event: dict[str, Any] = message.json()
+                        last, failures = int(event["position"]), 0
+                        yield event
+                    else:
+                        raise SSEError("the stream closed without an end event")
+                time.sleep(0.05)  # an end event: a clean hand-off, resumed at once
+                continue
+            except (httpx.TransportError, SSEError):
+                pass
+            failures += 1
+            if failures > reconnects:
+                raise LogStreamLost(f"the stream broke {failures} times in a row at {last}")
+            time.sleep(min(5.0, 0.1 * 2**failures))
 
     def close(self) -> None:
         self._http.close()

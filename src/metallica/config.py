@@ -224,6 +224,71 @@ SETTINGS: tuple[Setting, ...] = (
         unit="s",
     ),
     _s(
+        "log-readers",
+        str,
+        None,
+        P,
+        """Names of the clients (comma-separated, as in METALLICA_CLIENT_TOKENS) that may read
+        the whole log (GET /v1/events, the stream): any other client sees the events of the
+        workflows it started only.""",
+    ),
+    _s(
+        "log-poll-interval",
+        float,
+        0.5,
+        P,
+        """How often, in seconds, the log's tailer looks for events while someone follows the
+        log: on SQLite, and on PostgreSQL while its notifications are lost (they wake it at
+        once otherwise; this replica's own changes always do).""",
+        minimum=0.01,
+        maximum=60,
+        unit="s",
+    ),
+    _s(
+        "stream-buffer",
+        int,
+        1000,
+        P,
+        """Events a follower of the stream (GET /v1/events/stream) may have waiting to be sent;
+        one that falls further behind is disconnected with a reason (slow-reader) and resumes
+        from its Last-Event-ID.""",
+        minimum=10,
+        maximum=1_000_000,
+    ),
+    _s(
+        "stream-heartbeat",
+        float,
+        15.0,
+        P,
+        "Seconds between the stream's heartbeats (an SSE comment) when no event is sent.",
+        minimum=0.1,
+        maximum=300,
+        unit="s",
+    ),
+    _s(
+        "stream-send-timeout",
+        float,
+        10.0,
+        P,
+        """Seconds one write to a follower of the stream may take before it is disconnected
+        (a reader that stopped reading).""",
+        minimum=0.1,
+        maximum=300,
+        unit="s",
+    ),
+    _s(
+        "stream-max-duration",
+        float,
+        600.0,
+        P,
+        """Seconds after which a follower of the stream is ended (reason max-duration) and
+        resumes with its Last-Event-ID: long connections rotate, so followers spread over the
+        replicas started since, and no proxy's idle or lifetime limit cuts one mid-event.""",
+        minimum=0.01,
+        maximum=86_400,
+        unit="s",
+    ),
+    _s(
         "wait-default",
         float,
         5.0,

@@ -99,6 +99,12 @@ class NotFound(MetallicaError):
     title = "Not found"
 
 
+class PositionPastHead(NotFound):
+    """No event has this log position yet: it is past the log's head."""
+
+    code = "position-past-head"
+
+
 class InvalidInput(MetallicaError):
     """The request body is not valid."""
 

@@ -141,6 +141,9 @@ def protools_url(
         # queue (its wait is 0), so it gets the documented 503, which schemathesis counts as
         # a server error like any 5xx. Room for the workflows it starts keeps them admitted.
         flow=FlowSettings(admission_floor=64),
+        # The log's stream ends after this long (with an 'end' event), so that each of the
+        # fuzzer's cases of GET /v1/events/stream gets a whole answer it can check.
+        stream_max_duration=0.05,
     )
     return serve(create_protools(settings))
 

@@ -81,7 +81,7 @@ def test_a_dataclass_field_named_after_a_setting_has_its_default() -> None:
         for field in dataclasses.fields(cls):
             if field.name in keys and field.default is not dataclasses.MISSING:
                 expected = keys[field.name].default
-                unset = expected is None and field.default == ""  # no value: None or ""
+                unset = expected is None and not field.default  # no value: None, "" or {}
                 assert unset or field.default == expected, (cls.__name__, field.name)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from metallica.errors import BadRequest, Forbidden
 from metallica.protools import engine, store
+from metallica.protools.sealing import is_sealed
 
 REDACTED = "***"
 # A compact listing's entry for a run of failed attempts (never stored: see compact()).
@@ -31,12 +32,13 @@ READ_WAIT_DEFAULT = 0
 
 
 def redact(value: Any, secret_fields: frozenset[str]) -> Any:
-    """``value`` with the string of every field in ``secret_fields`` masked, at any depth, for
-    event listings (the password workflow's: the password and the mail's body)."""
+    """``value`` with every field in ``secret_fields`` masked, at any depth, whether it holds
+    a string or a sealed one (as stored), for event listings (the password workflow's: the
+    password and the mail's body)."""
     if isinstance(value, Mapping):
         return {
             key: REDACTED
-            if key in secret_fields and isinstance(item, str)
+            if key in secret_fields and (isinstance(item, str) or is_sealed(item))
             else redact(item, secret_fields)
             for key, item in value.items()
         }
@@ -101,7 +103,7 @@ def workflows_page(found: Sequence[store.WorkflowSummary], limit: int) -> dict[s
                 "workflow_id": summary.workflow_id,
                 "status": summary.status,
                 "username": summary.input.get("username"),
-                "started_at": _iso(summary.started_at),
+                "started_at": iso_time(summary.started_at),
             }
             for summary in found
         ],
@@ -131,7 +133,10 @@ def listing(
     listed = []
     for entry in entries:
         if isinstance(entry, FailureRun):
-            first, data = entry.first, entry.summary() | {"last_time": _iso(entry.last.recorded_at)}
+            first, data = (
+                entry.first,
+                entry.summary() | {"last_time": iso_time(entry.last.recorded_at)},
+            )
             kind = ATTEMPTS_FAILED
         else:
             first, data, kind = entry, dict(entry.data), entry.type
@@ -139,14 +144,15 @@ def listing(
             {
                 "version": first.version,
                 "type": kind,
-                "time": _iso(first.recorded_at),
+                "time": iso_time(first.recorded_at),
                 "data": redact(data, secret_fields),
             }
         )
     return listed
 
 
-def _iso(timestamp: float) -> str:
+def iso_time(timestamp: float) -> str:
+    """A time as the API writes it: ISO 8601, UTC, to the millisecond."""
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(
         timespec="milliseconds"
     )

@@ -9,12 +9,14 @@ workflow waits with :func:`metallica.protools.watchers.wait_for_state`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,7 +26,7 @@ from metallica.config import CALLEE_NAMES
 from metallica.errors import NotFound
 from metallica.faults import FaultPoints
 from metallica.problems import MEDIA_TYPE
-from metallica.protools import engine, history, password_workflow
+from metallica.protools import engine, history, log, password_workflow, stream
 from metallica.protools.clients import ServiceClients
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.intake import Intake
@@ -33,6 +35,7 @@ from metallica.protools.openapi import openapi_document
 from metallica.protools.relay import Relay
 from metallica.protools.service import WorkflowService
 from metallica.protools.settings import ProtoolsSettings
+from metallica.protools.tailer import LogTailer
 from metallica.protools.watchers import Watchers, wait_for_state
 from metallica.threads import in_thread
 from metallica.web.app import (
@@ -128,12 +131,20 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             limit_wait=settings.call_timeout,
             metrics=metrics,
         )
+        event_log = log.EventLog(database, definition.secret_fields)
+        tailer = LogTailer(
+            database, event_log, poll_interval=settings.log_poll_interval, wake=watchers.any_change
+        )
         metrics.watch(admission, relay.guards)
+        metrics.watch_log(tailer)
         app.state.service = service
+        app.state.log = event_log
+        app.state.tailer = tailer
         app.state.intake = Intake(admission, service, relay, faults=faults, metrics=metrics)
         app.state.readiness_checks = {
             "database": database_check(database),
             **{f"relay_{name}": health_check(loop) for name, loop in relay.health.items()},
+            "log_tailer": health_check(tailer.health),
         }
         # Shutdown runs these backwards, once the server stopped accepting: cancel the relay's
         # loops, stop its deliveries, close the HTTP clients, then (the stack's first entry)
@@ -143,6 +154,9 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         stack.push_async_callback(relay.aclose)
         loop_task = asyncio.get_running_loop().create_task(relay.run())
         stack.push_async_callback(_cancel, loop_task)
+        tailer_task = asyncio.get_running_loop().create_task(tailer.run())
+        stack.push_async_callback(_cancel, tailer_task)
+        stack.callback(tailer.close)  # first: the streams end, saying why
         logger.info("metallica.protools_started", extra={"replica": replica_id})
 
     def answer(state: engine.WorkflowState, *, creating: bool) -> Response:
@@ -225,6 +239,52 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         listed = history.listing(events, definition.secret_fields, view=view)
         return JSONResponse({"events": listed})
 
+    def reader_of(request: Request) -> log.Reader:
+        client: str = request.state.caller
+        return log.Reader(client, whole_log=client in settings.log_readers)
+
+    async def get_log(request: Request) -> Response:
+        known_query(request, *log.LOG_PARAMETERS)
+        query = log.log_query(request.query_params)
+        event_log: log.EventLog = request.app.state.log
+        page = await in_thread(event_log.page, query, reader_of(request))
+        return JSONResponse(
+            {
+                "events": [event_log.entry(logged) for logged in page.events],
+                "head": page.head,
+                "next": page.next,
+            }
+        )
+
+    async def stream_log(request: Request) -> Response:
+        known_query(request, *log.STREAM_PARAMETERS)
+        query = log.log_query(request.query_params, paged=False)
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id is not None:  # a client resuming: it overrides ?after
+            after = log.position(last_event_id, field="Last-Event-ID")
+            query = dataclasses.replace(query, after=after)
+        event_log: log.EventLog = request.app.state.log
+        head = await in_thread(event_log.head)
+        if query.after > head:
+            field = "after" if last_event_id is None else "Last-Event-ID"
+            raise log.past_head(head, field=field)
+        events = stream.follow(
+            request.app.state.tailer,
+            event_log,
+            query,
+            reader_of(request),
+            capacity=settings.stream_buffer,
+            heartbeat=settings.stream_heartbeat,
+            max_duration=settings.stream_max_duration,
+            metrics=metrics,
+        )
+        return EventSourceResponse(
+            events,
+            ping=settings.stream_heartbeat,
+            send_timeout=settings.stream_send_timeout,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
     token = settings.client_credentials
     routes = [
         Route(
@@ -238,6 +298,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         Route(
             "/v1/workflows/{workflow_id}/events", authenticated(token, get_events), methods=["GET"]
         ),
+        Route("/v1/events", authenticated(token, get_log), methods=["GET"]),
+        Route("/v1/events/stream", authenticated(token, stream_log), methods=["GET"]),
         *fault_routes(token, faults),
     ]
     return service_app(

@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from metallica.overload.breaker import STATE_CODES
 from metallica.overload.queue import Ticket
 from metallica.protools.flow import Admission, DownstreamGuard
+from metallica.protools.tailer import LogTailer
 from metallica.web.metrics import ServiceMetrics
 
 # Seconds: from a burst served in a few milliseconds to a command that waited out its patience.
@@ -93,12 +94,49 @@ class ProtoolsMetrics(ServiceMetrics):
             buckets=QUEUED_BUCKETS,
             registry=registry,
         )
+        self.followers_ended = Counter(
+            "metallica_log_followers_ended",
+            "Streams of the log this replica ended, by reason (slow-reader, send-timeout, "
+            "shutting-down, client-left).",
+            ["reason"],
+            registry=registry,
+        )
         self._budget = Gauge(
             "metallica_retry_budget_available",
             "Retries the budget of each service would allow now.",
             ["downstream"],
             registry=registry,
         )
+
+    def watch_log(self, tailer: LogTailer) -> None:
+        """The log's gauges, read from this replica's tailer at each scrape."""
+        gauges = (
+            (
+                "metallica_log_position",
+                "The last log position this replica's tailer handed to "
+                "its followers (0 while nobody follows).",
+                lambda: float(tailer.position or 0),
+            ),
+            (
+                "metallica_log_lag_seconds",
+                "How far behind the newest event this replica's "
+                "tailer is, in seconds (0 when it has read everything).",
+                lambda: tailer.lag_seconds,
+            ),
+            (
+                "metallica_log_oldest_write_seconds",
+                "How long the oldest open write transaction "
+                "of the database has been open: one that holds the log's turn holds every writer.",
+                lambda: tailer.oldest_write_seconds,
+            ),
+            (
+                "metallica_log_followers",
+                "Streams following the log on this replica.",
+                lambda: float(tailer.followers),
+            ),
+        )
+        for name, documentation, read in gauges:
+            Gauge(name, documentation, registry=self.registry).set_function(read)
 
     def watch(self, admission: Admission, guards: Mapping[str, DownstreamGuard]) -> None:
         """Read the live values at each scrape."""

@@ -17,6 +17,8 @@ from metallica.protools.history import (
     LIST_STATUSES,
     READ_WAIT_DEFAULT,
 )
+from metallica.protools.log import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX, TYPE_NAME, TYPES_MAX
+from metallica.protools.stream import END_REASONS
 from metallica.web.openapi import (
     ADDRESS_SCHEMA,
     IDEMPOTENCY_KEY,
@@ -66,6 +68,38 @@ EVENTS_VIEW = {
     "schema": {"enum": list(EVENT_VIEWS), "default": EVENT_VIEW_DEFAULT},
 }
 
+POSITION = {"type": "string", "pattern": f"^[0-9]{{1,{CURSOR_DIGITS}}}$"}
+LOG_FILTERS = [
+    {
+        "name": "after",
+        "in": "query",
+        "description": "a log position: only the events after it (default 0, the start); a "
+        "position past the log's head is a 404",
+        "schema": POSITION,
+    },
+    {
+        "name": "type",
+        "in": "query",
+        "description": f"only events of these types, comma-separated (at most {TYPES_MAX})",
+        "schema": {
+            "type": "string",
+            "pattern": f"^{TYPE_NAME.pattern}(,{TYPE_NAME.pattern}){{0,{TYPES_MAX - 1}}}$",
+        },
+        "examples": {"one": {"value": "WorkflowCompleted"}},
+    },
+    {
+        "name": "workflow_id",
+        "in": "query",
+        "description": "only this workflow's events (a UUID; anything else: 400 invalid-id)",
+        "schema": WORKFLOW_ID,
+    },
+]
+PAST_HEAD = problem("position-past-head: no event has that position yet")
+LOG_READS = (
+    "A client sees the events of the workflows it started; one named in METALLICA_LOG_READERS "
+    "sees the whole log. Passwords and mail bodies are masked."
+)
+
 
 def openapi_document() -> Document:
     """protools' document, a fresh copy the caller may change."""
@@ -93,16 +127,71 @@ def openapi_document() -> Document:
         "allOf": [{"$ref": "#/components/schemas/Workflow"}],
         "properties": {"status": {"const": RUNNING}},
     }
+    event_fields: dict[str, object] = {
+        "version": {"type": "integer", "minimum": 1},
+        "type": {"type": "string", "examples": ["WorkflowStarted", "StepSucceeded"]},
+        "time": {"type": "string", "format": "date-time"},
+        "data": {"type": "object", "description": "passwords and mail bodies masked"},
+    }
     event = {
         "type": "object",
         "required": ["version", "type", "time", "data"],
+        "properties": event_fields,
+        "additionalProperties": False,
+    }
+    logged = {
+        "type": "object",
+        "required": ["position", "workflow_id", "version", "type", "time", "data"],
         "properties": {
-            "version": {"type": "integer", "minimum": 1},
-            "type": {"type": "string", "examples": ["WorkflowStarted", "StepSucceeded"]},
-            "time": {"type": "string", "format": "date-time"},
-            "data": {"type": "object", "description": "passwords and mail bodies masked"},
+            "position": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "the event's place in the log: in commit order, never reused",
+            },
+            "workflow_id": WORKFLOW_ID,
+            **event_fields,
         },
         "additionalProperties": False,
+    }
+    # One message of the stream (each is checked against it): an event of the log, or the
+    # last message, 'end'.
+    sse_message = {
+        "anyOf": [
+            {
+                "type": "object",
+                "required": ["id", "data"],
+                "properties": {
+                    "id": POSITION,
+                    "event": {"const": "message"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": logged,
+                    },
+                },
+            },
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": "end"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "type": "object",
+                            "required": ["reason", "detail", "resume_after"],
+                            "properties": {
+                                "reason": {"enum": list(END_REASONS)},
+                                "detail": {"type": "string"},
+                                "resume_after": {"type": "integer", "minimum": 0},
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                },
+            },
+        ]
     }
     command = {
         "type": "object",
@@ -307,6 +396,94 @@ def openapi_document() -> Document:
                         "invalid-id: the id is not a UUID, or bad-request: a view other than "
                         "all or compact, or another query parameter"
                     ),
+                },
+            }
+        },
+        "/v1/events": {
+            "get": {
+                "operationId": "readLog",
+                "tags": ["log"],
+                "summary": "The log: every event in commit order, a page at a time",
+                "description": LOG_READS,
+                "parameters": [
+                    *LOG_FILTERS,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": f"events on a page (default {LOG_LIMIT_DEFAULT})",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": LOG_LIMIT_MAX},
+                    },
+                ],
+                "responses": {
+                    "200": json_body(
+                        {
+                            "type": "object",
+                            "required": ["events", "head", "next"],
+                            "properties": {
+                                "events": {"type": "array", "items": logged},
+                                "head": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "the log's last position when it was read",
+                                },
+                                "next": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "pass as ?after= for the next page: every "
+                                    "event up to it was looked at; equal to head: caught up",
+                                },
+                            },
+                            "additionalProperties": False,
+                        },
+                        "the events after the position, oldest first",
+                    ),
+                    "400": problem(
+                        "bad-request: after not a position, limit out of range, a bad type, "
+                        "or a query parameter this endpoint does not take; invalid-id: "
+                        "workflow_id is not a UUID"
+                    ),
+                    "404": PAST_HEAD,
+                    "401": UNAUTHORIZED,
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/v1/events/stream": {
+            "get": {
+                "operationId": "followLog",
+                "tags": ["log"],
+                "summary": "The log, live, as Server-Sent Events",
+                "description": LOG_READS + " Each event is an SSE message whose id is its "
+                "position and whose data is the event as GET /v1/events shows it; a comment "
+                "every METALLICA_STREAM_HEARTBEAT seconds (15) when nothing else is sent. A "
+                "stream that the replica ends (a slow reader, a replica shutting down, "
+                "METALLICA_STREAM_MAX_DURATION passed) gets a last message of event 'end' "
+                "whose data holds reason, detail and resume_after: reconnect with "
+                "Last-Event-ID set to that position (a browser's EventSource does).",
+                "parameters": [
+                    *LOG_FILTERS,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "a client resuming: the last position it received "
+                        "(overrides after)",
+                        "schema": POSITION,
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream: the events after the position, then live",
+                        "content": {"text/event-stream": {"schema": sse_message}},
+                    },
+                    "400": problem(
+                        "bad-request: after or Last-Event-ID not a position, a bad type, or a "
+                        "query parameter this endpoint does not take; invalid-id: workflow_id "
+                        "is not a UUID"
+                    ),
+                    "404": PAST_HEAD,
+                    "401": UNAUTHORIZED,
+                    "503": UNAVAILABLE,
                 },
             }
         },

@@ -109,9 +109,9 @@ class WorkflowService:
                     if recorded.fingerprint != body_fingerprint:
                         raise KeyReusedWithOtherBody()
                     return Accepted(recorded.workflow_id, None)
-                self._append(tx, workflow_id, 0, decision.events, now=now)
                 assert decision.send is not None
                 message = self._send(tx, workflow_id, decision.send, leased=lease)
+                self._append(tx, workflow_id, 0, decision.events, now=now)  # last: see _append
         except LockTimeout:
             # Another request with this key holds it in an open transaction.
             raise CommandInProgress(retry_after=1) from None
@@ -154,6 +154,10 @@ class WorkflowService:
         *,
         now: float,
     ) -> list[int]:
+        """Append ``events``, their secret fields sealed. The first append of a transaction
+        waits for the log's turn and holds it until commit (``protools/log.py``): a use case
+        appends last, so that the turn is held for the append and the commit only. A
+        :class:`store.VersionConflict` ends the transaction: the caller retries in a new one."""
         sealed = [
             dataclasses.replace(event, data=self.sealer.seal(stream_id, event.data))
             for event in events
@@ -363,7 +367,6 @@ class WorkflowService:
             elapsed_ms=elapsed_ms,
             random=self._random,
         )
-        self._append(tx, message.stream_id, state.version, decision.events, now=now)
         if decision.retry_at is not None:
             store.reschedule(tx, message.id, delay=decision.retry_at - now)
         elif held or not isinstance(outcome, engine.Retry):
@@ -371,6 +374,7 @@ class WorkflowService:
         following = (
             self._send(tx, message.stream_id, decision.send) if decision.send is not None else None
         )
+        self._append(tx, message.stream_id, state.version, decision.events, now=now)  # last
         after = engine.after(state, decision.events, now=now)
         return Recorded(following, decision.finishes, decision.retry_at, not held, state=after)
 

@@ -12,12 +12,23 @@ from metallica.protools.flow import FlowSettings
 from metallica.protools.sealing import ProtoolsKeyring
 from metallica.sealing import KeyConfigError
 from metallica.storage import Timeouts
-from metallica.web.auth import DEFAULT_NAME, Credentials
+from metallica.web.auth import DEFAULT_NAME, NAME, Credentials
 from metallica.web.settings import common
 
 
 def _ephemeral_keys() -> ProtoolsKeyring:
     return ProtoolsKeyring.generate("ephemeral")
+
+
+def _log_readers(text: str | None) -> frozenset[str]:
+    """The client names of METALLICA_LOG_READERS; a name no token could carry is an error."""
+    names = frozenset(part.strip() for part in (text or "").split(",") if part.strip())
+    wrong = sorted(name for name in names if not NAME.fullmatch(name))
+    if wrong:
+        raise config.ConfigError(
+            f"METALLICA_LOG_READERS: {wrong[0]!r} is not a client name (lower case, digits, . _ -)"
+        )
+    return names
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,12 @@ class ProtoolsSettings:
     retry_max: float = default("retry-max")
     lease_seconds: float = default("lease-seconds")
     poll_interval: float = default("poll-interval")
+    log_readers: frozenset[str] = frozenset()
+    log_poll_interval: float = default("log-poll-interval")
+    stream_buffer: int = default("stream-buffer")
+    stream_heartbeat: float = default("stream-heartbeat")
+    stream_send_timeout: float = default("stream-send-timeout")
+    stream_max_duration: float = default("stream-max-duration")
     wait_default: float = default("wait-default")
     wait_max: float = default("wait-max")
     workflow_deadline: float = default("workflow-deadline")
@@ -95,6 +112,12 @@ class ProtoolsSettings:
             retry_max=value(options, "retry-max"),
             lease_seconds=value(options, "lease-seconds"),
             poll_interval=value(options, "poll-interval"),
+            log_readers=_log_readers(options.get("log_readers")),
+            log_poll_interval=value(options, "log-poll-interval"),
+            stream_buffer=value(options, "stream-buffer"),
+            stream_heartbeat=value(options, "stream-heartbeat"),
+            stream_send_timeout=value(options, "stream-send-timeout"),
+            stream_max_duration=value(options, "stream-max-duration"),
             wait_default=value(options, "wait-default"),
             wait_max=value(options, "wait-max"),
             workflow_deadline=value(options, "workflow-deadline"),

@@ -93,6 +93,8 @@ def _message(row: Row) -> OutboxMessage:
 
 # --- event store -----------------------------------------------------------------------------
 
+MAX_POSITION = 2**63 - 1  # past every event: the first page
+
 
 def append(
     tx: Transaction,
@@ -132,6 +134,54 @@ def read_stream(tx: Transaction, stream_id: str) -> list[RecordedEvent]:
 def read_all(tx: Transaction, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
     """The global log after position ``after``, in order."""
     return [_event(row) for row in tx.fetch_all("read_all", after=after, limit=limit)]
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """An event as the log's followers read it: with the client that started its workflow
+    (None for a workflow started before clients had names)."""
+
+    event: RecordedEvent
+    client: str | None
+
+
+def log_head(tx: Transaction) -> int:
+    """The log's last position (0 while it is empty)."""
+    row = tx.fetch_one("log_head")
+    assert row is not None, "an aggregate always returns a row"
+    return int(row["head"])
+
+
+def read_log(
+    tx: Transaction,
+    *,
+    after: int,
+    until: int = MAX_POSITION,
+    limit: int,
+    types: Sequence[str] = (),
+    stream_id: str = "",
+    client: str = "",
+) -> list[LoggedEvent]:
+    """The log's events after position ``after`` and up to ``until``, in order, at most
+    ``limit``; only ``types`` (all when empty), one workflow's (``stream_id``) or one client's
+    (``client``) when given."""
+    rows = tx.fetch_all(
+        "read_log",
+        after=after,
+        until=until,
+        limit=limit,
+        strings=json.dumps(list(types)),
+        stream_id=stream_id,
+        client=client,
+    )
+    return [LoggedEvent(_event(row), row["client"]) for row in rows]
+
+
+def oldest_write(tx: Transaction) -> float:
+    """Seconds the oldest open write transaction of this database has been open (0 if none)."""
+    row = tx.fetch_one("oldest_write")
+    assert row is not None
+    return max(0.0, float(row["seconds"]))
 
 
 def list_streams(tx: Transaction, *, limit: int = 50) -> list[tuple[str, Mapping[str, Any], float]]:
@@ -174,9 +224,6 @@ def list_workflows(
         )
         for row in rows
     ]
-
-
-MAX_POSITION = 2**63 - 1  # past every event: the first page
 
 
 # --- outbox ---------------------------------------------------------------------------------

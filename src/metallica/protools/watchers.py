@@ -35,6 +35,8 @@ class Watchers:
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[Watch]] = {}
+        # Set at every change notified here, whoever waits (the log's tailer: tailer.py).
+        self.any_change = asyncio.Event()
 
     @contextlib.contextmanager
     def watch(self, workflow_id: str) -> Iterator[Watch]:
@@ -52,6 +54,7 @@ class Watchers:
                     del self._waiting[workflow_id]
 
     def notify(self, workflow_id: str, state: WorkflowState | None = None) -> None:
+        self.any_change.set()
         for watch in self._waiting.get(workflow_id, ()):
             watch.state = state
             watch.changed.set()

@@ -8,8 +8,8 @@ backend differs only in its migrations, a few catalog queries and the few method
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,9 +64,16 @@ class Database(Protocol):
 
     dialect: str
     schema: str
+    # Whether :meth:`listen` gives notifications (PostgreSQL) or none ever come (SQLite: poll).
+    listens: bool
 
     def transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
         """Open a transaction; ``write=False`` for read-only work."""
+
+    def listen(self, channel_prefix: str) -> AbstractAsyncContextManager[AsyncIterator[None]]:
+        """The notifications sent on this schema's channel (``channel_prefix`` and the schema's
+        name), one item each, on a connection of its own until the block ends; never any item
+        where :attr:`listens` is false."""
 
     def close(self, timeout: float = ...) -> None:
         """Refuse new transactions, wait at most ``timeout`` seconds for those under way, then

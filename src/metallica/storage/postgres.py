@@ -11,7 +11,7 @@ Transactions run at READ COMMITTED; concurrency control is in the SQL (unique co
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -104,6 +104,7 @@ class PostgresDatabase:
     """A pool of connections to one PostgreSQL database."""
 
     dialect = "postgres"
+    listens = True
 
     def __init__(
         self,
@@ -115,9 +116,10 @@ class PostgresDatabase:
         open_timeout: float = 10.0,
     ) -> None:
         self.schema = schema
+        self._url = with_timeouts(url, timeouts)
         self._queries = load_queries(self.dialect, schema)
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
-            with_timeouts(url, timeouts),
+            self._url,
             min_size=1,
             max_size=pool_size,
             kwargs={"row_factory": dict_row, "connect_timeout": 5},
@@ -186,6 +188,28 @@ class PostgresDatabase:
             self._pool.putconn(connection)
             raise
         return connection, transaction
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel_prefix: str) -> AsyncIterator[AsyncIterator[None]]:
+        """``LISTEN`` on the channel ``channel_prefix`` + the schema the queries run in (its
+        ``current_schema()``, as the notifier names it), on an async connection of its own,
+        closed when the block ends."""
+        async with await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, connect_timeout=5
+        ) as connection:
+            with _translated_errors():
+                cursor = await connection.execute("SELECT current_schema()")
+                row = await cursor.fetchone()
+                assert row is not None
+                channel = psycopg.sql.Identifier(channel_prefix + str(row[0]))
+                await connection.execute(psycopg.sql.SQL("LISTEN {}").format(channel))
+
+            async def notified() -> AsyncIterator[None]:
+                with _translated_errors():
+                    async for _ in connection.notifies():
+                        yield None
+
+            yield notified()
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Refuse new transactions, wait for those under way (``timeout`` seconds at most),

@@ -33,6 +33,9 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "strings_from_json": "SELECT value FROM json_each(:strings)",
         # The client a start event records (the expression its index is on).
         "started_by": "json_extract(s.data, '$.client')",
+        # The log's turn: BEGIN IMMEDIATE already holds the only write lock.
+        "log_turn": "1 AS turn",
+        "oldest_write_age": "0.0",
     },
     "postgres": {
         "now": "extract(epoch FROM clock_timestamp())::double precision",
@@ -41,6 +44,17 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "ids_from_json": "SELECT json_array_elements_text(CAST(:ids AS json))::bigint",
         "strings_from_json": "SELECT json_array_elements_text(CAST(:strings AS json))",
         "started_by": "((CAST(s.data AS jsonb)) ->> 'client')",
+        # The log's turn: a transaction-scoped advisory lock per schema (writers of the log
+        # commit one at a time), and a notification to the log's followers at commit.
+        "log_turn": (
+            "pg_advisory_xact_lock(1835822951, hashtext(current_schema())) AS turn, "
+            "pg_notify('metallica_log_' || current_schema(), '') AS notified"
+        ),
+        "oldest_write_age": (
+            "COALESCE((SELECT extract(epoch FROM clock_timestamp() - min(xact_start))"
+            "::double precision FROM pg_stat_activity"
+            " WHERE datname = current_database() AND backend_xid IS NOT NULL), 0.0)"
+        ),
     },
 }
 

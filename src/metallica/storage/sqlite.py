@@ -9,12 +9,13 @@ waits for the transactions under way and never closes a connection in use
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class SQLiteDatabase:
     """
 
     dialect = "sqlite"
+    listens = False  # one file, no server to notify: readers poll
 
     def __init__(
         self, url: str, schema: str, *, pool_size: int = 8, timeouts: Timeouts = DEFAULT_TIMEOUTS
@@ -202,6 +204,16 @@ class SQLiteDatabase:
                 self._discard(connection)  # closed while we used it: we close it, nobody else
                 connection = None  # its slot stays, for a transaction that began before
             self._pool.put(connection)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel_prefix: str) -> AsyncIterator[AsyncIterator[None]]:
+        """No notifications on SQLite: an iterator that never yields (readers poll)."""
+
+        async def never() -> AsyncIterator[None]:
+            await asyncio.Event().wait()
+            yield None  # pragma: no cover - never reached
+
+        yield never()
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Refuse new transactions, wait for those under way (``timeout`` seconds at most),

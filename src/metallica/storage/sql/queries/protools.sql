@@ -1,8 +1,12 @@
 -- name: append_event
 -- Append one event; the unique (stream_id, version) is the optimistic lock: no row back means
--- another writer took this version first, or the version would leave a gap.
+-- another writer took this version first, or the version would leave a gap. {log_turn} waits
+-- for this database's turn to write the log and holds it until the transaction ends, so that
+-- positions become visible in the order they are drawn: a reader that has seen position P
+-- never later finds a smaller one (protools/log.py says why, and what it costs).
 INSERT INTO events (stream_id, version, type, data, recorded_at)
 SELECT :stream_id, :version, :type, :data, :recorded_at
+FROM (SELECT {log_turn}) AS log_turn
 WHERE :version = 1 OR EXISTS (
     SELECT 1 FROM events WHERE stream_id = :stream_id AND version = :version - 1
 )
@@ -18,6 +22,31 @@ FROM events WHERE stream_id = :stream_id ORDER BY version;
 -- The global log after a position, in order (catch-up reads).
 SELECT global_position, stream_id, version, type, data, recorded_at
 FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit;
+
+-- name: log_head
+-- The log's last position (0 while it is empty).
+SELECT COALESCE(max(global_position), 0) AS head FROM events;
+
+-- name: read_log
+-- The log after :after up to :until, in order, each event with the client its workflow's start
+-- records: what the log's followers read. Filters: the types in :strings (a JSON array; '[]' for
+-- any), one workflow (:stream_id, '' for any), one client (:client, '' for any). Each event's
+-- start is found by its primary key (stream_id, version 1).
+SELECT e.global_position, e.stream_id, e.version, e.type, e.data, e.recorded_at,
+       {started_by} AS client
+FROM events e LEFT JOIN events s ON s.stream_id = e.stream_id AND s.version = 1
+WHERE e.global_position > :after AND e.global_position <= :until
+  AND (:strings = '[]' OR e.type IN ({strings_from_json}))
+  AND (:stream_id = '' OR e.stream_id = :stream_id)
+  AND (:client = '' OR {started_by} = :client)
+ORDER BY e.global_position
+LIMIT :limit;
+
+-- name: oldest_write
+-- How long the oldest transaction that writes to this database has been open, in seconds (0
+-- when none): one that holds the log's turn holds every writer of the log. SQLite: 0 (one
+-- writer, whose waiters give up after the busy timeout).
+SELECT {oldest_write_age} AS seconds;
 
 -- name: list_streams
 -- The newest streams first, by their first event.

@@ -1,0 +1,209 @@
+"""One tailer per replica: it follows the log in the database and hands each new event to every
+stream this replica serves (fan-out), so that a thousand followers cost one read, not a
+thousand polls.
+
+It reads only while someone follows. It is woken by this replica's own changes (the relay's
+records, through :class:`~metallica.protools.watchers.Watchers`), on PostgreSQL by the
+notification every transaction that appends to the log sends at commit (``LISTEN``), and
+otherwise looks every ``poll_interval`` (SQLite, several processes on one file; a notification
+connection that was lost). Reads are spaced ``min_interval`` apart at least, so that a busy
+replica's wake-ups are coalesced into one read of everything new.
+
+Each follower has a bounded buffer: one that does not keep up (``capacity`` events waiting) is
+ended with :class:`SlowReader`, never buffered without bound; it resumes from the last position
+it received, from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from metallica.protools import store
+from metallica.protools.log import EventLog, LogQuery, Reader
+from metallica.protools.loops import LoopHealth, keep_running, sleep_unless_woken
+from metallica.storage import Database
+from metallica.threads import in_thread
+
+logger = logging.getLogger(__name__)
+
+READ_BATCH = 500
+# The notification channel of a schema's log: this prefix and the schema's name (the append's
+# ``pg_notify`` in storage/queries.py).
+CHANNEL_PREFIX = "metallica_log_"
+# How often the age of the oldest open write transaction is measured (a stall's sign).
+STALL_CHECK_SECONDS = 5.0
+# How long a follower waits for the tailer's first look at the log.
+START_TIMEOUT = 10.0
+
+
+class FollowEnded(Exception):
+    """A follower was ended by the tailer; ``reason`` says why, for the client to read."""
+
+    reason = "ended"
+
+
+class SlowReader(FollowEnded):
+    reason = "slow-reader"
+
+
+class ShuttingDown(FollowEnded):
+    reason = "shutting-down"
+
+
+@dataclass(eq=False)
+class Follower:
+    """One stream's share of the tailer: the events after ``start`` that its query admits, in a
+    buffer of at most ``capacity``."""
+
+    query: LogQuery
+    reader: Reader
+    capacity: int
+    start: int
+    _buffer: deque[store.LoggedEvent] = field(default_factory=deque)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _ended: FollowEnded | None = None
+
+    def offer(self, events: list[store.LoggedEvent]) -> None:
+        if self._ended is not None:
+            return
+        self._buffer.extend(e for e in events if self.query.admits(e, self.reader))
+        if len(self._buffer) > self.capacity:
+            self.end(SlowReader(f"more than {self.capacity} events waited to be sent"))
+        elif self._buffer:
+            self._ready.set()
+
+    def end(self, why: FollowEnded) -> None:
+        self._ended = why
+        self._buffer.clear()
+        self._ready.set()
+
+    async def next_batch(self, timeout: float) -> list[store.LoggedEvent]:
+        """The events waiting (none after ``timeout`` seconds); raises :class:`FollowEnded`
+        once the tailer has ended this follower."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        self._ready.clear()
+        if self._ended is not None:
+            raise self._ended
+        batch = list(self._buffer)
+        self._buffer.clear()
+        return batch
+
+
+class LogTailer:
+    """Follows the log for this replica's streams (see the module's docstring)."""
+
+    def __init__(
+        self,
+        database: Database,
+        log: EventLog,
+        *,
+        poll_interval: float,
+        min_interval: float = 0.02,
+        wake: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.database = database
+        self.log = log
+        self.poll_interval = poll_interval
+        self.min_interval = min_interval
+        self.wake = wake if wake is not None else asyncio.Event()
+        self.position: int | None = None  # the last position handed out (None: not following)
+        self.lag_seconds = 0.0
+        self.oldest_write_seconds = 0.0
+        self._measured_at = -STALL_CHECK_SECONDS
+        self.health = LoopHealth("log_tailer")
+        self.listener_health = LoopHealth("log_notifications")
+        self._followers: set[Follower] = set()
+        self._positioned = asyncio.Event()
+        self._closed = False
+        self._clock = clock
+
+    @property
+    def followers(self) -> int:
+        return len(self._followers)
+
+    async def run(self) -> None:
+        """Tail the log until cancelled (and, on PostgreSQL, listen for its notifications)."""
+        async with asyncio.TaskGroup() as group:
+            self.health.task = group.create_task(
+                keep_running(self.health, self._step, self._sleep), name="log-tailer"
+            )
+            if self.database.listens:
+                self.listener_health.task = group.create_task(
+                    keep_running(self.listener_health, self._listen, asyncio.sleep),
+                    name="log-notifications",
+                )
+
+    async def _sleep(self, delay: float) -> None:
+        await asyncio.sleep(self.min_interval)  # coalesce the wake-ups of a busy replica
+        await sleep_unless_woken(self.wake, max(0.0, delay - self.min_interval))
+
+    async def _listen(self) -> float:
+        """Wake the tailer at each notification of the log, until the connection is lost
+        (then the keeper backs off and listens again; the tailer polls meanwhile)."""
+        async with self.database.listen(CHANNEL_PREFIX) as notifications:
+            self.listener_health.succeeded()
+            self.wake.set()  # whatever was missed while not listening
+            async for _ in notifications:
+                self.wake.set()
+        return 0.0
+
+    async def _step(self) -> float:
+        self.wake.clear()
+        now = time.monotonic()
+        if now - self._measured_at >= STALL_CHECK_SECONDS:
+            self._measured_at = now
+            self.oldest_write_seconds = await in_thread(self.log.oldest_write)
+        if not self._followers:
+            self.position, self.lag_seconds = None, 0.0
+            self._positioned.clear()
+            return self.poll_interval
+        if self.position is None:
+            self.position = await in_thread(self.log.head)
+            self._positioned.set()
+        while True:
+            events = await in_thread(self.log.read_after, self.position, READ_BATCH)
+            if not events:
+                self.lag_seconds = 0.0
+                break
+            for follower in list(self._followers):
+                follower.offer(events)
+            self.position = events[-1].event.global_position
+            self.lag_seconds = max(0.0, self._clock() - events[-1].event.recorded_at)
+            if len(events) < READ_BATCH:
+                self.lag_seconds = 0.0
+                break
+        return self.poll_interval
+
+    @contextlib.asynccontextmanager
+    async def follow(
+        self, query: LogQuery, reader: Reader, capacity: int
+    ) -> AsyncIterator[Follower]:
+        """A follower, from the tailer's position now, until the block ends."""
+        if self._closed:
+            raise ShuttingDown("this replica is shutting down")
+        follower = Follower(query, reader, capacity, start=-1)
+        self._followers.add(follower)
+        try:
+            self.wake.set()
+            async with asyncio.timeout(START_TIMEOUT):
+                await self._positioned.wait()
+            assert self.position is not None
+            follower.start = self.position
+            yield follower
+        finally:
+            self._followers.discard(follower)
+
+    def close(self) -> None:
+        """End every follower (shutting down) and take no new one."""
+        self._closed = True
+        for follower in list(self._followers):
+            follower.end(ShuttingDown("this replica is shutting down"))
