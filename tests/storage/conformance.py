@@ -448,6 +448,108 @@ class EventStoreConformance:
 # --- outbox --------------------------------------------------------------------------------------
 
 
+class LogConformance:
+    """The global log as its followers read it: positions visible in commit order, so a
+    reader that moved past P never sees, later, an event at or below P."""
+
+    WRITERS, TRANSACTIONS = 4, 40
+
+    def test_a_reader_moving_past_what_it_saw_misses_nothing_concurrent_writers_commit(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        # Each writer is a database of its own (a replica: its own pool) and holds its
+        # transaction open a moment after the append, as a use case does before it commits:
+        # without the log's turn, a writer that drew position 7 commits after one that drew 8,
+        # and a reader that saw 8 never sees 7.
+        url = make_db.url()
+        writers = [make_db.open_url(url, "protools") for _ in range(self.WRITERS)]
+        reader_db = make_db.open_url(url, "protools")
+        done = threading.Event()
+        seen: list[int] = []
+
+        def follow() -> None:
+            after = 0
+            while True:
+                finished = done.is_set()  # read before the log: nothing committed after is due
+                with reader_db.transaction(write=False) as tx:
+                    found = store.read_log(tx, after=after, limit=50)
+                seen.extend(logged.event.global_position for logged in found)
+                after = seen[-1] if seen else after
+                if finished and not found:
+                    return
+
+        def write(index: int) -> None:
+            rng = random.Random(index)
+            for n in range(self.TRANSACTIONS):
+                with writers[index].transaction() as tx:
+                    events = [event("Started", n=n), event("Called")][: rng.randint(1, 2)]
+                    store.append(tx, f"wf-{index}-{n}", 0, events, now=NOW)
+                    time.sleep(rng.uniform(0, 0.004))
+
+        reader = threading.Thread(target=follow, name="log-reader")
+        reader.start()
+        try:
+            run_concurrently(write, self.WRITERS)
+        finally:
+            done.set()
+            reader.join(THREAD_TIMEOUT)
+        assert not reader.is_alive()
+        with reader_db.transaction(write=False) as tx:
+            stored = [e.event.global_position for e in store.read_log(tx, after=0, limit=10**4)]
+            head = store.log_head(tx)
+        assert len(stored) >= self.WRITERS * self.TRANSACTIONS
+        assert head == stored[-1]
+        missed = sorted(set(stored) - set(seen))
+        assert not missed, f"the reader moved past {len(missed)} events: {missed[:10]}"
+        assert seen == stored, "every event once, in position order"
+
+    def test_the_log_reads_after_up_to_and_filtered(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            assert store.log_head(tx) == 0
+            a = store.append(tx, "wf-a", 0, [event("Started"), event("Called")], now=NOW)
+            b = store.append(tx, "wf-b", 0, [event("Started")], now=NOW)
+        with database.transaction(write=False) as tx:
+            head = store.log_head(tx)
+            everything = store.read_log(tx, after=0, limit=10)
+            middle = store.read_log(tx, after=a[0], until=a[1], limit=10)
+            started = store.read_log(tx, after=0, limit=10, types=["Started"])
+            one = store.read_log(tx, after=0, limit=10, stream_id="wf-a")
+            first = store.read_log(tx, after=0, limit=1)
+        assert head == b[0]
+        assert [e.event.global_position for e in everything] == [*a, *b]
+        assert [e.event.global_position for e in middle] == [a[1]]
+        assert [e.event.stream_id for e in started] == ["wf-a", "wf-b"]
+        assert [e.event.type for e in one] == ["Started", "Called"]
+        assert [e.event.global_position for e in first] == [a[0]]
+
+    def test_the_oldest_open_write_is_measured(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with database.transaction() as tx:
+                store.append(tx, "wf-held", 0, [event("Started")], now=NOW)
+                holding.set()
+                release.wait(THREAD_TIMEOUT)
+
+        holder = threading.Thread(target=hold, name="log-writer")
+        holder.start()
+        try:
+            assert holding.wait(THREAD_TIMEOUT)
+            time.sleep(0.3)  # the age to be measured, not a wait on a condition
+            observer = make_db.open_url(make_db.url(), "protools", migrated=False)
+            with observer.transaction(write=False) as tx:
+                age = store.oldest_write(tx)
+        finally:
+            release.set()
+            holder.join(THREAD_TIMEOUT)
+        if make_db.backend == "postgres":
+            assert 0.25 <= age < 30
+        else:  # one file, no server to ask: not measured (documented)
+            assert age == 0.0
+
+
 class OutboxConformance:
     """Messages leased to one relay at a time; leases run out or are extended, by the database's
     clock; delivery is rescheduled or done; the lease fences who may record an outcome."""

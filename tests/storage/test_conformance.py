@@ -13,6 +13,10 @@ class TestEventStore(conformance.EventStoreConformance):
     pass
 
 
+class TestLog(conformance.LogConformance):
+    pass
+
+
 class TestOutbox(conformance.OutboxConformance):
     pass
 

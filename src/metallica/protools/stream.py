@@ -18,6 +18,7 @@ and keeps them clear of the limits of proxies on the way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -29,13 +30,19 @@ from sse_starlette import ServerSentEvent
 from metallica.protools import store
 from metallica.protools.log import EventLog, LogQuery, Reader
 from metallica.protools.metrics import ProtoolsMetrics
-from metallica.protools.tailer import FollowEnded, LogTailer, ShuttingDown, SlowReader
+from metallica.protools.tailer import (
+    FollowEnded,
+    LogTailer,
+    ShuttingDown,
+    SlowReader,
+    TailerUnavailable,
+)
 from metallica.threads import in_thread
 
 CATCH_UP_PAGE = 500
 END_EVENT = "end"
 MAX_DURATION = "max-duration"
-END_REASONS = (SlowReader.reason, ShuttingDown.reason, MAX_DURATION)
+END_REASONS = (SlowReader.reason, ShuttingDown.reason, TailerUnavailable.reason, MAX_DURATION)
 
 
 def _message(log: EventLog, logged: store.LoggedEvent) -> ServerSentEvent:
@@ -72,7 +79,12 @@ async def follow(
         return ServerSentEvent(data=_json(data), event=END_EVENT)
 
     try:
-        async with tailer.follow(query, reader, capacity) as follower:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                follower = await stack.enter_async_context(tailer.follow(query, reader, capacity))
+            except FollowEnded as ended:  # shutting down, or the tailer cannot read
+                yield end(ended.reason, str(ended))
+                return
             while sent < follower.start:  # catch up from the database
                 page = await in_thread(
                     log.page,

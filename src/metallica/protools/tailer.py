@@ -56,6 +56,12 @@ class ShuttingDown(FollowEnded):
     reason = "shutting-down"
 
 
+class TailerUnavailable(FollowEnded):
+    """The tailer did not take a follower in time (its database is unreachable)."""
+
+    reason = "unavailable"
+
+
 @dataclass(eq=False)
 class Follower:
     """One stream's share of the tailer: the events after ``start`` that its query admits, in a
@@ -194,8 +200,13 @@ class LogTailer:
         self._followers.add(follower)
         try:
             self.wake.set()
-            async with asyncio.timeout(START_TIMEOUT):
-                await self._positioned.wait()
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    await self._positioned.wait()
+            except TimeoutError:
+                raise TailerUnavailable(
+                    f"this replica could not read the log for {START_TIMEOUT:g} s"
+                ) from None
             assert self.position is not None
             follower.start = self.position
             yield follower
