@@ -4,17 +4,24 @@ over Server-Sent Events, on real processes, on both backends."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from metallica.cli import main
 from metallica.client import ProtoolsClient
 from metallica.stack import LocalStack
 from tests.integration.conftest import TOKEN, StackFactory
+from tests.integration.test_cli import Output
 
 pytestmark = pytest.mark.slow
 
@@ -225,3 +232,63 @@ def test_a_stream_ends_after_its_longest_time_saying_where_to_resume(
     end = json.loads(blocks[-1].split("data: ", 1)[1])
     assert end["reason"] == "max-duration"
     assert end["resume_after"] == head
+
+
+def test_events_tail_and_export_print_the_log_a_reader_may_see(
+    clients: dict[str, ProtoolsClient], stack: LocalStack, tmp_path: Path
+) -> None:
+    create(clients["alice"], "tailed")
+    create(clients["bob"], "exported")
+    everything = whole_log(clients["auditor"])
+    url = ["--url", stack.urls("protools")[0]]
+    runner = CliRunner()
+
+    tail = runner.invoke(main, ["events", "tail", "--from", "0", *url, "--token", AUDITOR])
+    assert tail.exit_code == 0, tail.output
+    lines = tail.stdout.splitlines()
+    assert [int(line.split()[0]) for line in lines] == [e["position"] for e in everything]
+    assert "'tailed'" in tail.stdout
+    assert "'exported'" in tail.stdout
+
+    mine = runner.invoke(main, ["events", "tail", "--lines", "1000", *url, "--token", ALICE])
+    assert mine.exit_code == 0, mine.output
+    assert "'tailed'" in mine.stdout
+    assert "'exported'" not in mine.stdout  # bob's workflow: not alice's to read
+
+    completed = runner.invoke(
+        main,
+        ["events", "tail", "--from", "0", "--type", "WorkflowCompleted", *url, "--token", AUDITOR],
+    )
+    assert {line.split()[3] for line in completed.stdout.splitlines()} == {"WorkflowCompleted"}
+
+    target = tmp_path / "log.jsonl"
+    export = runner.invoke(main, ["events", "export", "-o", str(target), *url, "--token", AUDITOR])
+    assert export.exit_code == 0, export.output
+    assert [json.loads(line) for line in target.read_text().splitlines()] == everything
+    assert f"--from {everything[-1]['position']}" in export.stderr
+
+    past = runner.invoke(main, ["events", "tail", "--from", "999999", *url, "--token", AUDITOR])
+    assert past.exit_code == 1
+    assert "position-past-head" in past.stderr
+    assert "Traceback" not in past.output
+
+
+def test_events_tail_follow_prints_new_events_until_interrupted(
+    clients: dict[str, ProtoolsClient], stack: LocalStack
+) -> None:
+    command = [sys.executable, "-m", "metallica", "events", "tail", "--follow"]
+    command += ["--url", stack.urls("protools")[0], "--token", AUDITOR]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(process)
+    try:
+        # Whenever the follower connects, the last 20 positions come first: none is missed.
+        workflow = create(clients["alice"], "followed")["workflow_id"]
+        seen = output.until("WorkflowCompleted", seconds=30)
+        assert any(workflow in line and "WorkflowStarted" in line for line in seen), seen
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert "Traceback" not in output.rest()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)

@@ -4,6 +4,7 @@ parses, calls the part of the package that does the work, and prints.
 - :mod:`.serve`: ``serve`` (one service process) and ``migrate``;
 - :mod:`.local`: ``up`` (the whole stack as local processes) and ``demo``;
 - :mod:`.client`: ``password create``, ``workflow result|list|show``;
+- :mod:`.events`: ``events tail|export`` (the log);
 - :mod:`.lab`: ``scenarios list|run`` and the fault ``proxy``;
 - :mod:`.bench`: ``bench``.
 
@@ -18,6 +19,7 @@ import click
 from metallica.cli.bench import bench
 from metallica.cli.client import password, workflow
 from metallica.cli.common import Commands
+from metallica.cli.events import events
 from metallica.cli.lab import proxy, scenarios
 from metallica.cli.local import demo, up
 from metallica.cli.serve import migrate, serve
@@ -36,7 +38,7 @@ def main() -> None:
     """
 
 
-for command in (serve, migrate, up, password, workflow, scenarios, proxy, demo, bench):
+for command in (serve, migrate, up, password, workflow, events, scenarios, proxy, demo, bench):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -58,7 +58,7 @@ def client_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _fail_with_problem(response: Any) -> None:
+def fail_with_problem(response: Any) -> None:
     """End the command with the service's problem, one line (and the workflow it concerns)."""
     try:
         problem = response.json()
@@ -121,7 +121,7 @@ def password_create(
     elif response.status_code == 202:
         _still_running(response.json()["workflow_id"], key)
     else:
-        _fail_with_problem(response)
+        fail_with_problem(response)
 
 
 @click.group()
@@ -143,7 +143,7 @@ def workflow_result(client: Any, workflow_id: str, wait: float) -> None:
     """
     response = client.workflow(workflow_id, wait=wait)
     if response.status_code != 200:
-        _fail_with_problem(response)
+        fail_with_problem(response)
     body = response.json()
     if body["status"] == "completed":
         click.echo(body["password"])
@@ -168,7 +168,7 @@ def workflow_list(client: Any, status: str | None, limit: int, after: str | None
 
     response = client.list_workflows(status=status, limit=limit, after=after)
     if response.status_code != 200:
-        _fail_with_problem(response)
+        fail_with_problem(response)
     page = response.json()
     rows = [
         [w["workflow_id"], w["status"], w["started_at"], w["username"] or ""]
@@ -198,10 +198,10 @@ def workflow_show(client: Any, workflow_id: str, every_event: bool) -> None:
 
     state = client.workflow(workflow_id)
     if state.status_code != 200:
-        _fail_with_problem(state)
+        fail_with_problem(state)
     events = client.events(workflow_id, view="all" if every_event else "compact")
     if events.status_code != 200:
-        _fail_with_problem(events)
+        fail_with_problem(events)
     click.echo(f"workflow {workflow_id}: {state.json()['status']}")
     click.echo(history_table(events.json()["events"]))
 
