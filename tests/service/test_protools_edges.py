@@ -294,7 +294,12 @@ def test_readiness_tells_when_the_recovery_loop_fails_and_when_it_heals(
     client = stack.protools()
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]) == {"database", "relay_recovery", "relay_lease_renewal"}
+    assert set(ready.json()["checks"]) == {
+        "database",
+        "relay_recovery",
+        "relay_lease_renewal",
+        "log_tailer",
+    }
 
     with database.transaction() as tx:
         tx.run_script("ALTER TABLE outbox RENAME TO outbox_away")

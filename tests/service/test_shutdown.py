@@ -43,6 +43,8 @@ class SlowTransactions:
     def __init__(self, database: Database) -> None:
         self._database = database
         self.dialect, self.schema = database.dialect, database.schema
+        self.listens = database.listens
+        self.listen = database.listen
         self.inside = threading.Event()
         self.under_way = 0
         self.under_way_at_close: int | None = None
