@@ -105,6 +105,29 @@ class PositionPastHead(NotFound):
     code = "position-past-head"
 
 
+class UnknownGroup(NotFound):
+    """No consumer group has this name."""
+
+    code = "unknown-group"
+
+
+class GroupExists(MetallicaError):
+    """A consumer group of this name exists with other settings."""
+
+    code = "group-exists"
+    status = 409
+    title = "Group exists"
+
+
+class NotLeased(MetallicaError):
+    """These events are not leased to this member (acked already, never delivered to it, or
+    delivered to another member since its lease ran out): nothing was changed."""
+
+    code = "not-leased"
+    status = 409
+    title = "Not leased to this member"
+
+
 class InvalidInput(MetallicaError):
     """The request body is not valid."""
 

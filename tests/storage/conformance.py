@@ -22,7 +22,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from metallica.errors import GroupExists, NotLeased, PositionPastHead, UnknownGroup
 from metallica.protools import engine, store
+from metallica.protools.groups import GroupSettings
+from metallica.protools.subscriptions import Delivery, Subscriptions
 from metallica.storage import (
     Database,
     DatabaseClosed,
@@ -548,6 +551,233 @@ class LogConformance:
             assert 0.25 <= age < 30
         else:  # one file, no server to ask: not measured (documented)
             assert age == 0.0
+
+
+class GroupConformance:
+    """Consumer groups (durable subscriptions): at least once, in order per workflow, shared
+    among members with no duplicate while leases last. A lease of ack_wait -1 s has run out
+    already, so expiry is tested without sleeping."""
+
+    def _log(self, database: Database, workflows: dict[str, int]) -> None:
+        with database.transaction() as tx:
+            for stream_id, count in workflows.items():
+                store.append(tx, stream_id, 0, [event(f"E{n}") for n in range(count)], now=NOW)
+
+    @staticmethod
+    def _names(deliveries: list[Delivery]) -> list[str]:
+        return [f"{d.event.stream_id}/{d.event.version}" for d in deliveries]
+
+    @staticmethod
+    def _positions(deliveries: list[Delivery]) -> list[int]:
+        return [d.event.global_position for d in deliveries]
+
+    def test_a_group_starts_at_the_start_the_end_or_a_position(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        self._log(database, {"a": 2, "b": 1})
+        groups = Subscriptions(database)
+        view, created = groups.create("from-start", GroupSettings(), "start")
+        assert created
+        assert view.filled_to == 0
+        assert view.head == 3
+        assert view.lag_positions == 3
+        assert groups.create("from-end", GroupSettings(), "end")[0].filled_to == 3
+        assert groups.create("from-two", GroupSettings(), 2)[0].filled_to == 2
+        assert self._names(groups.pull("from-start", "m", 10)) == ["a/1", "a/2", "b/1"]
+        assert self._names(groups.pull("from-two", "m", 10)) == ["b/1"]
+        assert groups.pull("from-end", "m", 10) == []
+        # The same request again finds the group; other settings under its name are refused.
+        assert groups.create("from-end", GroupSettings(), "end")[1] is False
+        with pytest.raises(GroupExists):
+            groups.create("from-end", GroupSettings(max_deliver=3), "end")
+        with pytest.raises(PositionPastHead):
+            groups.create("too-far", GroupSettings(), 4)
+        with pytest.raises(UnknownGroup):
+            groups.pull("nobody", "m", 10)
+        assert [view.name for view in groups.all()] == ["from-end", "from-start", "from-two"]
+
+    def test_a_workflows_events_go_to_one_member_at_a_time_in_order(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        self._log(database, {"a": 3, "b": 2})
+        groups = Subscriptions(database)
+        groups.create("g", GroupSettings(), "start")
+        first = groups.pull("g", "m1", 1)
+        assert self._names(first) == ["a/1"]
+        # a/2 waits for a/1's ack: m2 gets only b's events.
+        second = groups.pull("g", "m2", 10)
+        assert self._names(second) == ["b/1", "b/2"]
+        assert groups.pull("g", "m2", 10) == []
+        view = groups.show("g")
+        assert view.in_flight == 3
+        assert view.members == {"m1": 1, "m2": 2}
+        groups.ack("g", "m1", self._positions(first))
+        assert self._names(groups.pull("g", "m2", 10)) == ["a/2", "a/3"]
+
+    def test_an_ack_for_an_event_not_leased_to_the_member_changes_nothing(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        self._log(database, {"a": 1, "b": 1})
+        groups = Subscriptions(database)
+        groups.create("g", GroupSettings(), "start")
+        a, b = self._positions(groups.pull("g", "m1", 10))
+        with pytest.raises(NotLeased) as refused:
+            groups.ack("g", "m2", [a])
+        assert refused.value.extensions["positions"] == [a]
+        with pytest.raises(NotLeased):  # one of the two is not leased: neither is acked
+            groups.ack("g", "m1", [a, b + 1])
+        assert groups.show("g").unfinished == 2
+        groups.ack("g", "m1", [a, b])
+        groups.ack("g", "m1", [a, b])  # a retried ack of what the group finished is harmless
+        view = groups.show("g")
+        assert view.unfinished == 0
+        assert view.lag_positions == 0
+        with pytest.raises(NotLeased):
+            groups.nack("g", "m1", [a], None)
+
+    def test_an_expired_lease_is_delivered_again_and_then_parked(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        self._log(database, {"a": 2})
+        groups = Subscriptions(database)
+        groups.create("g", GroupSettings(ack_wait=-1.0, max_deliver=2), "start")
+        one = groups.pull("g", "m1", 1)
+        assert self._names(one) == ["a/1"]
+        assert one[0].deliveries == 1
+        again = groups.pull("g", "m2", 1)  # m1's lease ran out: a/1 again, to m2
+        assert self._names(again) == ["a/1"]
+        assert again[0].deliveries == 2
+        with pytest.raises(NotLeased):  # m1 acks too late: a/1 went to m2 since
+            groups.ack("g", "m1", self._positions(one))
+        # Its second lease ran out too: at the next pull it is parked, and a/2 goes on.
+        assert self._names(groups.pull("g", "m1", 10)) == ["a/2"]
+        view = groups.show("g")
+        assert (view.parked, view.redeliveries) == (1, 1)
+        parked = groups.parked("g", after=0, limit=10)
+        assert [(p.event.version, p.deliveries, p.member) for p in parked] == [(1, 2, "m2")]
+        assert groups.replay("g", None) == 1
+        replayed = groups.pull("g", "m3", 10)
+        assert [(d.event.version, d.deliveries) for d in replayed] == [(1, 1), (2, 2)]
+
+    def test_a_nack_delays_the_event_and_parks_it_after_its_last_delivery(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        self._log(database, {"a": 2, "b": 1})
+        groups = Subscriptions(database)
+        groups.create("g", GroupSettings(max_deliver=2), "start")
+        a1 = self._positions(groups.pull("g", "m1", 1))
+        assert groups.nack("g", "m1", a1, delay=600.0) == 0
+        # a/1 is due in 10 minutes: a's events wait, b's go.
+        assert self._names(groups.pull("g", "m1", 10)) == ["b/1"]
+        assert groups.replay("g", a1) == 0  # not parked: nothing to replay
+        groups.rewind("g", 0)
+        assert self._names(groups.pull("g", "m1", 1)) == ["a/1"]
+        assert groups.nack("g", "m1", a1, delay=0.0) == 0
+        assert groups.pull("g", "m1", 1)[0].deliveries == 2
+        assert groups.nack("g", "m1", a1, delay=0.0) == 1  # its second delivery: parked
+        assert self._names(groups.pull("g", "m1", 10)) == ["a/2", "b/1"]
+
+    def test_a_member_holds_at_most_max_ack_pending(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        self._log(database, {f"w{n}": 1 for n in range(5)})
+        groups = Subscriptions(database)
+        groups.create("g", GroupSettings(max_ack_pending=2), "start")
+        held = groups.pull("g", "m1", 10)
+        assert len(held) == 2
+        assert groups.pull("g", "m1", 10) == []
+        assert len(groups.pull("g", "m2", 10)) == 2  # the cap is per member
+        groups.ack("g", "m1", self._positions(held)[:1])
+        assert len(groups.pull("g", "m1", 10)) == 1
+        assert groups.extend("g", "m1", self._positions(held)[1:]) == 30.0  # ack_wait again
+        with pytest.raises(NotLeased):
+            groups.extend("g", "m2", self._positions(held)[1:])
+
+    def test_a_rewind_delivers_again_and_drops_the_leases(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        self._log(database, {"a": 2})
+        groups = Subscriptions(database)
+        groups.create("g", GroupSettings(types=("E1",)), "start")
+        held = groups.pull("g", "m1", 10)
+        assert self._names(held) == ["a/2"]  # only the group's types
+        groups.ack("g", "m1", self._positions(held))
+        assert groups.pull("g", "m1", 10) == []
+        assert groups.rewind("g", "start") == 0
+        again = groups.pull("g", "m1", 10)
+        assert self._names(again) == ["a/2"]
+        groups.rewind("g", "start")  # the lease is dropped with the rest
+        with pytest.raises(NotLeased):
+            groups.ack("g", "m1", self._positions(again))
+        groups.rewind("g", "end")
+        groups.ack("g", "m1", self._positions(again))  # at or below the end: finished
+        assert groups.show("g").unfinished == 0
+        with pytest.raises(PositionPastHead):
+            groups.rewind("g", 3)
+        groups.delete("g")
+        with pytest.raises(UnknownGroup):
+            groups.show("g")
+
+    def test_members_on_several_replicas_share_the_log_with_no_duplicate_and_in_order(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        # Three members, each on a database of its own (a replica), pull and ack while two
+        # writers append: each event is delivered once (leases outlast the test), and each
+        # workflow's events reach the members in version order.
+        url = make_db.url()
+        writers = [make_db.open_url(url, "protools") for _ in range(2)]
+        members = [make_db.open_url(url, "protools") for _ in range(3)]
+        Subscriptions(members[0]).create("g", GroupSettings(ack_wait=600.0), "start")
+        workflows, versions = 30, 3
+        done = threading.Event()
+        delivered: list[tuple[int, str, int]] = []  # (member, stream, version)
+        lock = threading.Lock()
+
+        def write(index: int) -> None:
+            for n in range(workflows):
+                for version in range(versions):
+                    with writers[index].transaction() as tx:
+                        store.append(tx, f"w{index}-{n}", version, [event("E")], now=NOW)
+
+        def consume(index: int) -> None:
+            groups = Subscriptions(members[index])
+            while True:
+                finished = done.is_set()
+                got = groups.pull("g", f"m{index}", 7)
+                with lock:
+                    delivered.extend((index, d.event.stream_id, d.event.version) for d in got)
+                if got:
+                    groups.ack("g", f"m{index}", self._positions(got))
+                elif finished:
+                    return
+
+        consumers = [threading.Thread(target=consume, args=(i,)) for i in range(3)]
+        for thread in consumers:
+            thread.start()
+        try:
+            run_concurrently(write, 2)
+        finally:
+            done.set()
+            for thread in consumers:
+                thread.join(THREAD_TIMEOUT)
+        assert not any(thread.is_alive() for thread in consumers)
+        expected = {
+            (f"w{i}-{n}", version + 1)
+            for i in range(2)
+            for n in range(workflows)
+            for version in range(versions)
+        }
+        got = [(stream_id, version) for _, stream_id, version in delivered]
+        assert len(got) == len(set(got)), "an event was delivered twice"
+        assert set(got) == expected
+        for stream_id in {s for s, _ in expected}:
+            order = [version for s, version in got if s == stream_id]
+            assert order == sorted(order), f"{stream_id} out of order: {order}"
+        assert len({member for member, _, _ in delivered}) >= 2, "the work was shared"
+        assert Subscriptions(members[0]).show("g").unfinished == 0
 
 
 class OutboxConformance:

@@ -17,6 +17,10 @@ class TestLog(conformance.LogConformance):
     pass
 
 
+class TestGroups(conformance.GroupConformance):
+    pass
+
+
 class TestOutbox(conformance.OutboxConformance):
     pass
 

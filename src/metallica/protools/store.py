@@ -67,7 +67,7 @@ class Command:
     created_at: float
 
 
-def _event(row: Row) -> RecordedEvent:
+def event_from_row(row: Row) -> RecordedEvent:
     return RecordedEvent(
         global_position=int(row["global_position"]),
         stream_id=row["stream_id"],
@@ -128,12 +128,12 @@ def append(
 
 def read_stream(tx: Transaction, stream_id: str) -> list[RecordedEvent]:
     """Every event of one stream, in version order."""
-    return [_event(row) for row in tx.fetch_all("read_stream", stream_id=stream_id)]
+    return [event_from_row(row) for row in tx.fetch_all("read_stream", stream_id=stream_id)]
 
 
 def read_all(tx: Transaction, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
     """The global log after position ``after``, in order."""
-    return [_event(row) for row in tx.fetch_all("read_all", after=after, limit=limit)]
+    return [event_from_row(row) for row in tx.fetch_all("read_all", after=after, limit=limit)]
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def read_log(
         stream_id=stream_id,
         client=client,
     )
-    return [LoggedEvent(_event(row), row["client"]) for row in rows]
+    return [LoggedEvent(event_from_row(row), row["client"]) for row in rows]
 
 
 def oldest_write(tx: Transaction) -> float:

@@ -164,3 +164,142 @@ FROM commands WHERE idempotency_key = :idempotency_key;
 -- name: all_commands
 -- Every client command (the invariant checker).
 SELECT idempotency_key, fingerprint, workflow_id, created_at FROM commands ORDER BY created_at;
+
+-- name: create_group
+-- A new consumer group, reading the log after :filled_to; nothing when the name is taken.
+INSERT INTO subscription_groups
+    (name, filled_to, types, ack_wait, max_deliver, max_ack_pending, created_at)
+VALUES (:name, :filled_to, :types, :ack_wait, :max_deliver, :max_ack_pending, {now})
+ON CONFLICT (name) DO NOTHING;
+
+-- name: lock_group
+-- A group, locked for this transaction: its pulls, acks and rewinds take turns.
+SELECT name, filled_to, types, ack_wait, max_deliver, max_ack_pending, redeliveries, created_at
+FROM subscription_groups WHERE name = :name {for_update};
+
+-- name: find_group
+-- A group, read only.
+SELECT name, filled_to, types, ack_wait, max_deliver, max_ack_pending, redeliveries, created_at
+FROM subscription_groups WHERE name = :name;
+
+-- name: list_groups
+-- Every group, by name.
+SELECT name, filled_to, types, ack_wait, max_deliver, max_ack_pending, redeliveries, created_at
+FROM subscription_groups ORDER BY name;
+
+-- name: delete_group
+DELETE FROM subscription_groups WHERE name = :name;
+
+-- name: delete_group_pending
+-- A group's pending events after :after (all of them for -1), parked ones only if :parked = 1.
+DELETE FROM group_pending
+WHERE group_name = :name AND position > :after AND (parked_at IS NULL OR :parked = 1);
+
+-- name: move_group
+-- Where a group has read the log to, and how many redeliveries it counted more.
+UPDATE subscription_groups
+SET filled_to = :filled_to, redeliveries = redeliveries + :redeliveries
+WHERE name = :name;
+
+-- name: park_expired
+-- Park the events whose lease ran out after their last allowed delivery.
+UPDATE group_pending SET parked_at = {now}, leased_until = NULL
+WHERE group_name = :name AND parked_at IS NULL AND leased_until IS NOT NULL
+  AND leased_until <= {now} AND deliveries >= :max_deliver;
+
+-- name: count_unparked
+SELECT count(*) AS n FROM group_pending WHERE group_name = :name AND parked_at IS NULL;
+
+-- name: log_positions
+-- The positions of the log after :after up to :until of the types in :strings ('[]': any), in
+-- order, at most :limit: what a group takes next.
+SELECT global_position FROM events
+WHERE global_position > :after AND global_position <= :until
+  AND (:strings = '[]' OR type IN ({strings_from_json}))
+ORDER BY global_position LIMIT :limit;
+
+-- name: fill_group
+-- Make the events after :after up to :until of the group's types pending for it, due now.
+INSERT INTO group_pending (group_name, position, stream_id, due_at)
+SELECT :name, global_position, stream_id, {now} FROM events
+WHERE global_position > :after AND global_position <= :until
+  AND (:strings = '[]' OR type IN ({strings_from_json}));
+
+-- name: unparked_pending
+-- A group's unfinished events in log order, with the database's clock: what a pull chooses from.
+SELECT position, stream_id, deliveries, member, leased_until, due_at, {now} AS now
+FROM group_pending WHERE group_name = :name AND parked_at IS NULL
+ORDER BY position;
+
+-- name: lease_pending
+-- Lease these events (:ids) to :member until :ack_wait seconds from now.
+UPDATE group_pending
+SET member = :member, leased_until = {now} + :ack_wait, deliveries = deliveries + 1
+WHERE group_name = :name AND position IN ({ids_from_json});
+
+-- name: pending_at
+-- A group's pending rows at these positions (:ids), with the database's clock.
+SELECT position, stream_id, deliveries, member, leased_until, due_at, parked_at, {now} AS now
+FROM group_pending WHERE group_name = :name AND position IN ({ids_from_json})
+ORDER BY position;
+
+-- name: ack_pending
+DELETE FROM group_pending WHERE group_name = :name AND position IN ({ids_from_json});
+
+-- name: release_pending
+-- Give these events (:ids) back, due :delay seconds from now.
+UPDATE group_pending SET leased_until = NULL, due_at = {now} + :delay
+WHERE group_name = :name AND position IN ({ids_from_json});
+
+-- name: park_pending
+UPDATE group_pending SET leased_until = NULL, parked_at = {now}
+WHERE group_name = :name AND position IN ({ids_from_json});
+
+-- name: extend_pending
+UPDATE group_pending SET leased_until = {now} + :ack_wait
+WHERE group_name = :name AND position IN ({ids_from_json});
+
+-- name: unpark_pending
+-- Parked events back to pending, their deliveries counted afresh: all of them when :all = 1.
+UPDATE group_pending
+SET parked_at = NULL, deliveries = 0, member = NULL, leased_until = NULL, due_at = {now}
+WHERE group_name = :name AND parked_at IS NOT NULL
+  AND (:all = 1 OR position IN ({ids_from_json}));
+
+-- name: list_parked
+-- A group's parked events after :after, in log order, each with its event.
+SELECT p.position, p.deliveries, p.member, p.parked_at,
+       e.global_position, e.stream_id, e.version, e.type, e.data, e.recorded_at
+FROM group_pending p JOIN events e ON e.global_position = p.position
+WHERE p.group_name = :name AND p.parked_at IS NOT NULL AND p.position > :after
+ORDER BY p.position LIMIT :limit;
+
+-- name: group_state
+-- What a group has in hand: unfinished, in flight (leased now), parked, its oldest unfinished
+-- position, and how old that event is (seconds, by the database's clock).
+SELECT count(*) FILTER (WHERE p.parked_at IS NULL) AS unfinished,
+       count(*) FILTER (WHERE p.parked_at IS NULL AND p.leased_until > {now}) AS in_flight,
+       count(*) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
+       min(p.position) FILTER (WHERE p.parked_at IS NULL) AS oldest
+FROM group_pending p WHERE p.group_name = :name;
+
+-- name: members_in_flight
+-- A group's members with events leased to them now, and how many.
+SELECT member, count(*) AS in_flight FROM group_pending
+WHERE group_name = :name AND parked_at IS NULL AND leased_until > {now}
+GROUP BY member ORDER BY member;
+
+-- name: event_time
+-- When the event at a position was recorded, with the database's clock; nothing when none.
+SELECT recorded_at, {now} AS now FROM events WHERE global_position = :position;
+
+-- name: first_event_after
+-- The first event after :after of the types in :strings ('[]': any), with the database's clock.
+SELECT global_position, recorded_at, {now} AS now FROM events
+WHERE global_position > :after AND (:strings = '[]' OR type IN ({strings_from_json}))
+ORDER BY global_position LIMIT 1;
+
+-- name: read_positions
+-- The events at these positions (:ids), in order.
+SELECT global_position, stream_id, version, type, data, recorded_at
+FROM events WHERE global_position IN ({ids_from_json}) ORDER BY global_position;
