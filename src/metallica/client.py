@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -148,6 +149,60 @@ class ProtoolsClient:
                 raise LogStreamLost(f"the stream broke {failures} times in a row at {last}")
             time.sleep(min(5.0, 0.1 * 2**failures))
 
+    # --- consumer groups (durable subscriptions) ----------------------------------------------
+
+    def create_group(
+        self, name: str, *, start: str | int = "end", **settings: Any
+    ) -> httpx.Response:
+        """Create a consumer group (201), or find the same one (200); ``settings``: ``types``,
+        ``ack_wait``, ``max_deliver``, ``max_ack_pending``."""
+        return self._http.post("/v1/subscriptions", json={"name": name, "start": start, **settings})
+
+    def groups(self) -> httpx.Response:
+        return self._http.get("/v1/subscriptions")
+
+    def group(self, name: str) -> httpx.Response:
+        return self._http.get(f"/v1/subscriptions/{name}")
+
+    def delete_group(self, name: str) -> httpx.Response:
+        return self._http.delete(f"/v1/subscriptions/{name}")
+
+    def pull(self, name: str, member: str, *, batch: int = 10, wait: float = 0) -> httpx.Response:
+        body = {"member": member, "batch": batch, "wait": wait}
+        timeout = httpx.Timeout(10.0, read=wait + 30.0)
+        return self._http.post(f"/v1/subscriptions/{name}/pull", json=body, timeout=timeout)
+
+    def ack(self, name: str, member: str, positions: Sequence[int]) -> httpx.Response:
+        body = {"member": member, "positions": list(positions)}
+        return self._http.post(f"/v1/subscriptions/{name}/ack", json=body)
+
+    def nack(
+        self, name: str, member: str, positions: Sequence[int], *, delay: float | None = None
+    ) -> httpx.Response:
+        body: dict[str, Any] = {"member": member, "positions": list(positions)}
+        if delay is not None:
+            body["delay"] = delay
+        return self._http.post(f"/v1/subscriptions/{name}/nack", json=body)
+
+    def extend(self, name: str, member: str, positions: Sequence[int]) -> httpx.Response:
+        body = {"member": member, "positions": list(positions)}
+        return self._http.post(f"/v1/subscriptions/{name}/extend", json=body)
+
+    def rewind(self, name: str, to: str | int) -> httpx.Response:
+        return self._http.post(f"/v1/subscriptions/{name}/rewind", json={"to": to})
+
+    def parked(self, name: str, *, after: int = 0, limit: int = 100) -> httpx.Response:
+        params = {"after": after, "limit": limit}
+        return self._http.get(f"/v1/subscriptions/{name}/parked", params=params)
+
+    def replay(self, name: str, positions: Sequence[int] | None = None) -> httpx.Response:
+        body = {} if positions is None else {"positions": list(positions)}
+        return self._http.post(f"/v1/subscriptions/{name}/replay", json=body)
+
+    def consumer(self, group: str, member: str, **options: Any) -> Consumer:
+        """A member of ``group`` (see :class:`Consumer`)."""
+        return Consumer(self, group, member, **options)
+
     def close(self) -> None:
         self._http.close()
 
@@ -156,6 +211,75 @@ class ProtoolsClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class SubscriptionRefused(Exception):
+    """protools refused a consumer group's request (a problem+json: an unknown group, events
+    not leased to this member, a token that may not read the whole log)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"{response.status_code}: {response.text[:500]}")
+        self.response = response
+
+
+class Consumer:
+    """A member of a consumer group: iterate to receive the group's events, ``ack`` each once
+    handled. Delivery is at least once (an event not acked within the group's ``ack_wait`` goes
+    to a member again), in order per workflow; a member that stops and starts again under the
+    same name, or another, resumes where the group is: protools keeps its progress.
+
+    A replica that is down, overloaded or behind a broken proxy is asked again, with backoff,
+    up to ``reconnects`` times in a row; a refusal (4xx) raises :class:`SubscriptionRefused`.
+    """
+
+    def __init__(
+        self,
+        client: ProtoolsClient,
+        group: str,
+        member: str,
+        *,
+        batch: int = 10,
+        wait: float = 5.0,
+        reconnects: int = 10,
+    ) -> None:
+        self.client, self.group, self.member = client, group, member
+        self.batch, self.wait, self.reconnects = batch, wait, reconnects
+
+    def _call(self, send: Any, *args: Any, **kwargs: Any) -> httpx.Response:
+        failures = 0
+        while True:
+            response: httpx.Response | None = None
+            with contextlib.suppress(httpx.TransportError):
+                response = send(self.group, self.member, *args, **kwargs)
+            if response is not None and response.status_code not in RETRIED_STATUSES:
+                if response.is_error:
+                    raise SubscriptionRefused(response)
+                return response
+            failures += 1
+            if failures > self.reconnects:
+                if response is not None:
+                    raise SubscriptionRefused(response)
+                raise LogStreamLost(f"protools did not answer {failures} times in a row")
+            time.sleep(min(5.0, 0.1 * 2**failures))
+
+    def pull(self) -> list[dict[str, Any]]:
+        """One batch (empty when nothing came within ``wait``)."""
+        answer = self._call(self.client.pull, batch=self.batch, wait=self.wait)
+        messages: list[dict[str, Any]] = answer.json()["messages"]
+        return messages
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            yield from self.pull()
+
+    def ack(self, *messages: dict[str, Any]) -> None:
+        self._call(self.client.ack, [message["position"] for message in messages])
+
+    def nack(self, *messages: dict[str, Any], delay: float | None = None) -> None:
+        self._call(self.client.nack, [message["position"] for message in messages], delay=delay)
+
+    def extend(self, *messages: dict[str, Any]) -> None:
+        self._call(self.client.extend, [message["position"] for message in messages])
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -147,6 +147,8 @@ class LocalStack:
                 }
                 if service == "protools":
                     replica.env.setdefault("METALLICA_REPLICA_ID", replica.name)
+                    # The stack's one client is its operator: it reads the whole log.
+                    replica.env.setdefault("METALLICA_LOG_READERS", "default")
                 keyring = KEYRINGS.get(service)
                 if keyring is not None and not (
                     replica.env.get(keyring.spec.variable)

@@ -127,8 +127,13 @@ def schema_of(document: Document, name: str) -> dict[str, Any]:
 
 
 def command_operation(document: Document) -> dict[str, Any]:
-    """The one POST of a service's paths (its command)."""
-    posts = [item["post"] for item in document["paths"].values() if "post" in item]
+    """The one POST of a service's paths that takes an Idempotency-Key (its command)."""
+    posts = [
+        item["post"]
+        for item in document["paths"].values()
+        if "post" in item
+        and any(p["name"] == "Idempotency-Key" for p in item["post"].get("parameters", []))
+    ]
     assert len(posts) == 1
     operation: dict[str, Any] = posts[0]
     return operation

@@ -5,6 +5,7 @@ parses, calls the part of the package that does the work, and prints.
 - :mod:`.local`: ``up`` (the whole stack as local processes) and ``demo``;
 - :mod:`.client`: ``password create``, ``workflow result|list|show``;
 - :mod:`.events`: ``events tail|export`` (the log);
+- :mod:`.subscriptions`: ``subscriptions create|list|show|rewind|parked|replay|delete``;
 - :mod:`.lab`: ``scenarios list|run`` and the fault ``proxy``;
 - :mod:`.bench`: ``bench``.
 
@@ -23,6 +24,7 @@ from metallica.cli.events import events
 from metallica.cli.lab import proxy, scenarios
 from metallica.cli.local import demo, up
 from metallica.cli.serve import migrate, serve
+from metallica.cli.subscriptions import subscriptions
 
 
 @click.group(
@@ -38,7 +40,19 @@ def main() -> None:
     """
 
 
-for command in (serve, migrate, up, password, workflow, events, scenarios, proxy, demo, bench):
+for command in (
+    serve,
+    migrate,
+    up,
+    password,
+    workflow,
+    events,
+    subscriptions,
+    scenarios,
+    proxy,
+    demo,
+    bench,
+):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -22,7 +22,7 @@ POSITION = click.IntRange(min=0)
 PAGE = 1000
 
 
-def _types(given: tuple[str, ...]) -> list[str]:
+def split_types(given: tuple[str, ...]) -> list[str]:
     return [name for part in given for name in part.split(",") if name]
 
 
@@ -45,7 +45,7 @@ def _pages(
             return
 
 
-def _line(event: dict[str, Any]) -> str:
+def event_line(event: dict[str, Any]) -> str:
     from metallica.client import describe_event
 
     try:
@@ -101,7 +101,7 @@ def events_tail(
     """Print the log's events, one line each: position, time, workflow, type, what happened."""
     from metallica.client import LogStreamLost, LogStreamRefused
 
-    wanted = _types(types)
+    wanted = split_types(types)
     if after is None:
         head = client.log(limit=1)
         if head.status_code != 200:
@@ -110,13 +110,13 @@ def events_tail(
     last = after
     for page, looked_up_to in _pages(client, after, wanted, workflow_id):
         for event in page:
-            click.echo(_line(event))
+            click.echo(event_line(event))
         last = looked_up_to
     if not follow:
         return
     try:
         for event in client.follow_log(after=last, types=wanted, workflow_id=workflow_id):
-            click.echo(_line(event))
+            click.echo(event_line(event))
     except KeyboardInterrupt:
         return
     except LogStreamRefused as refused:
@@ -144,7 +144,7 @@ def events_export(
     log's head when the export started. Progress and the position to go on from go to
     stderr."""
     written, last = 0, after
-    for page, last in _pages(client, after, _types(types), workflow_id):
+    for page, last in _pages(client, after, split_types(types), workflow_id):
         for event in page:
             output.write(json.dumps(event, separators=(",", ":")) + "\n")
         written += len(page)

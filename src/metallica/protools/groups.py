@@ -143,9 +143,20 @@ def _number(body: Mapping[str, Any], name: str, default: float, low: float, high
     return float(value)
 
 
+def _whole(value: Any) -> int | None:
+    """A JSON integer (JSON Schema counts 16.0 as one), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _integer(body: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    value = _whole(body.get(name, default))
+    if value is None or not low <= value <= high:
         raise InvalidInput(f"'{name}' must be an integer from {low} to {high}", field=name)
     return value
 
@@ -176,8 +187,9 @@ def start_of(body: Mapping[str, Any], field: str = "start") -> str | int:
     start = body.get(field, "end" if field == "start" else None)
     if start in STARTS:
         return str(start)
-    if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
-        return start
+    position = _whole(start)
+    if position is not None and 0 <= position < 2**63:
+        return position
     raise InvalidInput(f'\'{field}\' must be "start", "end" or a position (>= 0)', field=field)
 
 
@@ -190,18 +202,15 @@ def batch_of(body: Mapping[str, Any]) -> tuple[int, float]:
 
 
 def positions_of(body: Mapping[str, Any]) -> list[int]:
-    positions = body.get("positions")
-    if (
-        not isinstance(positions, list)
-        or not 1 <= len(positions) <= POSITIONS_MAX
-        or not all(
-            isinstance(p, int) and not isinstance(p, bool) and 1 <= p < 2**63 for p in positions
-        )
+    given = body.get("positions")
+    positions = [_whole(p) for p in given] if isinstance(given, list) else []
+    if not 1 <= len(positions) <= POSITIONS_MAX or not all(
+        p is not None and 1 <= p < 2**63 for p in positions
     ):
         raise InvalidInput(
             f"'positions' must be a list of 1 to {POSITIONS_MAX} log positions", field="positions"
         )
-    return sorted(set(positions))
+    return sorted({p for p in positions if p is not None})
 
 
 def nack_delay(body: Mapping[str, Any]) -> float | None:

@@ -35,6 +35,8 @@ from metallica.protools.openapi import openapi_document
 from metallica.protools.relay import Relay
 from metallica.protools.service import WorkflowService
 from metallica.protools.settings import ProtoolsSettings
+from metallica.protools.subscription_routes import subscription_routes
+from metallica.protools.subscriptions import Subscriptions
 from metallica.protools.tailer import LogTailer
 from metallica.protools.watchers import Watchers, wait_for_state
 from metallica.threads import in_thread
@@ -139,6 +141,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         metrics.watch_log(tailer)
         app.state.service = service
         app.state.log = event_log
+        app.state.subscriptions = Subscriptions(database)
+        metrics.watch_groups(app.state.subscriptions.all)
         app.state.tailer = tailer
         app.state.intake = Intake(admission, service, relay, faults=faults, metrics=metrics)
         app.state.readiness_checks = {
@@ -300,6 +304,13 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         ),
         Route("/v1/events", authenticated(token, get_log), methods=["GET"]),
         Route("/v1/events/stream", authenticated(token, stream_log), methods=["GET"]),
+        *subscription_routes(
+            token,
+            settings.log_readers,
+            lambda request: request.app.state.log,
+            lambda request: request.app.state.subscriptions,
+            poll_interval=settings.log_poll_interval,
+        ),
         *fault_routes(token, faults),
     ]
     return service_app(

@@ -5,15 +5,20 @@ retry budgets, the admission queue (length, whether it stands, time queued), and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from metallica.overload.breaker import STATE_CODES
 from metallica.overload.queue import Ticket
 from metallica.protools.flow import Admission, DownstreamGuard
+from metallica.protools.subscriptions import GroupView
 from metallica.protools.tailer import LogTailer
 from metallica.web.metrics import ServiceMetrics
+
+logger = logging.getLogger(__name__)
 
 # Seconds: from a burst served in a few milliseconds to a command that waited out its patience.
 QUEUED_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -138,6 +143,11 @@ class ProtoolsMetrics(ServiceMetrics):
         for name, documentation, read in gauges:
             Gauge(name, documentation, registry=self.registry).set_function(read)
 
+    def watch_groups(self, read: Callable[[], list[GroupView]]) -> None:
+        """The consumer groups' metrics, read from the database at each scrape (every replica
+        tells the same, since groups are shared)."""
+        self.registry.register(GroupsCollector(read))
+
     def watch(self, admission: Admission, guards: Mapping[str, DownstreamGuard]) -> None:
         """Read the live values at each scrape."""
         self._limit.labels("admission").set_function(lambda: admission.limiter.limit)
@@ -157,3 +167,68 @@ class ProtoolsMetrics(ServiceMetrics):
         self._in_use.labels(name).set_function(lambda: guard.limiter.in_flight)
         self._budget.labels(name).set_function(lambda: guard.budget.available)
         self._breaker_state.labels(name).set_function(lambda: STATE_CODES[guard.breaker.state])
+
+
+class GroupsCollector:
+    """Each consumer group's lag (positions and seconds), events in flight, parked events and
+    redeliveries, as the database has them when scraped."""
+
+    def __init__(self, read: Callable[[], list[GroupView]]) -> None:
+        self.read = read
+
+    def _families(
+        self,
+    ) -> tuple[
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        CounterMetricFamily,
+    ]:
+        labels = ["group"]
+        return (
+            GaugeMetricFamily(
+                "metallica_subscription_lag_positions",
+                "Positions from the group's oldest unfinished event to the log's head.",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "metallica_subscription_lag_seconds",
+                "Age of the group's oldest unfinished event (0 when it has finished all).",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "metallica_subscription_in_flight",
+                "Events leased to the group's members now.",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "metallica_subscription_parked",
+                "Events the group parked after their last allowed delivery.",
+                labels=labels,
+            ),
+            CounterMetricFamily(
+                "metallica_subscription_redeliveries",
+                "Events the group delivered again (a lease ran out, or a nack).",
+                labels=labels,
+            ),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        lag, age, in_flight, parked, redeliveries = families = self._families()
+        try:
+            views = self.read()
+        except Exception:  # a scrape while the database is away: the groups are left out
+            logger.warning("metallica.group_metrics_unread", exc_info=True)
+            views = []
+        for view in views:
+            labels = [view.name]
+            lag.add_metric(labels, view.lag_positions)
+            age.add_metric(labels, view.lag_seconds)
+            in_flight.add_metric(labels, view.in_flight)
+            parked.add_metric(labels, view.parked)
+            redeliveries.add_metric(labels, view.redeliveries)
+        return iter(families)

@@ -19,6 +19,7 @@ from metallica.protools.history import (
 )
 from metallica.protools.log import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX, TYPE_NAME, TYPES_MAX
 from metallica.protools.stream import END_REASONS
+from metallica.protools.subscription_openapi import subscription_paths
 from metallica.web.openapi import (
     ADDRESS_SCHEMA,
     IDEMPOTENCY_KEY,
@@ -488,6 +489,7 @@ def openapi_document() -> Document:
             }
         },
     }
+    paths |= subscription_paths(logged)
     return service_document(
         "protools",
         "Metallica protools",

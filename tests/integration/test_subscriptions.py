@@ -1,0 +1,241 @@
+"""Durable subscriptions, tried from outside: consumer groups on real protools replicas, their
+members in threads (metallica.client.Consumer), the CLI, and the problems bad requests get."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from metallica.cli import main
+from metallica.client import Consumer, ProtoolsClient, SubscriptionRefused
+from metallica.stack import LocalStack
+from tests.integration.conftest import StackFactory
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+ALICE, AUDITOR = ("alice-token-0123456789", "auditor-token-0123456789")
+CLIENTS = {
+    "METALLICA_CLIENT_TOKENS": f"alice:{ALICE},auditor:{AUDITOR}",
+    "METALLICA_LOG_READERS": "auditor",
+    "METALLICA_LOG_POLL_INTERVAL": "0.1",
+}
+WAIT_SECONDS = 60.0
+
+
+@pytest.fixture
+def stack(stack_factory: StackFactory) -> LocalStack:
+    return stack_factory(replicas=2, **CLIENTS)
+
+
+@pytest.fixture
+def auditors(stack: LocalStack) -> Iterator[list[ProtoolsClient]]:
+    """One client of the reader per protools replica."""
+    made = [ProtoolsClient(url, AUDITOR) for url in stack.urls("protools")]
+    try:
+        yield made
+    finally:
+        for client in made:
+            client.close()
+
+
+def create(url: str, username: str) -> str:
+    with ProtoolsClient(url, ALICE) as client:
+        answer = client.create_password(username, wait=10)
+    assert answer.status_code == 200, answer.text
+    workflow_id: str = answer.json()["workflow_id"]
+    return workflow_id
+
+
+def whole_log(client: ProtoolsClient) -> list[dict[str, Any]]:
+    page = client.log(limit=1000).json()
+    events: list[dict[str, Any]] = page["events"]
+    return events
+
+
+def test_members_on_two_replicas_share_the_log_once_each_in_order_per_workflow(
+    stack: LocalStack, auditors: list[ProtoolsClient]
+) -> None:
+    create(
+        stack.urls("protools")[0], "before0"
+    )  # before the group: it starts at the start, so it gets it too
+    created = auditors[0].create_group("audit", start="start", ack_wait=120)
+    assert created.status_code == 201, created.text
+    assert auditors[1].create_group("audit", start="start", ack_wait=120).status_code == 200
+
+    received: list[tuple[str, dict[str, Any]]] = []
+    lock, done = threading.Lock(), threading.Event()
+
+    def consume(member: str, client: ProtoolsClient) -> None:
+        consumer = Consumer(client, "audit", member, batch=4, wait=0.5)
+        while not done.is_set():
+            batch = consumer.pull()
+            with lock:
+                received.extend((member, message) for message in batch)
+            if batch:
+                consumer.ack(*batch)
+
+    members = [
+        threading.Thread(target=consume, args=(f"m{i}", auditors[i % 2]), daemon=True)
+        for i in range(3)
+    ]
+    for thread in members:
+        thread.start()
+    try:
+        for n in range(8):  # workflows made while the members consume, on both replicas
+            create(stack.urls("protools")[n % 2], f"live{n}")
+        stored = whole_log(auditors[0])
+        assert eventually(lambda: len(received) >= len(stored), WAIT_SECONDS), len(received)
+    finally:
+        done.set()
+        for thread in members:
+            thread.join(WAIT_SECONDS)
+    assert not any(thread.is_alive() for thread in members)
+
+    positions = [message["position"] for _, message in received]
+    assert sorted(positions) == [event["position"] for event in stored], "each event once"
+    by_workflow: dict[str, list[int]] = {}
+    for _, message in received:
+        by_workflow.setdefault(message["workflow_id"], []).append(message["version"])
+    for workflow_id, versions in by_workflow.items():
+        assert versions == sorted(versions), f"{workflow_id}: {versions}"
+    assert len({member for member, _ in received}) >= 2, "the work was shared"
+    assert all(message["deliveries"] == 1 for _, message in received)
+    assert all("sealed" not in str(message["data"]) for _, message in received)
+
+    group = auditors[1].group("audit").json()
+    assert group["unfinished"] == 0
+    assert group["lag"]["positions"] == 0
+    assert group["position"] == stored[-1]["position"]
+    metrics = httpx.get(f"{stack.urls('protools')[0]}/metrics", timeout=10).text
+    assert 'metallica_subscription_lag_positions{group="audit"} 0.0' in metrics
+
+
+def test_an_unacked_event_comes_back_is_parked_and_replayed_and_the_cli_tells(
+    stack: LocalStack, auditors: list[ProtoolsClient]
+) -> None:
+    url = ["--url", stack.urls("protools")[0], "--token", AUDITOR]
+    runner = CliRunner()
+    made = runner.invoke(
+        main,
+        ["subscriptions", "create", "slow", "--type", "WorkflowCompleted", "--ack-wait", "0.2",
+         "--max-deliver", "2", *url],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "created" in made.output
+    workflow_id = create(stack.urls("protools")[1], "unlucky")
+
+    member = Consumer(auditors[1], "slow", "forgetful", wait=5)
+    first = member.pull()
+    assert [(m["workflow_id"], m["type"], m["deliveries"]) for m in first] == [
+        (workflow_id, "WorkflowCompleted", 1)
+    ]
+    # Never acked: once its lease has run out, it comes back, to any member.
+    again: list[dict[str, Any]] = []
+
+    def delivered_again() -> bool:
+        again.extend(member.pull())
+        return bool(again)
+
+    assert eventually(delivered_again, WAIT_SECONDS)
+    assert again[0]["deliveries"] == 2
+    with pytest.raises(SubscriptionRefused) as wrong:  # another member's ack
+        Consumer(auditors[0], "slow", "other").ack(*again)
+    assert wrong.value.response.status_code == 409
+    assert wrong.value.response.json()["type"].endswith("/not-leased")
+    # Its second lease runs out too: a pull then parks it.
+    other = Consumer(auditors[0], "slow", "other", wait=0)
+    assert eventually(
+        lambda: other.pull() == [] and auditors[0].group("slow").json()["parked"] == 1,
+        WAIT_SECONDS,
+    )
+
+    parked = runner.invoke(main, ["subscriptions", "parked", "slow", *url])
+    assert parked.exit_code == 0, parked.output
+    assert workflow_id in parked.output
+    assert "delivered 2x, last to forgetful" in parked.output
+    shown = runner.invoke(main, ["subscriptions", "show", "slow", *url])
+    assert "parked         1" in shown.output
+    assert "redeliveries   1" in shown.output
+    listed = runner.invoke(main, ["subscriptions", "list", *url])
+    assert listed.output.splitlines()[2].split()[:2] == ["slow", str(again[0]["position"])]
+
+    replayed = runner.invoke(main, ["subscriptions", "replay", "slow", *url])
+    assert "1 parked event(s) delivered again" in replayed.output
+    back = Consumer(auditors[0], "slow", "fixed", wait=5).pull()
+    assert [(m["position"], m["deliveries"]) for m in back] == [(again[0]["position"], 1)]
+
+    rewound = runner.invoke(main, ["subscriptions", "rewind", "slow", "--to", "start", *url])
+    assert "now reads the log after position 0" in rewound.output
+    assert [m["position"] for m in Consumer(auditors[1], "slow", "x", wait=5).pull()] == [
+        again[0]["position"]
+    ]
+    gone = runner.invoke(main, ["subscriptions", "delete", "slow", *url])
+    assert gone.exit_code == 0
+    missing = runner.invoke(main, ["subscriptions", "show", "slow", *url])
+    assert missing.exit_code == 1
+    assert "unknown-group" in missing.output
+
+
+BAD_REQUESTS: list[tuple[str, str, dict[str, Any] | None, int, str, str | None]] = [
+    ("GET", "/v1/subscriptions/nobody", None, 404, "unknown-group", None),
+    ("POST", "/v1/subscriptions/nobody/pull", {"member": "m"}, 404, "unknown-group", None),
+    ("POST", "/v1/subscriptions", {"name": "Bad Name"}, 422, "invalid-body", "name"),
+    ("POST", "/v1/subscriptions", {"name": "g", "start": 10**9}, 404,
+     "position-past-head", "start"),
+    ("POST", "/v1/subscriptions", {"name": "g", "ack_wait": 0}, 422, "invalid-body",
+     "ack_wait"),
+    ("POST", "/v1/subscriptions", {"name": "g", "colour": 1}, 422, "invalid-body", "colour"),
+    ("POST", "/v1/subscriptions/known/pull", {"member": "m", "batch": 1001}, 422,
+     "invalid-body", "batch"),
+    ("POST", "/v1/subscriptions/known/pull", {}, 422, "invalid-body", "member"),
+    ("POST", "/v1/subscriptions/known/ack", {"member": "m", "positions": [1]}, 409,
+     "not-leased", None),
+    ("POST", "/v1/subscriptions/known/ack", {"member": "m", "positions": ["1"]}, 422,
+     "invalid-body", "positions"),
+    ("POST", "/v1/subscriptions/known/rewind", {"to": "yesterday"}, 422, "invalid-body",
+     "to"),
+    ("GET", "/v1/subscriptions/known/parked?limit=0", None, 400, "bad-request", "limit"),
+]  # fmt: skip
+
+
+def test_bad_requests_to_consumer_groups_are_problems_that_name_what_is_wrong(
+    stack_factory: StackFactory,
+) -> None:
+    stack = stack_factory(**CLIENTS)
+    with ProtoolsClient(stack.urls("protools")[0], AUDITOR) as auditor:
+        assert auditor.create_group("known").status_code == 201
+    for method, path, body, status, code, field in BAD_REQUESTS:
+        answer = httpx.request(
+            method,
+            stack.urls("protools")[0] + path,
+            json=body,
+            headers={"Authorization": f"Bearer {AUDITOR}"},
+            timeout=10,
+        )
+        assert answer.status_code == status, (path, body, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["type"].endswith(f"/{code}"), (path, body, problem)
+        assert problem.get("field") == field, (path, body, problem)
+
+
+def test_only_a_reader_of_the_whole_log_may_use_consumer_groups(
+    stack_factory: StackFactory,
+) -> None:
+    stack = stack_factory(**CLIENTS)
+    with ProtoolsClient(stack.urls("protools")[0], ALICE) as alice:
+        for answer in (alice.create_group("mine"), alice.groups(), alice.pull("mine", "m")):
+            assert answer.status_code == 403, answer.text
+            assert "METALLICA_LOG_READERS" in answer.json()["detail"]
+    with ProtoolsClient(stack.urls("protools")[0], AUDITOR) as auditor:
+        created = auditor.create_group("mine", max_deliver=3)
+        assert created.status_code == 201
+        clash = auditor.create_group("mine", max_deliver=4)
+        assert clash.status_code == 409
+        assert clash.json()["type"].endswith("/group-exists")
