@@ -133,6 +133,10 @@ class ProtoolsClient:
                             raise LogStreamRefused(source.response)
                         raise SSEError(f"the replica answered {status}: trying again")
                     for message in source.iter_sse():
+                        if not message.data:
+                            # A heartbeat (a comment): httpx-sse hands it on as a message with
+                            # no data once an id was seen; the SSE spec dispatches nothing.
+                            continue
                         if message.event == "end":
                             break  # the replica ended this stream: resume where it left off
                         event: dict[str, Any] = message.json()

@@ -32,6 +32,9 @@ CLIENTS = {
     "METALLICA_LOG_POLL_INTERVAL": "0.1",
     # Streams rotate every second: the live test's follower resumes across several of them.
     "METALLICA_STREAM_MAX_DURATION": "1",
+    # Heartbeats between events: a follower must take them for what they are (httpx-sse hands
+    # one on as a message with no data once an id was seen).
+    "METALLICA_STREAM_HEARTBEAT": "0.1",
 }
 PASSWORD_EVENT = "StepSucceeded"
 
@@ -286,9 +289,10 @@ def test_events_tail_follow_prints_new_events_until_interrupted(
         seen = output.until("WorkflowCompleted", seconds=30)
         assert any(workflow in line and "WorkflowStarted" in line for line in seen), seen
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == 0, output.rest()
         assert "Traceback" not in output.rest()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+        output.rest()  # its reader done, its pipe closed

@@ -102,19 +102,19 @@ def events_tail(
     from metallica.client import LogStreamLost, LogStreamRefused
 
     wanted = split_types(types)
-    if after is None:
-        head = client.log(limit=1)
-        if head.status_code != 200:
-            fail_with_problem(head)
-        after = max(0, int(head.json()["head"]) - lines)
-    last = after
-    for page, looked_up_to in _pages(client, after, wanted, workflow_id):
-        for event in page:
-            click.echo(event_line(event))
-        last = looked_up_to
-    if not follow:
-        return
-    try:
+    try:  # Ctrl-C ends the command cleanly, whether it is catching up or following
+        if after is None:
+            head = client.log(limit=1)
+            if head.status_code != 200:
+                fail_with_problem(head)
+            after = max(0, int(head.json()["head"]) - lines)
+        last = after
+        for page, looked_up_to in _pages(client, after, wanted, workflow_id):
+            for event in page:
+                click.echo(event_line(event))
+            last = looked_up_to
+        if not follow:
+            return
         for event in client.follow_log(after=last, types=wanted, workflow_id=workflow_id):
             click.echo(event_line(event))
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from metallica.faultproxy import ProxyThread, Toxic
+from metallica.lab.followers import LogFollowers
 from metallica.load.checker import Report, check, read_snapshot
 from metallica.load.pg_cluster import ThrowawayCluster
 from metallica.load.records import FAILED, OK, UNKNOWN, ClientRecord
@@ -81,6 +82,8 @@ class BaseLab(abc.ABC):
 
     def __init__(self, token: str) -> None:
         self.token = token
+        # Followers of protools' log attached for the whole run, when this kind of lab has them.
+        self.followers: LogFollowers | None = None
         self.records: list[ClientRecord] = []
         self._records_lock = threading.Lock()
         self._http = httpx.Client(
@@ -276,6 +279,10 @@ class Lab(BaseLab):
         self.proxies.start()
         try:
             self.stack.start()
+            self.followers = LogFollowers(
+                self.stack.urls("protools"), self.token, self.stack.database_url("protools")
+            )
+            self.followers.start()
         except BaseException:
             self.close()
             raise
@@ -285,6 +292,8 @@ class Lab(BaseLab):
         self.close()
 
     def close(self) -> None:
+        if self.followers is not None:
+            self.followers.stop()
         self.stack.stop()
         self.proxies.stop()
         self.close_clients()

@@ -656,4 +656,7 @@ def run_scenario(lab: AnyLab, scenario: Scenario[AnyLab]) -> ScenarioResult:
         result.report = lab.check(result.records)
     except Exception as error:
         result.error = (result.error or "") + f" checker: {type(error).__name__}: {error}"
+    if lab.followers is not None:  # the log's followers, attached since the lab started
+        ok, detail = lab.followers.verdict()
+        result.checks.append(Check("the log's followers saw every event, in order", ok, detail))
     return result
