@@ -605,6 +605,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Instead of METALLICA_PROTOOLS_KEYS: a file of such entries, as the generator's.",
     ),
     _s(
+        "command-retention",
+        float,
+        86_400.0,
+        P,
+        """Seconds protools keeps a command's key once its workflow has ended (completed or
+        failed); then a sweep forgets it, and the same key sent again is a new command (whose
+        workflow fails with username-taken: the username has its password). A running
+        workflow's key is kept however old. The events are kept.""",
+        minimum=600,
+        maximum=366 * 86_400,
+        unit="s",
+    ),
+    _s(
         "idempotency-retention",
         float,
         86_400.0,

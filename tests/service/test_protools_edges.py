@@ -395,3 +395,24 @@ def test_the_creators_status_is_protools_own(stack: Stack) -> None:
 def test_a_bad_mail_domain_is_refused_at_start(stack: Stack) -> None:
     with pytest.raises(ValueError, match="not a mail domain"):
         stack.protools(mail_domain="not a domain")
+
+
+def test_once_its_command_is_forgotten_a_key_sent_again_is_a_new_command(stack: Stack) -> None:
+    client = stack.protools()
+    first = start(client, "alice", key="alice-key")
+    assert outcome(client, first)["status"] == "completed"
+    running = start(client, "bob", key="bob-key")  # may still run: kept however old
+    service: WorkflowService = client.app.state.service  # type: ignore[attr-defined]
+
+    # Within the retention, the same key is the same workflow.
+    replay = client.post(CREATE, json={"username": "alice"}, headers=headers("alice-key"))
+    assert replay.json()["workflow_id"] == first
+    assert service.expire_commands(retention=3600) == 0
+    # Past it (a retention of 0: every ended workflow), the key is forgotten: a new command,
+    # whose workflow fails, the username having its password already. The events stay.
+    assert outcome(client, running)["status"] == "completed"
+    assert service.expire_commands(retention=0) == 2
+    again = start(client, "alice", key="alice-key")
+    assert again != first
+    assert outcome(client, again)["error"]["type"].endswith("/username-taken")
+    assert outcome(client, first)["status"] == "completed"

@@ -1095,6 +1095,32 @@ class CommandStoreConformance:
             assert store.find_command(tx, "key-1") == command
             assert store.find_command(tx, "KEY-1") is None
 
+    def test_the_retention_forgets_only_the_commands_of_workflows_ended_before_the_cutoff(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        ended = {"old-1": NOW - 1000, "old-2": NOW - 900, "old-3": NOW - 800, "recent": NOW - 10}
+        with database.transaction() as tx:
+            for name, ended_at in ended.items():
+                store.record_command(tx, store.Command(name, "fp", f"wf-{name}", ended_at - 5))
+                store.append(tx, f"wf-{name}", 0, [event("WorkflowStarted")], now=ended_at - 5)
+                store.append(tx, f"wf-{name}", 1, [event("WorkflowCompleted")], now=ended_at)
+            # Older than all of them, but still running: kept however old.
+            store.record_command(tx, store.Command("running", "fp", "wf-running", NOW - 5000))
+            store.append(tx, "wf-running", 0, [event("WorkflowStarted")], now=NOW - 5000)
+        cutoff = NOW - 100
+        with database.transaction() as tx:  # the oldest first, a batch at a time
+            assert store.expire_commands(tx, cutoff=cutoff, batch=2) == 2
+        with database.transaction() as tx:
+            assert store.find_command(tx, "old-1") is None
+            assert store.find_command(tx, "old-3") is not None
+            assert store.expire_commands(tx, cutoff=cutoff, batch=2) == 1
+            assert store.expire_commands(tx, cutoff=cutoff, batch=2) == 0
+        with database.transaction(write=False) as tx:
+            left = {c["idempotency_key"] for c in tx.fetch_all("all_commands")}
+            assert left == {"recent", "running"}
+            assert len(store.read_stream(tx, "wf-old-1")) == 2  # the events stay
+
     def test_a_repeated_key_gets_the_first_command_back(self, make_db: DatabaseFactory) -> None:
         database = make_db()
         first = store.Command("key-1", "fp-1", "wf-1", NOW)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from metallica.protools import engine, history, log, password_workflow, stream
 from metallica.protools.clients import ServiceClients
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.intake import Intake
+from metallica.protools.loops import LoopHealth, keep_running
 from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.openapi import openapi_document
 from metallica.protools.relay import Relay
@@ -66,6 +68,7 @@ FAULT_POINTS = ("after_accept", "before_record", "after_record")
 # How long the relay's loops may take to end once cancelled (their storage calls in threads
 # finish first, each bounded by the database's timeouts).
 LOOPS_STOP_SECONDS = 30.0
+EXPIRY_INTERVAL_MAX = 300.0
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -77,6 +80,13 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         raise RuntimeError(f"the relay's loops still ran {LOOPS_STOP_SECONDS:g} s after cancel")
     if not task.cancelled() and task.exception() is not None:
         logger.error("metallica.relay_loops_failed", exc_info=task.exception())
+
+
+async def _expire_commands(service: WorkflowService, retention: float) -> float:
+    """One round of the command store's retention; the seconds until the next (a tenth of
+    the retention, five minutes at most)."""
+    await in_thread(service.expire_commands, retention)
+    return min(EXPIRY_INTERVAL_MAX, retention / 10)
 
 
 def create_app(settings: ProtoolsSettings) -> Starlette:
@@ -160,6 +170,15 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         stack.push_async_callback(_cancel, loop_task)
         tailer_task = asyncio.get_running_loop().create_task(tailer.run())
         stack.push_async_callback(_cancel, tailer_task)
+        expiry = LoopHealth("command_expiry")  # logged when it fails, not a readiness check
+        expiry_task = asyncio.get_running_loop().create_task(
+            keep_running(
+                expiry,
+                functools.partial(_expire_commands, service, settings.command_retention),
+                asyncio.sleep,
+            )
+        )
+        stack.push_async_callback(_cancel, expiry_task)
         stack.callback(tailer.close)  # first: the streams end, saying why
         logger.info("metallica.protools_started", extra={"replica": replica_id})
 

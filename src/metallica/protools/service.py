@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import random
 import time
 import uuid
@@ -26,7 +27,10 @@ from metallica.protools import engine, store
 from metallica.protools.sealing import FieldSealer, ProtoolsKeyring
 from metallica.storage import Database, LockTimeout, Transaction
 
+logger = logging.getLogger(__name__)
+
 CONFLICT_RETRIES = 8
+EXPIRY_BATCH = 1000  # commands forgotten per transaction
 
 
 @dataclass(frozen=True)
@@ -379,6 +383,24 @@ class WorkflowService:
         return Recorded(following, decision.finishes, decision.retry_at, not held, state=after)
 
     # --- queries -------------------------------------------------------------------------------
+
+    def expire_commands(self, retention: float, batch: int = EXPIRY_BATCH) -> int:
+        """The command store's retention: forget the commands whose workflow ended more than
+        ``retention`` seconds ago, ``batch`` per transaction (short ones: the hot path's
+        writers wait for none long); how many. Afterwards a client that sends the same key
+        again starts a new command (its username is taken by then: the new workflow fails
+        with username-taken). The events stay: the workflow's history is never forgotten."""
+        expired = 0
+        while True:
+            cutoff = self._clock() - retention
+            with self.database.transaction() as tx:
+                count = store.expire_commands(tx, cutoff=cutoff, batch=batch)
+            expired += count
+            if count < batch:
+                break
+        if expired:
+            logger.info("metallica.commands_expired", extra={"count": expired})
+        return expired
 
     def load(self, workflow_id: str) -> engine.WorkflowState | None:
         with self.database.transaction(write=False) as tx:

@@ -50,6 +50,7 @@ class ProtoolsSettings:
     poll_interval: float = default("poll-interval")
     log_readers: frozenset[str] = frozenset()
     log_poll_interval: float = default("log-poll-interval")
+    command_retention: float = default("command-retention")
     stream_buffer: int = default("stream-buffer")
     stream_heartbeat: float = default("stream-heartbeat")
     stream_send_timeout: float = default("stream-send-timeout")
@@ -114,6 +115,7 @@ class ProtoolsSettings:
             poll_interval=value(options, "poll-interval"),
             log_readers=_log_readers(options.get("log_readers")),
             log_poll_interval=value(options, "log-poll-interval"),
+            command_retention=value(options, "command-retention"),
             stream_buffer=value(options, "stream-buffer"),
             stream_heartbeat=value(options, "stream-heartbeat"),
             stream_send_timeout=value(options, "stream-send-timeout"),

@@ -378,6 +378,11 @@ def record_command(tx: Transaction, command: Command) -> Command:
     return existing
 
 
+def expire_commands(tx: Transaction, *, cutoff: float, batch: int) -> int:
+    """Forget up to ``batch`` commands whose workflow ended before ``cutoff``; how many."""
+    return tx.execute("expire_commands", cutoff=cutoff, batch=batch)
+
+
 def find_command(tx: Transaction, idempotency_key: str) -> Command | None:
     """The command recorded under a key, if any."""
     row = tx.fetch_one("get_command", idempotency_key=idempotency_key)

@@ -161,6 +161,24 @@ RETURNING workflow_id;
 SELECT idempotency_key, fingerprint, workflow_id, created_at
 FROM commands WHERE idempotency_key = :idempotency_key;
 
+-- name: expire_commands
+-- The command store's retention: forget up to :batch commands, oldest first, whose workflow
+-- ended (completed or failed) before :cutoff. A running workflow's command is kept however
+-- old. Replicas sweeping at once skip each other's rows.
+DELETE FROM commands WHERE idempotency_key IN (
+    SELECT c.idempotency_key FROM commands c
+    WHERE c.created_at < :cutoff
+      AND EXISTS (
+          SELECT 1 FROM events e
+          WHERE e.stream_id = c.workflow_id
+            AND e.type IN ('WorkflowCompleted', 'WorkflowFailed')
+            AND e.recorded_at < :cutoff
+      )
+    ORDER BY c.created_at
+    LIMIT :batch
+    {skip_locked}
+);
+
 -- name: all_commands
 -- Every client command (the invariant checker).
 SELECT idempotency_key, fingerprint, workflow_id, created_at FROM commands ORDER BY created_at;
