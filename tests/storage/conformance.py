@@ -365,6 +365,34 @@ class EventStoreConformance:
         assert positions == sorted(set(positions))
         assert [(e.stream_id, e.version) for e in log] == [("hot", v) for v in range(1, total + 1)]
 
+    def test_an_event_keeps_its_schema_version_and_reads_in_the_current_shape(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            store.append(tx, "new", 0, [event("WorkflowStarted", queued_ms=4.0)], now=NOW)
+            # A start written before queued_ms existed: schema version 1, no such field.
+            tx.execute(
+                "append_event",
+                stream_id="old",
+                version=1,
+                type="WorkflowStarted",
+                data='{"input": {"username": "ann"}}',
+                recorded_at=NOW,
+                schema_version=1,
+            )
+        with database.transaction(write=False) as tx:
+            versions = {
+                row["stream_id"]: row["schema_version"]
+                for row in tx.fetch_all("read_all", after=0, limit=10)
+            }
+            assert versions == {"new": 2, "old": 1}
+            (old,) = store.read_stream(tx, "old")
+            assert old.data == {"input": {"username": "ann"}, "queued_ms": 0.0}
+            assert store.read_stream(tx, "new")[0].data == {"queued_ms": 4.0}
+            logged = store.read_log(tx, after=0, limit=10)
+            assert [e.event.data.get("queued_ms") for e in logged] == [4.0, 0.0]
+
     def test_read_all_pages_through_the_global_log_in_order(self, make_db: DatabaseFactory) -> None:
         database = make_db()
         for round_ in range(5):

@@ -18,6 +18,7 @@ from typing import Any
 
 from metallica.errors import MetallicaError
 from metallica.protools.engine import NewEvent, RecordedEvent
+from metallica.protools.upcasting import current_version, upcast
 from metallica.storage import Row, Transaction
 
 
@@ -73,7 +74,7 @@ def event_from_row(row: Row) -> RecordedEvent:
         stream_id=row["stream_id"],
         version=int(row["version"]),
         type=row["type"],
-        data=json.loads(row["data"]),
+        data=upcast(row["type"], int(row["schema_version"]), json.loads(row["data"])),
         recorded_at=float(row["recorded_at"]),
     )
 
@@ -119,6 +120,7 @@ def append(
             type=event.type,
             data=json.dumps(event.data, separators=(",", ":")),
             recorded_at=now,
+            schema_version=current_version(event.type),
         )
         if row is None:
             raise VersionConflict(stream_id, version)

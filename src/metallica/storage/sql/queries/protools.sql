@@ -4,8 +4,8 @@
 -- for this database's turn to write the log and holds it until the transaction ends, so that
 -- positions become visible in the order they are drawn: a reader that has seen position P
 -- never later finds a smaller one (protools/log.py says why, and what it costs).
-INSERT INTO events (stream_id, version, type, data, recorded_at)
-SELECT :stream_id, :version, :type, :data, :recorded_at
+INSERT INTO events (stream_id, version, type, data, recorded_at, schema_version)
+SELECT :stream_id, :version, :type, :data, :recorded_at, :schema_version
 FROM (SELECT {log_turn}) AS log_turn
 WHERE :version = 1 OR EXISTS (
     SELECT 1 FROM events WHERE stream_id = :stream_id AND version = :version - 1
@@ -15,12 +15,12 @@ RETURNING global_position;
 
 -- name: read_stream
 -- One stream's events in version order.
-SELECT global_position, stream_id, version, type, data, recorded_at
+SELECT global_position, stream_id, version, type, data, recorded_at, schema_version
 FROM events WHERE stream_id = :stream_id ORDER BY version;
 
 -- name: read_all
 -- The global log after a position, in order (catch-up reads).
-SELECT global_position, stream_id, version, type, data, recorded_at
+SELECT global_position, stream_id, version, type, data, recorded_at, schema_version
 FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit;
 
 -- name: log_head
@@ -32,7 +32,7 @@ SELECT COALESCE(max(global_position), 0) AS head FROM events;
 -- records: what the log's followers read. Filters: the types in :strings (a JSON array; '[]' for
 -- any), one workflow (:stream_id, '' for any), one client (:client, '' for any). Each event's
 -- start is found by its primary key (stream_id, version 1).
-SELECT e.global_position, e.stream_id, e.version, e.type, e.data, e.recorded_at,
+SELECT e.global_position, e.stream_id, e.version, e.type, e.data, e.recorded_at, e.schema_version,
        {started_by} AS client
 FROM events e LEFT JOIN events s ON s.stream_id = e.stream_id AND s.version = 1
 WHERE e.global_position > :after AND e.global_position <= :until
@@ -287,7 +287,8 @@ WHERE group_name = :name AND parked_at IS NOT NULL
 -- name: list_parked
 -- A group's parked events after :after, in log order, each with its event.
 SELECT p.position, p.deliveries, p.member, p.parked_at,
-       e.global_position, e.stream_id, e.version, e.type, e.data, e.recorded_at
+       e.global_position, e.stream_id, e.version, e.type, e.data, e.recorded_at,
+       e.schema_version
 FROM group_pending p JOIN events e ON e.global_position = p.position
 WHERE p.group_name = :name AND p.parked_at IS NOT NULL AND p.position > :after
 ORDER BY p.position LIMIT :limit;
@@ -319,5 +320,5 @@ ORDER BY global_position LIMIT 1;
 
 -- name: read_positions
 -- The events at these positions (:ids), in order.
-SELECT global_position, stream_id, version, type, data, recorded_at
+SELECT global_position, stream_id, version, type, data, recorded_at, schema_version
 FROM events WHERE global_position IN ({ids_from_json}) ORDER BY global_position;
