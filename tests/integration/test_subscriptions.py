@@ -1,5 +1,6 @@
 """Durable subscriptions, tried from outside: consumer groups on real protools replicas, their
-members in threads (metallica.client.Consumer), the CLI, and the problems bad requests get."""
+members in threads (metallica.client.Consumer), the CLI, and the problems bad requests get;
+and the workflows read model rebuilt from the events (`metallica projections rebuild`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from metallica.cli import main
 from metallica.client import Consumer, ProtoolsClient, SubscriptionRefused
 from metallica.stack import LocalStack
+from metallica.storage import open_database
 from tests.integration.conftest import StackFactory
 from tests.waiting import eventually
 
@@ -239,3 +241,35 @@ def test_only_a_reader_of_the_whole_log_may_use_consumer_groups(
         clash = auditor.create_group("mine", max_deliver=4)
         assert clash.status_code == 409
         assert clash.json()["type"].endswith("/group-exists")
+
+
+def test_projections_rebuild_checks_and_rewrites_the_workflows_read_model(
+    stack_factory: StackFactory,
+) -> None:
+    stack = stack_factory(**CLIENTS)
+    for name in ("ann", "bob"):
+        create(stack.urls("protools")[0], name)
+    url = ["--database-url", stack.database_url("protools")]
+    runner = CliRunner()
+    checked = runner.invoke(main, ["projections", "rebuild", "--check", *url])
+    assert checked.exit_code == 0, checked.output
+    assert "workflows: 2 from the events; the live model: 0 missing, 0 extra, 0 changed" in (
+        checked.stdout
+    )
+    database = open_database(stack.database_url("protools"), "protools", pool_size=1)
+    try:
+        with database.transaction() as tx:
+            tx.run_script("UPDATE workflows SET status = 'failed'")
+    finally:
+        database.close()
+    drifted = runner.invoke(main, ["projections", "rebuild", "--check", *url])
+    assert drifted.exit_code == 1
+    assert "2 changed" in drifted.stdout
+    rebuilt = runner.invoke(main, ["projections", "rebuild", *url])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "2 rebuilt from the events; the live model had 0 missing, 0 extra, 2 changed" in (
+        rebuilt.stdout
+    )
+    with ProtoolsClient(stack.urls("protools")[0], ALICE) as alice:
+        listed = alice.list_workflows(status="completed").json()["workflows"]
+    assert sorted(w["username"] for w in listed) == ["ann", "bob"]

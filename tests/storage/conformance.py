@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 
 from metallica.errors import GroupExists, NotLeased, PositionPastHead, UnknownGroup
-from metallica.protools import engine, store
+from metallica.protools import engine, projection, store
 from metallica.protools.groups import GroupSettings
 from metallica.protools.subscriptions import Delivery, Subscriptions
 from metallica.storage import (
@@ -135,6 +135,14 @@ def applied_versions(database: Database) -> list[int]:
 
 def shipped_versions(database: Database) -> list[int]:
     return [version for version, _, _ in migration_files(database.dialect, database.schema)]
+
+
+def append_projected(
+    tx: Transaction, stream_id: str, expected: int, events: list[engine.NewEvent], *, now: float
+) -> None:
+    """Append ``events`` and keep the workflows read model, as the service's use cases do."""
+    positions = store.append(tx, stream_id, expected, events, now=now)
+    projection.project(tx, stream_id, events, positions, now=now)
 
 
 def event(type_: str, **data: Any) -> engine.NewEvent:
@@ -446,11 +454,11 @@ class EventStoreConformance:
             others = engine.NewEvent(
                 engine.STARTED, {"workflow": "w", "input": {"username": "x"}, "client": "bob"}
             )
-            with database.transaction() as tx:
-                store.append(tx, f"wf-{index}", 0, [started], now=NOW + index)
-                store.append(tx, f"bob-{index}", 0, [others], now=NOW + index)
+            with database.transaction() as tx:  # appended and projected, as a use case does
+                append_projected(tx, f"wf-{index}", 0, [started], now=NOW + index)
+                append_projected(tx, f"bob-{index}", 0, [others], now=NOW + index)
                 if end is not None:
-                    store.append(tx, f"wf-{index}", 1, [event("Step"), event(end)], now=NOW)
+                    append_projected(tx, f"wf-{index}", 1, [event("Step"), event(end)], now=NOW)
 
         def listed(**options: Any) -> list[tuple[str, str]]:
             with database.transaction(write=False) as tx:
@@ -474,6 +482,40 @@ class EventStoreConformance:
         assert first[0].started_at == NOW + 4
         with database.transaction(write=False) as tx:
             assert store.list_workflows(tx, "carol") == []
+
+    def test_the_read_model_rebuilt_from_the_events_is_the_one_its_projector_kept(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            for index, end in enumerate((engine.COMPLETED, None, engine.FAILED)):
+                started = engine.NewEvent(
+                    engine.STARTED, {"input": {"username": f"u{index}"}, "client": "ann"}
+                )
+                append_projected(tx, f"wf-{index}", 0, [started], now=NOW + index)
+                if end is not None:
+                    append_projected(tx, f"wf-{index}", 1, [event(end)], now=NOW)
+            # A workflow started before clients had names: in the model, listed for nobody.
+            append_projected(tx, "old", 0, [engine.NewEvent(engine.STARTED, {})], now=NOW)
+        with database.transaction() as tx:
+            found, _ = projection.compare(tx)
+        assert (found.rows, found.identical) == (4, True)
+
+        with database.transaction() as tx:  # the model drifts: a row lost, one wrong, one extra
+            tx.run_script("DELETE FROM workflows WHERE workflow_id = 'wf-0'")
+            tx.run_script("UPDATE workflows SET status = 'running' WHERE workflow_id = 'wf-2'")
+            tx.run_script("INSERT INTO workflows VALUES ('ghost', 'ann', 'running', '{}', 1, 999)")
+        with database.transaction() as tx:
+            rebuilt = projection.rebuild(tx)
+        assert (rebuilt.missing, rebuilt.changed, rebuilt.extra) == (["wf-0"], ["wf-2"], ["ghost"])
+        with database.transaction() as tx:
+            assert projection.compare(tx)[0].identical
+            listed = store.list_workflows(tx, "ann")
+        assert [(s.workflow_id, s.status, s.input) for s in listed] == [
+            ("wf-2", "failed", {"username": "u2"}),
+            ("wf-1", "running", {"username": "u1"}),
+            ("wf-0", "completed", {"username": "u0"}),
+        ]
 
 
 # --- outbox --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ parses, calls the part of the package that does the work, and prints.
 - :mod:`.local`: ``up`` (the whole stack as local processes) and ``demo``;
 - :mod:`.client`: ``password create``, ``workflow result|list|show``;
 - :mod:`.events`: ``events tail|export`` (the log);
+- :mod:`.projections`: ``projections rebuild [--check]`` (the read models);
 - :mod:`.subscriptions`: ``subscriptions create|list|show|rewind|parked|replay|delete``;
 - :mod:`.lab`: ``scenarios list|run`` and the fault ``proxy``;
 - :mod:`.bench`: ``bench``.
@@ -23,6 +24,7 @@ from metallica.cli.common import Commands
 from metallica.cli.events import events
 from metallica.cli.lab import proxy, scenarios
 from metallica.cli.local import demo, up
+from metallica.cli.projections import projections
 from metallica.cli.serve import migrate, serve
 from metallica.cli.subscriptions import subscriptions
 
@@ -48,6 +50,7 @@ for command in (
     workflow,
     events,
     subscriptions,
+    projections,
     scenarios,
     proxy,
     demo,

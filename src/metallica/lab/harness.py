@@ -29,6 +29,7 @@ from metallica.load.pg_cluster import ThrowawayCluster
 from metallica.load.records import FAILED, OK, UNKNOWN, ClientRecord
 from metallica.password_generator.sealing import GeneratorKeyring
 from metallica.problems import code_of
+from metallica.protools import projection
 from metallica.protools.sealing import ProtoolsKeyring
 from metallica.stack import LocalStack, Replica
 from metallica.storage import open_database
@@ -133,6 +134,11 @@ class BaseLab(abc.ABC):
 
     def close_clients(self) -> None:
         self._http.close()
+
+    def read_model_check(self) -> tuple[bool, str] | None:
+        """Whether protools' workflows read model is the one its events give, and what
+        differed; None where this lab cannot read protools' database."""
+        return None
 
     # --- clients ----------------------------------------------------------------------------
 
@@ -414,6 +420,18 @@ class Lab(BaseLab):
         return time.time()
 
     # --- reading back -----------------------------------------------------------------------
+
+    def read_model_check(self) -> tuple[bool, str] | None:
+        database = open_database(self.stack.database_url("protools"), "protools", pool_size=1)
+        try:
+            with database.transaction() as tx:
+                found, _ = projection.compare(tx)
+        finally:
+            database.close()
+        return found.identical, (
+            f"{found.rows} workflows; {len(found.missing)} missing, {len(found.extra)} extra, "
+            f"{len(found.changed)} changed (first: {(found.missing + found.changed)[:3]})"
+        )
 
     def check(self, records: Iterable[ClientRecord] | None = None) -> Report:
         snapshot = read_snapshot(

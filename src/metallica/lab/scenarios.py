@@ -656,6 +656,10 @@ def run_scenario(lab: AnyLab, scenario: Scenario[AnyLab]) -> ScenarioResult:
         result.report = lab.check(result.records)
     except Exception as error:
         result.error = (result.error or "") + f" checker: {type(error).__name__}: {error}"
+    read_model = lab.read_model_check()
+    if read_model is not None:
+        ok, detail = read_model
+        result.checks.append(Check("the workflows read model is the events' own", ok, detail))
     if lab.followers is not None:  # the log's followers, attached since the lab started
         ok, detail = lab.followers.verdict()
         result.checks.append(Check("the log's followers saw every event, in order", ok, detail))

@@ -23,7 +23,7 @@ from typing import Any
 
 from metallica.errors import CommandInProgress, KeyReusedWithOtherBody
 from metallica.fingerprints import fingerprint
-from metallica.protools import engine, store
+from metallica.protools import engine, projection, store
 from metallica.protools.sealing import FieldSealer, ProtoolsKeyring
 from metallica.storage import Database, LockTimeout, Transaction
 
@@ -166,7 +166,9 @@ class WorkflowService:
             dataclasses.replace(event, data=self.sealer.seal(stream_id, event.data))
             for event in events
         ]
-        return store.append(tx, stream_id, expected_version, sealed, now=now)
+        positions = store.append(tx, stream_id, expected_version, sealed, now=now)
+        projection.project(tx, stream_id, events, positions, now=now)  # the read model
+        return positions
 
     def _read(self, tx: Transaction, stream_id: str) -> list[engine.RecordedEvent]:
         return self.open_events(store.read_stream(tx, stream_id))

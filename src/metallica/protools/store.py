@@ -220,7 +220,7 @@ def list_workflows(
         WorkflowSummary(
             workflow_id=row["stream_id"],
             status=row["status"],
-            input=json.loads(row["data"]).get("input", {}),
+            input=json.loads(row["input"]),
             started_at=float(row["recorded_at"]),
             position=int(row["global_position"]),
         )

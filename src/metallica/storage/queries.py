@@ -33,6 +33,8 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "strings_from_json": "SELECT value FROM json_each(:strings)",
         # The client a start event records (the expression its index is on).
         "started_by": "json_extract(s.data, '$.client')",
+        # The input a start event records, as JSON text.
+        "start_input": "COALESCE(json_extract(s.data, '$.input'), json_object())",
         # The log's turn: BEGIN IMMEDIATE already holds the only write lock.
         "log_turn": "1 AS turn",
         "oldest_write_age": "0.0",
@@ -44,6 +46,10 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "ids_from_json": "SELECT json_array_elements_text(CAST(:ids AS json))::bigint",
         "strings_from_json": "SELECT json_array_elements_text(CAST(:strings AS json))",
         "started_by": "((CAST(s.data AS jsonb)) ->> 'client')",
+        "start_input": (
+            "COALESCE(CAST((CAST(s.data AS jsonb)) -> 'input' AS text), "
+            "CAST(jsonb_build_object() AS text))"
+        ),
         # The log's turn: a transaction-scoped advisory lock per schema (writers of the log
         # commit one at a time), and a notification to the log's followers at commit.
         "log_turn": (

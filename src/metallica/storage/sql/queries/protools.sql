@@ -55,21 +55,51 @@ WHERE version = 1 ORDER BY global_position DESC LIMIT :limit;
 
 -- name: list_workflows
 -- One client's workflows, newest first, before a position (the page's cursor), with their status
--- ('' for any): the start events through the index on their client, each one's end if any.
-SELECT w.global_position, w.stream_id, w.data, w.recorded_at, w.status FROM (
-    SELECT s.global_position, s.stream_id, s.data, s.recorded_at,
-           COALESCE((SELECT CASE e.type WHEN 'WorkflowCompleted' THEN 'completed' ELSE 'failed' END
-                     FROM events e
-                     WHERE e.stream_id = s.stream_id
-                       AND e.type IN ('WorkflowCompleted', 'WorkflowFailed')
-                     LIMIT 1), 'running') AS status
-    FROM events s
-    WHERE s.type = 'WorkflowStarted' AND {started_by} = :client
-      AND s.global_position < :before
-) AS w
-WHERE :status = '' OR w.status = :status
-ORDER BY w.global_position DESC
+-- ('' for any): the workflows read model (protools/projection.py), through its index by client
+-- (and status).
+SELECT position AS global_position, workflow_id AS stream_id, input, started_at AS recorded_at,
+       status
+FROM workflows
+WHERE client = :client AND (:status = '' OR status = :status) AND position < :before
+ORDER BY position DESC
 LIMIT :limit;
+
+-- name: project_start
+-- The read model's row of a workflow that starts (in its start's transaction).
+INSERT INTO workflows (workflow_id, client, status, input, started_at, position)
+VALUES (:workflow_id, :client, 'running', :input, :started_at, :position);
+
+-- name: project_end
+-- A workflow ended: its row's status (in the transaction of its last event).
+UPDATE workflows SET status = :status WHERE workflow_id = :workflow_id;
+
+-- name: take_log_turn
+-- Wait for the log's turn and hold it to the end of the transaction: no event is appended
+-- meanwhile (the read model's rebuild).
+SELECT {log_turn};
+
+-- name: all_workflows
+-- The whole read model, by id (the rebuild's comparison).
+SELECT workflow_id, client, status, input, started_at, position FROM workflows
+ORDER BY workflow_id;
+
+-- name: clear_workflows
+DELETE FROM workflows;
+
+-- name: derive_workflows
+-- The read model from the events alone: each start, with the status its end (if any) gives.
+SELECT s.stream_id AS workflow_id,
+       {started_by} AS client,
+       COALESCE((SELECT CASE e.type WHEN 'WorkflowCompleted' THEN 'completed' ELSE 'failed' END
+                 FROM events e
+                 WHERE e.stream_id = s.stream_id
+                   AND e.type IN ('WorkflowCompleted', 'WorkflowFailed')
+                 LIMIT 1), 'running') AS status,
+       {start_input} AS input,
+       s.recorded_at AS started_at,
+       s.global_position AS position
+FROM events s WHERE s.type = 'WorkflowStarted'
+ORDER BY s.stream_id;
 
 -- name: enqueue_message
 -- Put a message in the outbox, in the transaction that recorded the events implying it; with an

@@ -1,0 +1,29 @@
+-- The workflows as listings show them (GET /v1/workflows): a read model kept by the projector
+-- (protools/projection.py) in the transaction of the events that change it, rebuilt from the
+-- events alone by `metallica projections rebuild`. It replaces the index of the start events by
+-- client: a listing by status no longer reads each start's end.
+CREATE TABLE workflows (
+    workflow_id TEXT PRIMARY KEY,
+    client TEXT,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    position INTEGER NOT NULL
+);
+CREATE INDEX workflows_by_client ON workflows (client, position);
+CREATE INDEX workflows_by_client_status ON workflows (client, status, position);
+
+INSERT INTO workflows (workflow_id, client, status, input, started_at, position)
+SELECT s.stream_id,
+       json_extract(s.data, '$.client'),
+       COALESCE((SELECT CASE e.type WHEN 'WorkflowCompleted' THEN 'completed' ELSE 'failed' END
+                 FROM events e
+                 WHERE e.stream_id = s.stream_id
+                   AND e.type IN ('WorkflowCompleted', 'WorkflowFailed')
+                 LIMIT 1), 'running'),
+       COALESCE(json_extract(s.data, '$.input'), '{}'),
+       s.recorded_at,
+       s.global_position
+FROM events s WHERE s.type = 'WorkflowStarted';
+
+DROP INDEX events_workflows_by_client;
