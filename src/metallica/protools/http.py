@@ -145,7 +145,11 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         )
         event_log = log.EventLog(database, definition.secret_fields)
         tailer = LogTailer(
-            database, event_log, poll_interval=settings.log_poll_interval, wake=watchers.any_change
+            database,
+            event_log,
+            poll_interval=settings.log_poll_interval,
+            wake=watchers.any_change,
+            grew=watchers.log_grew,
         )
         metrics.watch(admission, relay.guards)
         metrics.watch_log(tailer)

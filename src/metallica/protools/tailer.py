@@ -3,11 +3,20 @@ stream this replica serves (fan-out), so that a thousand followers cost one read
 thousand polls.
 
 It reads only while someone follows. It is woken by this replica's own changes (the relay's
-records, through :class:`~metallica.protools.watchers.Watchers`), on PostgreSQL by the
-notification every transaction that appends to the log sends at commit (``LISTEN``), and
-otherwise looks every ``poll_interval`` (SQLite, several processes on one file; a notification
-connection that was lost). Reads are spaced ``min_interval`` apart at least, so that a busy
-replica's wake-ups are coalesced into one read of everything new.
+records, through :class:`~metallica.protools.watchers.Watchers`), on PostgreSQL by the other
+replicas' notifications (``LISTEN``), and otherwise looks every ``poll_interval`` (SQLite,
+several processes on one file; a notification connection that was lost). Reads are spaced
+``min_interval`` apart at least, so that a busy replica's wake-ups are coalesced into one read
+of everything new.
+
+**Announcing.** On PostgreSQL each replica tells the others that the log grew: after its own
+changes commit, its announcer sends one ``NOTIFY`` (a short transaction of its own), at most
+every ``min_interval``, however many workflows moved meanwhile. A ``NOTIFY`` inside each
+appending transaction would be simpler, but PostgreSQL serialises the commits of transactions
+that notify (a database-wide lock from their pre-commit to their end), and measured at C=16
+that cost 8 % of the hot path's throughput (``bench/README.md``, "The log's positions"). A
+change whose announcement is lost (a replica killed between its commit and the next
+announcement) reaches the other replicas' followers at their next poll: late, never lost.
 
 Each follower has a bounded buffer: one that does not keep up (``capacity`` events waiting) is
 ended with :class:`SlowReader`, never buffered without bound; it resumes from the last position
@@ -33,8 +42,8 @@ from metallica.threads import in_thread
 logger = logging.getLogger(__name__)
 
 READ_BATCH = 500
-# The notification channel of a schema's log: this prefix and the schema's name (the append's
-# ``pg_notify`` in storage/queries.py).
+# The notification channel of a schema's log: this prefix and the schema's name (the
+# announcer's ``pg_notify`` in storage/queries.py).
 CHANNEL_PREFIX = "metallica_log_"
 # How often the age of the oldest open write transaction is measured (a stall's sign).
 STALL_CHECK_SECONDS = 5.0
@@ -114,6 +123,7 @@ class LogTailer:
         poll_interval: float,
         min_interval: float = 0.02,
         wake: asyncio.Event | None = None,
+        grew: asyncio.Event | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.database = database
@@ -127,6 +137,9 @@ class LogTailer:
         self._measured_at = -STALL_CHECK_SECONDS
         self.health = LoopHealth("log_tailer")
         self.listener_health = LoopHealth("log_notifications")
+        # Set when this replica's changes committed: what the announcer announces.
+        self.grew = grew if grew is not None else asyncio.Event()
+        self.announcer_health = LoopHealth("log_announcer")
         self._followers: set[Follower] = set()
         self._positioned = asyncio.Event()
         self._closed = False
@@ -147,6 +160,10 @@ class LogTailer:
                     keep_running(self.listener_health, self._listen, asyncio.sleep),
                     name="log-notifications",
                 )
+                self.announcer_health.task = group.create_task(
+                    keep_running(self.announcer_health, self._announce, asyncio.sleep),
+                    name="log-announcer",
+                )
 
     async def _sleep(self, delay: float) -> None:
         await asyncio.sleep(self.min_interval)  # coalesce the wake-ups of a busy replica
@@ -161,6 +178,14 @@ class LogTailer:
             async for _ in notifications:
                 self.wake.set()
         return 0.0
+
+    async def _announce(self) -> float:
+        """Once this replica's changes committed, tell the other replicas (one NOTIFY for all
+        the changes since the last); then wait ``min_interval`` before the next."""
+        await self.grew.wait()
+        self.grew.clear()
+        await in_thread(self.log.announce)
+        return self.min_interval
 
     async def _step(self) -> float:
         self.wake.clear()

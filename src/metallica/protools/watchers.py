@@ -37,6 +37,8 @@ class Watchers:
         self._waiting: dict[str, set[Watch]] = {}
         # Set at every change notified here, whoever waits (the log's tailer: tailer.py).
         self.any_change = asyncio.Event()
+        # Set at every change too, for the announcer of the log's growth (tailer.py).
+        self.log_grew = asyncio.Event()
 
     @contextlib.contextmanager
     def watch(self, workflow_id: str) -> Iterator[Watch]:
@@ -55,6 +57,7 @@ class Watchers:
 
     def notify(self, workflow_id: str, state: WorkflowState | None = None) -> None:
         self.any_change.set()
+        self.log_grew.set()
         for watch in self._waiting.get(workflow_id, ()):
             watch.state = state
             watch.changed.set()

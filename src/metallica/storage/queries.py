@@ -37,6 +37,8 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "start_input": "COALESCE(json_extract(s.data, '$.input'), json_object())",
         # The log's turn: BEGIN IMMEDIATE already holds the only write lock.
         "log_turn": "1 AS turn",
+        # No server to notify: SQLite's followers poll.
+        "log_notify": "1",
         "oldest_write_age": "0.0",
     },
     "postgres": {
@@ -51,11 +53,10 @@ FRAGMENTS: dict[str, dict[str, str]] = {
             "CAST(jsonb_build_object() AS text))"
         ),
         # The log's turn: a transaction-scoped advisory lock per schema (writers of the log
-        # commit one at a time), and a notification to the log's followers at commit.
-        "log_turn": (
-            "pg_advisory_xact_lock(1835822951, hashtext(current_schema())) AS turn, "
-            "pg_notify('metallica_log_' || current_schema(), '') AS notified"
-        ),
+        # commit one at a time).
+        "log_turn": "pg_advisory_xact_lock(1835822951, hashtext(current_schema())) AS turn",
+        # A notification to the log's followers on every replica (sent after commits, apart).
+        "log_notify": "pg_notify('metallica_log_' || current_schema(), '')",
         "oldest_write_age": (
             "COALESCE((SELECT extract(epoch FROM clock_timestamp() - min(xact_start))"
             "::double precision FROM pg_stat_activity"

@@ -13,6 +13,11 @@ WHERE :version = 1 OR EXISTS (
 ON CONFLICT (stream_id, version) DO NOTHING
 RETURNING global_position;
 
+-- name: notify_log
+-- Tell the log's followers on every replica that it grew (PostgreSQL: NOTIFY, delivered at this
+-- transaction's commit; SQLite: nothing, its followers poll).
+SELECT {log_notify} AS notified;
+
 -- name: read_stream
 -- One stream's events in version order.
 SELECT global_position, stream_id, version, type, data, recorded_at, schema_version
@@ -55,8 +60,7 @@ WHERE version = 1 ORDER BY global_position DESC LIMIT :limit;
 
 -- name: list_workflows
 -- One client's workflows, newest first, before a position (the page's cursor), with their status
--- ('' for any): the workflows read model (protools/projection.py), through its index by client
--- (and status).
+-- ('' for any): the workflows read model (protools/projection.py), through its index by client.
 SELECT position AS global_position, workflow_id AS stream_id, input, started_at AS recorded_at,
        status
 FROM workflows

@@ -1,7 +1,9 @@
 -- The workflows as listings show them (GET /v1/workflows): a read model kept by the projector
 -- (protools/projection.py) in the transaction of the events that change it, rebuilt from the
 -- events alone by `metallica projections rebuild`. It replaces the index of the start events by
--- client: a listing by status no longer reads each start's end.
+-- client, and a listing by status no longer reads each start's end. One index besides the key:
+-- a workflow's end updates its status, which no index holds, so that update writes no index
+-- entry (a HOT update on PostgreSQL, in the room the fill factor leaves on each page).
 CREATE TABLE workflows (
     workflow_id TEXT PRIMARY KEY,
     client TEXT,
@@ -9,9 +11,8 @@ CREATE TABLE workflows (
     input TEXT NOT NULL,
     started_at DOUBLE PRECISION NOT NULL,
     position BIGINT NOT NULL
-);
+) WITH (fillfactor = 85);
 CREATE INDEX workflows_by_client ON workflows (client, position);
-CREATE INDEX workflows_by_client_status ON workflows (client, status, position);
 
 INSERT INTO workflows (workflow_id, client, status, input, started_at, position)
 SELECT s.stream_id,
