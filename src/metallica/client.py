@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -49,6 +51,10 @@ class ProtoolsClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
         )
+        # The sockets of the log's streams being read, so that close() can wake their reader.
+        self._streams: set[socket.socket] = set()
+        self._streams_lock = threading.Lock()
+        self._closed = threading.Event()
 
     def create_password(
         self,
@@ -114,18 +120,21 @@ class ProtoolsClient:
         included) after which the stream counts as broken."""
         last, failures = after, 0
         timeout = httpx.Timeout(10.0, read=idle_timeout)
-        while True:
+        while not self._closed.is_set():
             headers = {"Last-Event-ID": str(last)} if last else {}
             params = _log_params(0, types, workflow_id)
             try:
-                with connect_sse(
-                    self._http,
-                    "GET",
-                    "/v1/events/stream",
-                    params=params,
-                    headers=headers,
-                    timeout=timeout,
-                ) as source:
+                with (
+                    connect_sse(
+                        self._http,
+                        "GET",
+                        "/v1/events/stream",
+                        params=params,
+                        headers=headers,
+                        timeout=timeout,
+                    ) as source,
+                    self._interruptible(source.response),
+                ):
                     status = source.response.status_code
                     if status != 200:
                         source.response.read()
@@ -147,11 +156,16 @@ class ProtoolsClient:
                 time.sleep(0.05)  # an end event: a clean hand-off, resumed at once
                 continue
             except (httpx.TransportError, SSEError):
-                pass
+                if self._closed.is_set():
+                    return  # close() ended the stream under way
+            except RuntimeError:  # httpx: "the client has been closed"
+                if self._closed.is_set():
+                    return
+                raise
             failures += 1
             if failures > reconnects:
                 raise LogStreamLost(f"the stream broke {failures} times in a row at {last}")
-            time.sleep(min(5.0, 0.1 * 2**failures))
+            self._closed.wait(min(5.0, 0.1 * 2**failures))
 
     # --- consumer groups (durable subscriptions) ----------------------------------------------
 
@@ -207,7 +221,32 @@ class ProtoolsClient:
         """A member of ``group`` (see :class:`Consumer`)."""
         return Consumer(self, group, member, **options)
 
+    @contextlib.contextmanager
+    def _interruptible(self, response: httpx.Response) -> Iterator[None]:
+        """While a stream is read, its socket is known to :meth:`close`: closing a socket does
+        not wake a thread blocked reading it (it would wait for the next heartbeat, up to 15 s);
+        shutting it down does."""
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            yield
+            return
+        with self._streams_lock:
+            self._streams.add(sock)
+        try:
+            yield
+        finally:
+            with self._streams_lock:
+                self._streams.discard(sock)
+
     def close(self) -> None:
+        """Closes the client; a :meth:`follow_log` under way in another thread ends at once."""
+        self._closed.set()
+        with self._streams_lock:
+            streams = list(self._streams)
+        for sock in streams:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._http.close()
 
     def __enter__(self) -> ProtoolsClient:

@@ -4,15 +4,20 @@ sends Last-Event-ID."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from metallica.client import ProtoolsClient
 from tests.asgi_server import AsgiServer
+from tests.waiting import eventually
 
 
 def event(position: int) -> str:
@@ -41,3 +46,38 @@ def test_heartbeats_are_skipped_and_an_end_is_resumed_from_its_last_event() -> N
                 break
     assert received == [1, 2, 3]
     assert asked == [None, "2"]
+
+
+def test_close_ends_a_stream_blocked_between_heartbeats_at_once() -> None:
+    """The lab stops its followers by closing their clients: a follower blocked reading a quiet
+    stream must end then, not at the next heartbeat (CI failed on it: 15 s were not enough)."""
+    opened = threading.Event()
+
+    async def quiet(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[str]:
+            yield event(1)
+            opened.set()
+            await asyncio.sleep(60)  # no heartbeat for a minute
+            yield event(2)
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/events/stream", quiet)])
+    received: list[int] = []
+    with AsgiServer(app) as server:
+        client = ProtoolsClient(server.url, "t")
+
+        def follow() -> None:
+            for logged in client.follow_log(reconnects=5, idle_timeout=120):
+                received.append(logged["position"])
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        assert opened.wait(10)
+        assert eventually(lambda: received == [1], 10)
+        started = time.monotonic()
+        client.close()
+        follower.join(5)
+        assert not follower.is_alive(), "the follower outlived its client's close()"
+        assert time.monotonic() - started < 2
+    assert received == [1]
