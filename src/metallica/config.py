@@ -239,7 +239,8 @@ SETTINGS: tuple[Setting, ...] = (
         P,
         """How often, in seconds, the log's tailer looks for events while someone follows the
         log: on SQLite, and on PostgreSQL while its notifications are lost (they wake it at
-        once otherwise; this replica's own changes always do).""",
+        once otherwise; this replica's own changes always do); and how often a consumer
+        group's waiting pull looks again for what nothing announces (another replica's acks).""",
         minimum=0.01,
         maximum=60,
         unit="s",

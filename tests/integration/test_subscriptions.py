@@ -5,6 +5,7 @@ and the workflows read model rebuilt from the events (`metallica projections reb
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,6 +183,53 @@ def test_an_unacked_event_comes_back_is_parked_and_replayed_and_the_cli_tells(
     missing = runner.invoke(main, ["subscriptions", "show", "slow", *url])
     assert missing.exit_code == 1
     assert "unknown-group" in missing.output
+
+
+def waiting_pulls(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    for line in metrics.splitlines():
+        if line.startswith("metallica_log_waiting_pulls "):
+            return float(line.split()[1])
+    raise AssertionError("no metallica_log_waiting_pulls in the metrics")
+
+
+def test_a_waiting_pull_is_answered_by_a_new_event_or_a_lease_run_out_not_by_polling(
+    stack_factory: StackFactory, backend: str
+) -> None:
+    """With polling every 30 s, a pull that waits 25 s is answered as soon as the log grows (on
+    PostgreSQL by another replica's commit, announced; on SQLite by this replica's own) and as
+    soon as a lease it waits on runs out: the tailer and the lease's deadline wake it."""
+    stack = stack_factory(replicas=2, **{**CLIENTS, "METALLICA_LOG_POLL_INTERVAL": "30"})
+    here, there = stack.urls("protools")
+    writer = there if backend == "postgres" else here  # SQLite announces nothing across files
+    with ProtoolsClient(here, AUDITOR) as auditor:
+        assert auditor.create_group("live", start="end", ack_wait=2).status_code == 201
+        answers: list[tuple[list[int], float]] = []
+
+        def pull(member: str) -> None:
+            started = time.monotonic()
+            answer = auditor.pull("live", member, batch=1, wait=25)
+            assert answer.status_code == 200, answer.text
+            positions = [m["position"] for m in answer.json()["messages"]]
+            answers.append((positions, time.monotonic() - started))
+
+        first = threading.Thread(target=pull, args=("m1",))
+        first.start()
+        assert eventually(lambda: waiting_pulls(here) == 1, WAIT_SECONDS)
+        create(writer, "woken")  # 6 events, the first to m1, the rest held back
+        first.join(30)
+        ((positions, waited),) = answers
+        assert len(positions) == 1
+        assert waited < 15, f"answered after {waited:.1f} s: by the 25 s wait, not by the tailer"
+
+        # m1 never acks: m2's pull waits for the workflow's first event (the others are held
+        # back behind it) and gets it when m1's lease runs out, 2 s later.
+        second = threading.Thread(target=pull, args=("m2",))
+        second.start()
+        second.join(30)
+        positions_again, waited_again = answers[1]
+        assert positions_again == positions
+        assert waited_again < 15, f"answered after {waited_again:.1f} s: the lease's end woke none"
 
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any] | None, int, str, str | None]] = [

@@ -43,6 +43,19 @@ def test_an_expired_lease_is_free_again() -> None:
     assert chosen(events) == [1, 2]
 
 
+def test_a_waiting_pull_sleeps_until_the_first_event_held_back_by_time_is_free() -> None:
+    events = [
+        pending(1, "a", leased_until=NOW + 5),  # a lease that runs out in 5 s
+        pending(2, "b", due=NOW + 2),  # a nack's delay that passes in 2 s
+        pending(3, "a"),  # free by time, held back by its workflow's first: not a time
+        pending(4, "c", leased_until=NOW + 9, due=NOW + 12),  # free once both have passed
+    ]
+    assert groups.next_free(events, NOW) == 2.0
+    assert groups.next_free(events[2:], NOW) == 12.0
+    assert groups.next_free([pending(5, "d")], NOW) is None  # free now: nothing to wait for
+    assert groups.next_free([], NOW) is None
+
+
 def test_the_backoff_doubles_from_one_second_up_to_a_minute() -> None:
     assert [groups.backoff(n) for n in (1, 2, 3, 7, 50)] == [1.0, 2.0, 4.0, 60.0, 60.0]
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from metallica.lab.followers import LogFollowers, ReplicasUnknown
 from metallica.lab.harness import BaseLab
 from metallica.load.checker import Report, check, read_snapshot
 from metallica.load.records import ClientRecord
@@ -68,6 +69,8 @@ def lab_env(maildir: Path, replicas: Mapping[str, int] = REPLICAS) -> dict[str, 
         "MAILER_REPLICAS": str(replicas["mailer"]),
         "PROTOOLS_REPLICAS": str(replicas["protools"]),
         "LAB_MAILDIR": str(maildir),
+        # The lab's client follows the whole log (lab/followers.py).
+        "METALLICA_LOG_READERS": "lab",
     }
 
 
@@ -222,10 +225,30 @@ class ComposeLab(BaseLab):
 
     def __enter__(self) -> ComposeLab:
         self.refresh()
+        self.followers = LogFollowers(
+            self._protools_urls, self.token, self.stack.database_url("protools")
+        )
+        try:
+            self.followers.start()
+        except BaseException:
+            self.close_clients()
+            raise
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.close_clients()
+        try:
+            if self.followers is not None:
+                self.followers.stop()
+        finally:
+            self.close_clients()
+
+    def _protools_urls(self) -> list[str]:
+        """Where protools' replicas answer now, for the log's followers: a container that was
+        killed and started again publishes new ports."""
+        try:
+            return [self.stack.url(container) for container in self.stack.containers("protools")]
+        except ComposeError as error:
+            raise ReplicasUnknown(str(error)) from error
 
     def refresh(self) -> None:
         """Read the containers again (after a restart their ports and pids change)."""

@@ -3,17 +3,20 @@
 group of three members, each pulling from a replica of its own. After each scenario, once
 they have caught up with the head, :func:`metallica.load.follow_check.check_follow` judges what
 each received against what the store holds (``run_scenario`` adds it to every scenario's
-checks): through replica kills, database restarts and
-faults, the stream must have given every event once, in order; the group every event at least
-once, each workflow's in order."""
+checks): through replica kills, database restarts and faults, on local processes and on
+the Compose stack, the stream must have given every event once, in order; the group every
+event at least once, each workflow's in order."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from metallica.client import Consumer, ProtoolsClient
+import httpx
+
+from metallica.client import Consumer, LogStreamLost, ProtoolsClient
 from metallica.load.follow_check import FollowReport, Seen, check_follow
 from metallica.protools import store
 from metallica.storage import open_database
@@ -22,37 +25,59 @@ GROUP = "lab-followers"
 MEMBERS = 3
 # Short leases: an event whose pull answer a killed replica never sent comes back soon.
 ACK_WAIT = 3.0
-# Failures in a row a follower rides out (a replica down for a scenario's whole outage).
-RECONNECTS = 200
+# A follower asks its replica again this many times in a row (about 6 s with the client's
+# backoff), then looks up where the replicas answer now (a Compose container restarted has new
+# ports) and goes on from where it was; it gives up after OUTAGES such look-ups in a row.
+RECONNECTS = 4
+OUTAGES = 60
 CATCH_UP_SECONDS = 60.0
 STOP_SECONDS = 15.0
 
 
-class LogFollowers:
-    """The stream's follower and the group's members, each a thread, recording what they get."""
+class ReplicasUnknown(Exception):
+    """Where protools' replicas answer could not be read (a container between two lives)."""
 
-    def __init__(self, urls: Sequence[str], token: str, database_url: str) -> None:
-        self.urls, self.token, self.database_url = list(urls), token, database_url
+
+class LogFollowers:
+    """The stream's follower and the group's members, each a thread, recording what they get.
+
+    ``urls`` says where protools' replicas answer now: a lab of local processes gives the same
+    list every time; a Compose lab reads the containers' published ports again."""
+
+    def __init__(self, urls: Callable[[], Sequence[str]], token: str, database_url: str) -> None:
+        self.urls, self.token, self.database_url = urls, token, database_url
         self.streamed: list[Seen] = []
         self.pulled: list[Seen] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._clients: list[ProtoolsClient] = []
+        self._clients: set[ProtoolsClient] = set()
         self._threads: list[threading.Thread] = []
 
-    def _client(self, index: int) -> ProtoolsClient:
-        client = ProtoolsClient(self.urls[index % len(self.urls)], self.token, timeout=10)
-        self._clients.append(client)
-        return client
+    @contextlib.contextmanager
+    def _client(self, index: int) -> Iterator[ProtoolsClient]:
+        """A client of replica ``index`` as it answers now, closed at the end (or by stop())."""
+        urls = self.urls()
+        client = ProtoolsClient(urls[index % len(urls)], self.token, timeout=10)
+        with self._lock:
+            self._clients.add(client)
+        if self._stopping.is_set():
+            client.close()  # stop() ran meanwhile: the follower ends at its first request
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._clients.discard(client)
+            client.close()
 
     def start(self) -> None:
-        created = self._client(0).create_group(GROUP, start="start", ack_wait=ACK_WAIT)
+        with self._client(0) as client:
+            created = client.create_group(GROUP, start="start", ack_wait=ACK_WAIT)
         if created.status_code not in (200, 201):
             raise RuntimeError(f"the followers' group was refused: {created.text[:300]}")
-        self._spawn("log-stream-follower", self._follow, self._client(0))
+        self._spawn("log-stream-follower", self._follow)
         for index in range(MEMBERS):
-            self._spawn(f"group-member-{index}", self._consume, self._client(index), index)
+            self._spawn(f"group-member-{index}", self._consume, index)
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         def run() -> None:
@@ -67,21 +92,55 @@ class LogFollowers:
         self._threads.append(thread)
         thread.start()
 
-    def _follow(self, client: ProtoolsClient) -> None:
-        for event in client.follow_log(reconnects=RECONNECTS, idle_timeout=30):
-            with self._lock:
-                self.streamed.append(_seen(event))
-            if self._stopping.is_set():
-                return
+    def _ride_outages(
+        self, index: int, follow: Callable[[ProtoolsClient, Callable[[], None]], None]
+    ) -> None:
+        """``follow`` on a client of replica ``index``, on a new one (where the replica answers
+        now) each time it loses its replica, until stop(), or :data:`OUTAGES` losses in a row
+        with no progress between (``follow`` calls its second argument when it makes some)."""
+        outages = [0]
 
-    def _consume(self, client: ProtoolsClient, index: int) -> None:
-        member = Consumer(client, GROUP, f"member-{index}", batch=20, wait=1, reconnects=RECONNECTS)
+        def progressed() -> None:
+            outages[0] = 0
+
         while not self._stopping.is_set():
-            batch = member.pull()
-            with self._lock:
-                self.pulled.extend(_seen(message) for message in batch)
-            if batch:
-                member.ack(*batch)
+            try:
+                with self._client(index) as client:
+                    follow(client, progressed)
+            except (LogStreamLost, httpx.TransportError, ReplicasUnknown) as error:
+                outages[0] += 1
+                if outages[0] > OUTAGES:
+                    raise RuntimeError(f"{OUTAGES} outages in a row, the last: {error}") from error
+                self._stopping.wait(1.0)
+
+    def _follow(self) -> None:
+        last = [0]
+
+        def follow(client: ProtoolsClient, progressed: Callable[[], None]) -> None:
+            for event in client.follow_log(after=last[0], reconnects=RECONNECTS, idle_timeout=30):
+                with self._lock:
+                    self.streamed.append(_seen(event))
+                last[0] = event["position"]
+                progressed()
+                if self._stopping.is_set():
+                    return
+
+        self._ride_outages(0, follow)
+
+    def _consume(self, index: int) -> None:
+        def consume(client: ProtoolsClient, progressed: Callable[[], None]) -> None:
+            member = Consumer(
+                client, GROUP, f"member-{index}", batch=20, wait=1, reconnects=RECONNECTS
+            )
+            while not self._stopping.is_set():
+                batch = member.pull()
+                progressed()
+                with self._lock:
+                    self.pulled.extend(_seen(message) for message in batch)
+                if batch:
+                    member.ack(*batch)
+
+        self._ride_outages(index, consume)
 
     def stored(self) -> list[Seen]:
         database = open_database(self.database_url, "protools", pool_size=1)
@@ -130,10 +189,13 @@ class LogFollowers:
 
     def stop(self) -> None:
         self._stopping.set()
-        for client in self._clients:
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
             client.close()  # ends a stream or a pull under way
+        until = time.monotonic() + STOP_SECONDS
         for thread in self._threads:
-            thread.join(STOP_SECONDS)
+            thread.join(max(0.0, until - time.monotonic()))
         alive = [thread.name for thread in self._threads if thread.is_alive()]
         if alive:
             raise RuntimeError(f"followers still running {STOP_SECONDS:g} s after stop: {alive}")

@@ -285,8 +285,9 @@ class Lab(BaseLab):
         self.proxies.start()
         try:
             self.stack.start()
+            urls = self.stack.urls("protools")  # the replicas' proxies: they stay where they are
             self.followers = LogFollowers(
-                self.stack.urls("protools"), self.token, self.stack.database_url("protools")
+                lambda: urls, self.token, self.stack.database_url("protools")
             )
             self.followers.start()
         except BaseException:

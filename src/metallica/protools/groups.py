@@ -103,6 +103,17 @@ def choose(pending: Iterable[Pending], now: float, limit: int) -> list[Pending]:
     return chosen
 
 
+def next_free(pending: Iterable[Pending], now: float) -> float | None:
+    """Seconds from ``now`` until the first of ``pending`` that is not free becomes free (a
+    lease runs out, a nack's delay passes); None when none is waiting for time."""
+    times = [
+        max(event.leased_until or 0.0, event.due_at) - now
+        for event in pending
+        if not event.free(now)
+    ]
+    return max(0.0, min(times)) if times else None
+
+
 def backoff(deliveries: int) -> float:
     """Seconds before an event nacked without a delay is due again, after ``deliveries``."""
     return min(BACKOFF_MAX, BACKOFF_INITIAL * 2.0 ** max(0, deliveries - 1))

@@ -332,6 +332,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             settings.log_readers,
             lambda request: request.app.state.log,
             lambda request: request.app.state.subscriptions,
+            lambda request: request.app.state.tailer,
             poll_interval=settings.log_poll_interval,
         ),
         *fault_routes(token, faults),

@@ -139,6 +139,11 @@ class ProtoolsMetrics(ServiceMetrics):
                 "Streams following the log on this replica.",
                 lambda: float(tailer.followers),
             ),
+            (
+                "metallica_log_waiting_pulls",
+                "Consumer groups' pulls waiting for events on this replica.",
+                lambda: float(tailer.waiting_pulls),
+            ),
         )
         for name, documentation, read in gauges:
             Gauge(name, documentation, registry=self.registry).set_function(read)

@@ -4,12 +4,16 @@ and answers (the rules are in :mod:`.groups` and :mod:`.subscriptions`).
 
 A group reads the whole log, so only a client named in ``METALLICA_LOG_READERS`` may create,
 read or consume one (403 for any other). A pull may wait for events (``wait``, up to 30 s): it
-asks again every ``METALLICA_LOG_POLL_INTERVAL`` until it has some or its time is up.
+looks again when the replica's log tailer saw the log grow (:meth:`.LogTailer.watch`), after
+an ack, nack, rewind or replay on this replica, when an event held back becomes free (a lease
+run out, a nack's delay passed), and every ``METALLICA_LOG_POLL_INTERVAL`` (another replica's
+ack may free a workflow's next event), until it has some or its time is up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +27,7 @@ from metallica.protools.engine import RecordedEvent
 from metallica.protools.group_store import ParkedEvent
 from metallica.protools.history import iso_time
 from metallica.protools.subscriptions import Delivery, GroupView, Subscriptions
+from metallica.protools.tailer import LogTailer
 from metallica.threads import in_thread
 from metallica.web.app import authenticated
 from metallica.web.auth import Credentials
@@ -54,10 +59,12 @@ def subscription_routes(
     log_readers: frozenset[str],
     event_log: Callable[[Request], log.EventLog],
     subscriptions: Callable[[Request], Subscriptions],
+    tailer: Callable[[Request], LogTailer],
     *,
     poll_interval: float,
 ) -> list[Route]:
-    """The routes, each behind the clients' tokens and the right to read the whole log."""
+    """The routes, each behind the clients' tokens and the right to read the whole log.
+    ``poll_interval``: how often a waiting pull looks again for what nothing announces."""
 
     def entry(request: Request, event: RecordedEvent) -> dict[str, Any]:
         return event_log(request).entry(store.LoggedEvent(event, None))
@@ -111,19 +118,29 @@ def subscription_routes(
         batch, wait = groups.batch_of(body)
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
-        while True:
-            found = await in_thread(subscriptions(request).pull, name, member, batch)
-            left = until - loop.time()
-            if found or left <= 0:
-                break
-            await asyncio.sleep(min(left, poll_interval))
-        return JSONResponse({"messages": [message(request, d) for d in found]})
+        with tailer(request).watch() as grew:
+            while True:
+                grew.clear()
+                pulled = await in_thread(subscriptions(request).take, name, member, batch)
+                left = until - loop.time()
+                if pulled.deliveries or left <= 0:
+                    break
+                # New events wake it (the tailer), so do the acks, nacks, rewinds and replays
+                # this replica serves, and the time at which an event held back becomes free
+                # (a lease run out, a nack's delay passed); another replica's acks, which no
+                # one announces, at the next look.
+                free_in = pulled.free_in if pulled.free_in is not None else left
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, free_in + 0.01, poll_interval)):
+                        await grew.wait()
+        return JSONResponse({"messages": [message(request, d) for d in pulled.deliveries]})
 
     async def ack(request: Request) -> Response:
         name = name_in_path(request)
         body = await json_object(request, fields=("member", "positions"))
         positions = groups.positions_of(body)
         await in_thread(subscriptions(request).ack, name, groups.member_name(body), positions)
+        tailer(request).wake_watchers()  # a workflow's next event may be free now
         return JSONResponse({"acked": len(positions)})
 
     async def nack(request: Request) -> Response:
@@ -133,6 +150,7 @@ def subscription_routes(
         parked = await in_thread(
             subscriptions(request).nack, name, member, positions, groups.nack_delay(body)
         )
+        tailer(request).wake_watchers()
         return JSONResponse({"nacked": len(positions), "parked": parked})
 
     async def extend(request: Request) -> Response:
@@ -147,6 +165,7 @@ def subscription_routes(
         body = await json_object(request, fields=("to",))
         to = groups.start_of(body, field="to")
         await in_thread(subscriptions(request).rewind, name, to)
+        tailer(request).wake_watchers()
         view = await in_thread(subscriptions(request).show, name)
         return JSONResponse(view_json(view))
 
@@ -169,6 +188,7 @@ def subscription_routes(
         body = await json_object(request, fields=("positions",))
         positions = groups.positions_of(body) if "positions" in body else None
         replayed = await in_thread(subscriptions(request).replay, name, positions)
+        tailer(request).wake_watchers()
         return JSONResponse({"replayed": replayed})
 
     def reader(endpoint: Callable[[Request], Awaitable[Response]]) -> Any:

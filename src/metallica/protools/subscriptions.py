@@ -46,6 +46,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Pulled:
+    """What a pull handed out, and (when it handed out nothing) in how many seconds an event
+    it holds back becomes free by time alone (None: only new events or acks can help)."""
+
+    deliveries: list[Delivery]
+    free_in: float | None
+
+
+@dataclass(frozen=True)
 class GroupView:
     """A group as ``show`` and ``list`` tell it."""
 
@@ -152,6 +161,11 @@ class Subscriptions:
     def pull(self, name: str, member: str, batch: int) -> list[Delivery]:
         """Lease to ``member`` at most ``batch`` events (none when it holds ``max_ack_pending``
         already, or when nothing is free)."""
+        return self.take(name, member, batch).deliveries
+
+    def take(self, name: str, member: str, batch: int) -> Pulled:
+        """:meth:`pull`, telling also when an event held back becomes free (a pull that waits
+        sleeps until then at most)."""
         with self.database.transaction() as tx:
             group = _locked(tx, name)
             group_store.park_expired(tx, group)
@@ -176,7 +190,10 @@ class Subscriptions:
                 group_store.move(tx, name, filled_to, redeliveries=redelivered)
             events = group_store.read_positions(tx, positions)
         deliveries = {event.position: event.deliveries + 1 for event in chosen}
-        return [Delivery(event, deliveries[event.global_position]) for event in events]
+        return Pulled(
+            [Delivery(event, deliveries[event.global_position]) for event in events],
+            None if chosen else groups.next_free(pending, now),
+        )
 
     def _read_further(self, tx: Transaction, group: Group) -> int:
         """Make the log's next events pending for the group; where it has read to now."""

@@ -2,7 +2,9 @@
 stream this replica serves (fan-out), so that a thousand followers cost one read, not a
 thousand polls.
 
-It reads only while someone follows. It is woken by this replica's own changes (the relay's
+It reads only while someone follows: a stream, or a consumer group's pull that waits for events
+(:meth:`LogTailer.watch`: the pull looks again when the tailer saw the log grow, instead of
+polling the group's table). It is woken by this replica's own changes (the relay's
 records, through :class:`~metallica.protools.watchers.Watchers`), on PostgreSQL by the other
 replicas' notifications (``LISTEN``), and otherwise looks every ``poll_interval`` (SQLite,
 several processes on one file; a notification connection that was lost). Reads are spaced
@@ -30,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from metallica.protools import store
@@ -141,6 +143,8 @@ class LogTailer:
         self.grew = grew if grew is not None else asyncio.Event()
         self.announcer_health = LoopHealth("log_announcer")
         self._followers: set[Follower] = set()
+        # Waiting pulls of consumer groups: each an event set whenever the log may have grown.
+        self._watchers: set[asyncio.Event] = set()
         self._positioned = asyncio.Event()
         self._closed = False
         self._clock = clock
@@ -148,6 +152,10 @@ class LogTailer:
     @property
     def followers(self) -> int:
         return len(self._followers)
+
+    @property
+    def waiting_pulls(self) -> int:
+        return len(self._watchers)
 
     async def run(self) -> None:
         """Tail the log until cancelled (and, on PostgreSQL, listen for its notifications)."""
@@ -193,13 +201,14 @@ class LogTailer:
         if now - self._measured_at >= STALL_CHECK_SECONDS:
             self._measured_at = now
             self.oldest_write_seconds = await in_thread(self.log.oldest_write)
-        if not self._followers:
+        if not self._followers and not self._watchers:
             self.position, self.lag_seconds = None, 0.0
             self._positioned.clear()
             return self.poll_interval
         if self.position is None:
             self.position = await in_thread(self.log.head)
             self._positioned.set()
+            self.wake_watchers()  # what committed before the tailer stood here: look again
         while True:
             events = await in_thread(self.log.read_after, self.position, READ_BATCH)
             if not events:
@@ -207,6 +216,7 @@ class LogTailer:
                 break
             for follower in list(self._followers):
                 follower.offer(events)
+            self.wake_watchers()
             self.position = events[-1].event.global_position
             self.lag_seconds = max(0.0, self._clock() - events[-1].event.recorded_at)
             if len(events) < READ_BATCH:
@@ -238,8 +248,28 @@ class LogTailer:
         finally:
             self._followers.discard(follower)
 
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[asyncio.Event]:
+        """For a pull that waits: an event the tailer sets each time the log may have grown
+        (new events read, the tailer placed at the head, the replica shutting down), until the
+        block ends. Clear it before looking, then wait on it: nothing committed after the look
+        goes unannounced once the tailer stands at a position before it."""
+        grew = asyncio.Event()
+        self._watchers.add(grew)
+        self.wake.set()
+        try:
+            yield grew
+        finally:
+            self._watchers.discard(grew)
+
+    def wake_watchers(self) -> None:
+        """Make every waiting pull look again (a group changed on this replica)."""
+        for grew in self._watchers:
+            grew.set()
+
     def close(self) -> None:
         """End every follower (shutting down) and take no new one."""
         self._closed = True
         for follower in list(self._followers):
             follower.end(ShuttingDown("this replica is shutting down"))
+        self.wake_watchers()
