@@ -215,6 +215,17 @@ SETTINGS: tuple[Setting, ...] = (
         unit="s",
     ),
     _s(
+        "commit-batch",
+        int,
+        64,
+        P,
+        """The most accepts and attempt outcomes one commit carries (group commit: those that
+        arrive while the previous commit is under way share the next one). 1 turns it off:
+        each use case commits alone.""",
+        minimum=1,
+        maximum=1000,
+    ),
+    _s(
         "poll-interval",
         float,
         1.0,

@@ -53,6 +53,8 @@ def test_bench_measures_durable_and_floor_rounds_checks_and_draws(tmp_path: Path
         )
     durable = [r for r in report["rounds"] if r["target"] == "metallica"]
     assert all(r["floor_ratio"] > 0 for r in durable)
+    assert all(0 < r["writes_per_workflow"]["protools commits"] <= 3 for r in durable)
+    assert all(r["writes_per_workflow"] == {} for r in report["rounds"] if r["target"] == "floor")
     assert report["checker"]["ok"] is True
     assert report["checker"]["workflows"] == 2 * (12 + 3)  # warm-up workflows are checked too
     assert set(report["memory_mb"]) >= {"protools-1", "generator-1", "mailer-1"}
@@ -60,6 +62,30 @@ def test_bench_measures_durable_and_floor_rounds_checks_and_draws(tmp_path: Path
     assert "x floor" in finished.stdout
     assert "invariants over 30 workflows: held" in finished.stdout
     assert "Traceback" not in finished.stderr
+
+
+def test_bench_on_postgres_counts_what_each_workflow_writes_on_a_durable_cluster(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "bench.json"
+    finished = bench(
+        tmp_path, "-c", "1,4", "-n", "16", "--warmup", "2", "--postgres", "--json", str(results)
+    )
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(results.read_text())
+    alone, together = (r["writes_per_workflow"] for r in report["rounds"])
+    # Alone, each of the 3 use cases (accept, two outcomes) commits by itself.
+    assert alone["protools commits"] == 3
+    assert alone["use cases per commit"] == 1
+    for writes in (alone, together):
+        assert 1 <= writes["protools commits"] <= 3
+        assert writes["WAL records"] > 10
+        assert writes["WAL bytes"] > 1000
+        # Flushes: the cluster is durable (fsync on), one per protools commit or so.
+        assert 0.5 <= writes["WAL syncs"] <= 2 * writes["protools commits"]
+    assert {"postgres", "postgres-services"} <= set(report["rounds"][0]["cpu_ms_per_workflow"])
+    assert "WAL B/wf" in finished.stdout
 
 
 def test_bench_refuses_contradictory_options(tmp_path: Path) -> None:

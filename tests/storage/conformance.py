@@ -40,6 +40,7 @@ from metallica.storage import (
     UniqueViolation,
     open_database,
 )
+from metallica.storage.group_commit import GroupCommit
 from metallica.storage.migrate import (
     check_at_start,
     current_version,
@@ -48,6 +49,7 @@ from metallica.storage.migrate import (
     verify,
 )
 from metallica.storage.queries import migration_files
+from tests.waiting import eventually
 
 T = TypeVar("T")
 
@@ -1435,6 +1437,78 @@ class TransactionConformance:
 
         with database.transaction(write=False) as tx:
             assert len(store.read_all(tx)) == 8
+
+
+class GroupCommitConformance:
+    """The hot path's group commit on a real backend: units that wait together share one
+    transaction; a unit that fails is told alone and the others are committed; a caller is
+    answered only once its writes can be read by anyone."""
+
+    def _batch_behind_a_slow_first(
+        self, writer: GroupCommit, first: Callable[[Transaction], T], others: list[Any]
+    ) -> tuple[T | BaseException, list[Any]]:
+        """``first`` runs alone and holds its transaction open until every one of ``others``
+        waits; then ``others`` run as one batch. Each one's result, or the exception it got."""
+        release = threading.Event()
+
+        def slow_first(tx: Transaction) -> T:
+            assert release.wait(THREAD_TIMEOUT)
+            return first(tx)
+
+        def outcome(work: Any) -> Any:
+            try:
+                return writer.run(work)
+            except Exception as error:
+                return error
+
+        with ThreadPoolExecutor(max_workers=len(others) + 1) as pool:
+            leader = pool.submit(outcome, slow_first)
+            assert eventually(lambda: writer.batches == 0 and writer.waiting == 0)
+            followers = [pool.submit(outcome, work) for work in others]
+            assert eventually(lambda: writer.waiting == len(others))
+            release.set()
+            return leader.result(THREAD_TIMEOUT), [f.result(THREAD_TIMEOUT) for f in followers]
+
+    def test_units_that_wait_together_share_one_commit(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        writer = GroupCommit(database)
+
+        def starting(stream: str) -> Callable[[Transaction], list[int]]:
+            return lambda tx: store.append(tx, stream, 0, [event("Started")], now=NOW)
+
+        first, others = self._batch_behind_a_slow_first(
+            writer, starting("wf-first"), [starting(f"wf-{i}") for i in range(12)]
+        )
+        assert (writer.batches, writer.units) == (2, 13)
+        with database.transaction(write=False) as tx:
+            stored = {e.stream_id: e.global_position for e in store.read_all(tx)}
+        assert first == [stored["wf-first"]]
+        assert others == [[stored[f"wf-{i}"]] for i in range(12)]
+
+    def test_a_conflict_in_a_batch_is_its_units_alone(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            store.append(tx, "taken", 0, [event("Started")], now=NOW)
+        writer = GroupCommit(database)
+
+        def append(stream: str, version: int) -> Callable[[Transaction], list[int]]:
+            return lambda tx: store.append(tx, stream, version, [event("Next")], now=NOW)
+
+        _, outcomes = self._batch_behind_a_slow_first(
+            writer,
+            append("alone", 0),
+            [append("a", 0), append("taken", 0), append("b", 0), append("taken", 1)],
+        )
+        assert isinstance(outcomes[1], store.VersionConflict)  # version 1 was taken
+        assert [type(o) for o in (outcomes[0], outcomes[2], outcomes[3])] == [list] * 3
+        with database.transaction(write=False) as tx:
+            logged = [(e.stream_id, e.version) for e in store.read_all(tx)]
+        assert sorted(logged) == sorted(
+            [("taken", 1), ("alone", 1), ("a", 1), ("b", 1), ("taken", 2)]
+        )
+        positions = [position for outcome in outcomes if isinstance(outcome, list)
+                     for position in outcome]  # fmt: skip
+        assert positions == sorted(positions), "positions in the order the units ran"
 
 
 class ClosingConformance:

@@ -41,5 +41,9 @@ class TestTransactions(conformance.TransactionConformance):
     pass
 
 
+class TestGroupCommit(conformance.GroupCommitConformance):
+    pass
+
+
 class TestClosing(conformance.ClosingConformance):
     pass

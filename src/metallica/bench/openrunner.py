@@ -106,7 +106,7 @@ def run_open(config: OpenConfig, say: Say, progress_line: Callable[[str], None])
         if config.stack.urls:
             urls = list(config.stack.urls)
         else:
-            stack, _ = running.enter_context(started_stack(config.stack, token, say))
+            stack, _, _ = running.enter_context(started_stack(config.stack, token, say))
             urls = stack.urls("protools")
         prefix = f"o{uuid.uuid4().hex[:6]}"
         records: list[ClientRecord] = []

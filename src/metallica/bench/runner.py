@@ -28,6 +28,7 @@ import psutil
 import uvloop
 
 from metallica.bench.preload import preload
+from metallica.bench.writes import WriteCounters, Writes
 from metallica.config import FLOOR, PROTOOLS
 from metallica.load import checker
 from metallica.load.closedloop import ClosedLoop, Round
@@ -81,6 +82,8 @@ class RoundReport:
     floor_ratio: float | None = None
     history: int = 0  # completed workflows already stored when the round ran
     refused: int = 0  # refusals for load (429/503 with Retry-After) waited out and resent
+    # protools' commits and (PostgreSQL) its cluster's WAL, per workflow (bench/writes.py)
+    writes_per_workflow: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, target: str, measured: Round, cpu: dict[str, float]) -> RoundReport:
@@ -177,21 +180,31 @@ Say = Callable[[str], None]
 @contextmanager
 def started_stack(
     config: BenchConfig, token: str, say: Say
-) -> Iterator[tuple[LocalStack, Processes]]:
+) -> Iterator[tuple[LocalStack, Processes, str | None]]:
     """The stack ``config`` asks for, started, with its processes to measure; stopped after."""
     with ExitStack() as cleanup:
         data_dir = config.data_dir or Path(
             cleanup.enter_context(tempfile.TemporaryDirectory(prefix="metallica-bench-"))
         )
         urls: dict[str, str] = {}
+        wal_url: str | None = None
         processes = Processes()
         if config.postgres:
-            say("starting a throwaway PostgreSQL cluster")
-            cluster = ThrowawayCluster()
-            cluster.start()
-            cleanup.callback(cluster.stop)
-            urls = _databases(cluster.url)
-            processes.add("postgres", cluster.postmaster_pid(), with_children=True)
+            # protools on a cluster of its own, so that its WAL is measured alone
+            # (bench/writes.py); the generator, the mailer and the floor on another.
+            say("starting two throwaway PostgreSQL clusters (protools's, the services')")
+            clusters = {
+                name: ThrowawayCluster(durable=True) for name in ("postgres", "postgres-services")
+            }
+            for name, cluster in clusters.items():
+                cluster.start()
+                cleanup.callback(cluster.stop)
+                processes.add(name, cluster.postmaster_pid(), with_children=True)
+            urls = {
+                **_databases(clusters["postgres-services"].url),
+                PROTOOLS: _databases(clusters["postgres"].url)[PROTOOLS],
+            }
+            wal_url = clusters["postgres"].url
         elif config.database_url:
             urls = _databases(config.database_url)
         services = (*CALLEES, PROTOOLS, *((FLOOR,) if config.floor else ()))
@@ -214,7 +227,7 @@ def started_stack(
             for replica in stack.members[service]:
                 assert replica.process is not None
                 processes.add(replica.name, replica.process.pid)
-        yield stack, processes
+        yield stack, processes, wal_url
 
 
 class BenchError(Exception):
@@ -262,9 +275,11 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             targets = {DURABLE: list(config.urls)}
             processes = Processes()
             stack = None
+            counters = WriteCounters(config.urls, None)
         else:
-            stack, processes = running.enter_context(started_stack(config, token, say))
+            stack, processes, wal_url = running.enter_context(started_stack(config, token, say))
             targets = {DURABLE: stack.urls("protools")}
+            counters = WriteCounters(stack.urls("protools"), wal_url)
             if config.floor:
                 targets[FLOOR] = stack.urls("floor")
         processes.add("bench-client", os.getpid())
@@ -288,15 +303,18 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
                 durable_round: RoundReport | None = None
                 for target, urls in targets.items():
                     name = f"{prefix}{target[0]}-h{history}-c{concurrency}"
-                    measured, cpu = _round(
+                    measured, cpu, writes = _round(
                         ClosedLoop(urls, token, prefix=name),
                         concurrency,
                         config,
                         processes,
                         f"{target:<9} C={concurrency:<3}",
                         progress_line,
+                        counters if target == DURABLE else None,
                     )
                     round_report = RoundReport.of(target, measured, cpu)
+                    if writes is not None:
+                        round_report.writes_per_workflow = writes.per_workflow(measured.count)
                     round_report.history = history
                     if target == DURABLE:
                         durable_round = round_report
@@ -363,12 +381,16 @@ def _round(
     processes: Processes,
     label: str,
     progress_line: Callable[[str], None],
-) -> tuple[Round, dict[str, float]]:
-    """One measured round, after its warm-up; its CPU seconds by process."""
+    counters: WriteCounters | None = None,
+) -> tuple[Round, dict[str, float], Writes | None]:
+    """One measured round, after its warm-up; its CPU seconds by process, and what protools
+    wrote (``counters``)."""
     if config.warmup:
         run_on_uvloop(loop.run(concurrency, config.warmup))
-    if "postgres" in processes.cpu_seconds():
-        processes.refresh_children("postgres")
+    for name in ("postgres", "postgres-services"):
+        if name in processes.cpu_seconds():
+            processes.refresh_children(name)
+    written_before = counters.read() if counters is not None else None
     before = processes.cpu_seconds()
 
     def progress(done: int, total: int, seconds: float) -> None:
@@ -377,7 +399,11 @@ def _round(
 
     measured = run_on_uvloop(loop.run(concurrency, config.count, progress=progress))
     after = processes.cpu_seconds()
-    return measured, {name: after[name] - before.get(name, after[name]) for name in after}
+    writes = None
+    if counters is not None and written_before is not None:
+        writes = counters.read() - written_before
+    cpu = {name: after[name] - before.get(name, after[name]) for name in after}
+    return measured, cpu, writes
 
 
 def run_on_uvloop(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -395,11 +421,23 @@ def summary(round_report: RoundReport) -> str:
     )
 
 
+# The write figures' column headers (each per workflow, except the batch's size).
+WRITE_HEADERS = {
+    "protools commits": "commits/wf",
+    "use cases per commit": "batch",
+    "db commits": "db tx/wf",
+    "WAL records": "WAL rec/wf",
+    "WAL bytes": "WAL B/wf",
+    "WAL syncs": "fsync/wf",
+}
+
+
 def table(report: BenchReport) -> str:
     """The results as a plain text table."""
     from metallica.client import format_table
 
     names = sorted({name for r in report.rounds for name in r.cpu_ms_per_workflow})
+    written = list(dict.fromkeys(name for r in report.rounds for name in r.writes_per_workflow))
     headers = [
         "target",
         "history",
@@ -414,6 +452,7 @@ def table(report: BenchReport) -> str:
         "errors",
         "refused",
         *[f"cpu {name}" for name in names],
+        *[WRITE_HEADERS.get(name, name) for name in written],
     ]
     rows = [
         [
@@ -432,6 +471,10 @@ def table(report: BenchReport) -> str:
             *[
                 f"{r.cpu_ms_per_workflow[name]:.2f}" if name in r.cpu_ms_per_workflow else ""
                 for name in names
+            ],
+            *[
+                f"{r.writes_per_workflow[name]:g}" if name in r.writes_per_workflow else ""
+                for name in written
             ],
         ]
         for r in report.rounds

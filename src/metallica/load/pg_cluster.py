@@ -79,9 +79,14 @@ def free_port() -> int:
 class ThrowawayCluster:
     """One PostgreSQL cluster in a temp dir, for the length of a test session."""
 
-    def __init__(self, *, bindir: Path | None = None, max_connections: int = 300) -> None:
+    def __init__(
+        self, *, bindir: Path | None = None, max_connections: int = 300, durable: bool = False
+    ) -> None:
         self.bindir = bindir or find_bindir()
         self.max_connections = max_connections
+        # fsync and full page writes as a production server has them (the bench); a test
+        # cluster goes without (see _write_config).
+        self.durable = durable
         self.port = 0
         self._root: Path | None = None
         self._running = False
@@ -223,8 +228,9 @@ class ThrowawayCluster:
             "max_connections": str(self.max_connections),
             # Only an OS crash can lose data without fsync; a killed server can't (crash tests).
             # Never synchronous_commit=off: a server crash would then lose committed work.
-            "fsync": "off",
-            "full_page_writes": "off",
+            # The bench's clusters are durable: a commit waits for its flush, as in production.
+            "fsync": "on" if self.durable else "off",
+            "full_page_writes": "on" if self.durable else "off",
             "logging_collector": "off",
         }
         text = "".join(f"{key} = {value}\n" for key, value in settings.items())

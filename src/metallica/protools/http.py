@@ -123,6 +123,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             replica_id=replica_id,
             lease_seconds=settings.lease_seconds,
             keys=settings.keys,
+            commit_batch=settings.commit_batch,
         )
         clients = ServiceClients(
             {"generator": settings.generator_urls, "mailer": settings.mailer_urls},
@@ -153,6 +154,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         )
         metrics.watch(admission, relay.guards)
         metrics.watch_log(tailer)
+        metrics.watch_writer(service.writer)
         app.state.service = service
         app.state.log = event_log
         app.state.subscriptions = Subscriptions(database)

@@ -16,6 +16,7 @@ from metallica.overload.queue import Ticket
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.subscriptions import GroupView
 from metallica.protools.tailer import LogTailer
+from metallica.storage.group_commit import GroupCommit
 from metallica.web.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,10 @@ class ProtoolsMetrics(ServiceMetrics):
         for name, documentation, read in gauges:
             Gauge(name, documentation, registry=self.registry).set_function(read)
 
+    def watch_writer(self, writer: GroupCommit) -> None:
+        """The hot path's group commit: its batches and the use cases they carried."""
+        self.registry.register(WriterCollector(writer))
+
     def watch_groups(self, read: Callable[[], list[GroupView]]) -> None:
         """The consumer groups' metrics, read from the database at each scrape (every replica
         tells the same, since groups are shared)."""
@@ -172,6 +177,27 @@ class ProtoolsMetrics(ServiceMetrics):
         self._in_use.labels(name).set_function(lambda: guard.limiter.in_flight)
         self._budget.labels(name).set_function(lambda: guard.budget.available)
         self._breaker_state.labels(name).set_function(lambda: STATE_CODES[guard.breaker.state])
+
+
+class WriterCollector:
+    """The group commit's transactions and the use cases they carried (their ratio is the
+    mean batch: the use cases that shared one commit)."""
+
+    def __init__(self, writer: GroupCommit) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        batches = CounterMetricFamily(
+            "metallica_commit_batches",
+            "Transactions the hot path's group commit wrote (each one commit, one flush).",
+        )
+        batches.add_metric([], self.writer.batches)
+        units = CounterMetricFamily(
+            "metallica_commit_units",
+            "Use cases (accepts, attempt outcomes) those transactions carried.",
+        )
+        units.add_metric([], self.writer.units)
+        return iter((batches, units))
 
 
 class GroupsCollector:

@@ -4,6 +4,12 @@ Each use case reads a workflow's events, asks the pure engine what to do, and co
 events, the outbox change and (for a new command) the command record in one transaction. A
 version conflict (another replica wrote first) re-reads and decides again.
 
+The hot path's use cases (accepting a command, recording an attempt's outcome) are units of a
+group commit (:mod:`metallica.storage.group_commit`): those that arrive together share one
+transaction and one flush, each under a savepoint of its own, and each returns only once that
+transaction has committed. What a use case writes, and what it is told, do not change: its
+writes still commit all together or not at all, before anything acts on them.
+
 The definition's secret fields are sealed here, on their way into the store, and opened on
 their way out (:mod:`~metallica.protools.sealing`): nothing above this module sees a sealed
 value, nothing below it sees a clear one.
@@ -26,6 +32,7 @@ from metallica.fingerprints import fingerprint
 from metallica.protools import engine, projection, store
 from metallica.protools.sealing import FieldSealer, ProtoolsKeyring
 from metallica.storage import Database, LockTimeout, Transaction
+from metallica.storage.group_commit import MAX_BATCH, GroupCommit
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,7 @@ class WorkflowService:
         replica_id: str,
         lease_seconds: float,
         keys: ProtoolsKeyring,
+        commit_batch: int = MAX_BATCH,
         clock: Callable[[], float] = time.time,
         random_unit: Callable[[], float] = random.random,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
@@ -77,6 +85,8 @@ class WorkflowService:
         self.replica_id = replica_id
         self.lease = store.Lease(replica_id, lease_seconds)
         self.sealer = FieldSealer(keys, definition.secret_fields)
+        # The hot path's writes (accepts, outcomes): many workflows' records in one commit.
+        self.writer = GroupCommit(database, max_batch=commit_batch)
         self._clock = clock
         self._random = random_unit
         self._new_id = new_id
@@ -104,23 +114,26 @@ class WorkflowService:
         decision = engine.start(
             self.definition, workflow_id, command.input, now=now, client=client, queued=queued
         )
+
+        def write(tx: Transaction) -> Accepted:
+            recorded = store.record_command(
+                tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
+            )
+            if recorded.workflow_id != workflow_id:
+                if recorded.fingerprint != body_fingerprint:
+                    raise KeyReusedWithOtherBody()
+                return Accepted(recorded.workflow_id, None)
+            assert decision.send is not None
+            message = self._send(tx, workflow_id, decision.send, leased=lease)
+            self._append(tx, workflow_id, 0, decision.events, now=now)  # last: see _append
+            state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
+            return Accepted(workflow_id, message, state)
+
         try:
-            with self.database.transaction() as tx:
-                recorded = store.record_command(
-                    tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
-                )
-                if recorded.workflow_id != workflow_id:
-                    if recorded.fingerprint != body_fingerprint:
-                        raise KeyReusedWithOtherBody()
-                    return Accepted(recorded.workflow_id, None)
-                assert decision.send is not None
-                message = self._send(tx, workflow_id, decision.send, leased=lease)
-                self._append(tx, workflow_id, 0, decision.events, now=now)  # last: see _append
+            return self.writer.run(write)
         except LockTimeout:
             # Another request with this key holds it in an open transaction.
             raise CommandInProgress(retry_after=1) from None
-        state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
-        return Accepted(workflow_id, message, state)
 
     def find_accepted(self, idempotency_key: str, body: Mapping[str, Any]) -> Accepted | None:
         """The workflow a key already started, read without writing anything (a replay is
@@ -280,18 +293,28 @@ class WorkflowService:
         known version conflicts and the outcome is recorded the long way.
         """
         if known is not None and isinstance(outcome, engine.Succeeded):
+            succeeded = outcome
             try:
-                with self.database.transaction() as tx:
-                    return self._record_success(tx, message, outcome, known, replica, elapsed_ms)
+                return self.writer.run(
+                    lambda tx: self._record_success(
+                        tx, message, succeeded, known, replica, elapsed_ms
+                    )
+                )
             except store.VersionConflict:
                 pass  # the workflow moved on elsewhere: read it
         for _ in range(CONFLICT_RETRIES):
             now = self._clock()
             try:
-                with self.database.transaction() as tx:
-                    return self._record(
-                        tx, message, outcome, now, replica, elapsed_ms, next_replica
-                    )
+                record = functools.partial(
+                    self._record,
+                    message=message,
+                    outcome=outcome,
+                    now=now,
+                    replica=replica,
+                    elapsed_ms=elapsed_ms,
+                    next_replica=next_replica,
+                )
+                return self.writer.run(record)
             except store.VersionConflict:
                 continue
         raise RuntimeError(f"stream {message.stream_id} kept changing under us")

@@ -47,6 +47,7 @@ class ProtoolsSettings:
     retry_initial: float = default("retry-initial")
     retry_max: float = default("retry-max")
     lease_seconds: float = default("lease-seconds")
+    commit_batch: int = default("commit-batch")
     poll_interval: float = default("poll-interval")
     log_readers: frozenset[str] = frozenset()
     log_poll_interval: float = default("log-poll-interval")
@@ -112,6 +113,7 @@ class ProtoolsSettings:
             retry_initial=value(options, "retry-initial"),
             retry_max=value(options, "retry-max"),
             lease_seconds=value(options, "lease-seconds"),
+            commit_batch=value(options, "commit-batch"),
             poll_interval=value(options, "poll-interval"),
             log_readers=_log_readers(options.get("log_readers")),
             log_poll_interval=value(options, "log-poll-interval"),
