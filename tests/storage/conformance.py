@@ -12,6 +12,7 @@ database's clock and the stores take durations: a message due in -5 s is overdue
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -383,13 +384,11 @@ class EventStoreConformance:
             store.append(tx, "new", 0, [event("WorkflowStarted", queued_ms=4.0)], now=NOW)
             # A start written before queued_ms existed: schema version 1, no such field.
             tx.execute(
-                "append_event",
+                "append_events",
                 stream_id="old",
-                version=1,
-                type="WorkflowStarted",
-                data='{"input": {"username": "ann"}}',
+                first_version=1,
+                events=json.dumps([["WorkflowStarted", '{"input": {"username": "ann"}}', 1]]),
                 recorded_at=NOW,
-                schema_version=1,
             )
         with database.transaction(write=False) as tx:
             versions = {
@@ -1403,6 +1402,28 @@ class TransactionConformance:
                 store.append(tx, "wf-1", expected, [event("Later")], now=NOW)
         with database.transaction(write=False) as tx:
             assert [e.version for e in store.read_stream(tx, "wf-1")] == [1]
+
+    def test_an_append_of_several_events_is_all_or_a_conflict(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            first = store.append(tx, "wf-1", 0, [event("A")], now=NOW)
+        # Versions 1 and 2 asked for, 1 taken: version 2 alone would go in, out of turn.
+        with pytest.raises(store.VersionConflict) as conflict, database.transaction() as tx:
+            store.append(tx, "wf-1", 0, [event("B"), event("C")], now=NOW)
+        assert "already has a version 1" in str(conflict.value)
+        with database.transaction() as tx:
+            later = store.append(tx, "wf-1", 1, [event("B"), event("C"), event("D")], now=NOW)
+        assert first[0] < later[0] < later[1] < later[2]
+        with database.transaction(write=False) as tx:
+            stream = store.read_stream(tx, "wf-1")
+        assert [(e.version, e.type, e.global_position) for e in stream] == [
+            (1, "A", first[0]),
+            (2, "B", later[0]),
+            (3, "C", later[1]),
+            (4, "D", later[2]),
+        ]
 
     def test_a_missing_table_is_a_storage_error(self, make_db: DatabaseFactory) -> None:
         database = make_db(migrated=False)

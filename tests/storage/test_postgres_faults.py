@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from tests.pg_admin import (
     terminate_backends,
     with_database,
 )
-from tests.storage.conformance import NOW, DatabaseFactory, event
+from tests.storage.conformance import LIVE, NOW, DatabaseFactory, enqueue, event
 
 pytestmark = pytest.mark.parametrize(
     "backend", [pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -85,3 +86,23 @@ def test_the_pool_reconnects_after_the_server_crashes_and_restarts(
     postgres_cluster.restart_immediate()
 
     assert append_and_count(crash_database, "wf-1") == 2
+
+
+def test_renewing_leases_skips_a_message_a_commit_under_way_holds_instead_of_waiting(
+    make_db: DatabaseFactory,
+) -> None:
+    """The group commit's batch holds several messages' rows until it commits; a renewal that
+    waited for one of them while holding others deadlocked with it (PostgreSQL broke the tie
+    after its deadlock timeout: a 1 s stall of the whole batch). It skips them now."""
+    database = make_db(pool_size=3)
+    holder = store.Lease("replica-1", LIVE)
+    with database.transaction() as tx:
+        recorded, in_flight = (enqueue(tx, f"wf-{i}", lease=holder) for i in range(2))
+    with database.transaction() as batch:
+        store.complete(batch, recorded)  # a batch recording it: its row is locked until commit
+        started = time.monotonic()
+        with database.transaction() as renewal:
+            held = store.extend_leases(renewal, holder, [recorded, in_flight])
+        waited = time.monotonic() - started
+    assert held == 1  # the message in flight; the one being recorded left alone
+    assert waited < 1.0, f"the renewal waited {waited:.1f} s for the batch's row"

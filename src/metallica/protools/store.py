@@ -110,22 +110,35 @@ def append(
 
     Returns the global positions of the new events.
     """
-    positions = []
-    for offset, event in enumerate(events, start=1):
-        version = expected_version + offset
-        row = tx.fetch_one(
-            "append_event",
-            stream_id=stream_id,
-            version=version,
-            type=event.type,
-            data=json.dumps(event.data, separators=(",", ":")),
-            recorded_at=now,
-            schema_version=current_version(event.type),
+    if not events:
+        return []
+    rows = tx.fetch_all(
+        "append_events",
+        stream_id=stream_id,
+        first_version=expected_version + 1,
+        events=json.dumps(
+            [
+                [
+                    event.type,
+                    json.dumps(event.data, separators=(",", ":")),
+                    current_version(event.type),
+                ]
+                for event in events
+            ],
+            separators=(",", ":"),
+        ),
+        recorded_at=now,
+    )
+    if len(rows) != len(events):
+        taken = {int(row["version"]) for row in rows}
+        first_missing = next(
+            v
+            for v in range(expected_version + 1, expected_version + len(events) + 1)
+            if v not in taken
         )
-        if row is None:
-            raise VersionConflict(stream_id, version)
-        positions.append(int(row["global_position"]))
-    return positions
+        raise VersionConflict(stream_id, first_missing)
+    by_version = sorted((int(row["version"]), int(row["global_position"])) for row in rows)
+    return [position for _, position in by_version]
 
 
 def read_stream(tx: Transaction, stream_id: str) -> list[RecordedEvent]:

@@ -31,6 +31,12 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "ids_from_json": "SELECT value FROM json_each(:ids)",
         # The strings in a JSON array parameter.
         "strings_from_json": "SELECT value FROM json_each(:strings)",
+        # The new events of an append: [type, data, schema version] each, n from 0.
+        "events_from_json": (
+            "SELECT key AS n, json_extract(value, '$[0]') AS type, "
+            "json_extract(value, '$[1]') AS data, json_extract(value, '$[2]') AS schema_version "
+            "FROM json_each(:events)"
+        ),
         # The client a start event records (the expression its index is on).
         "started_by": "json_extract(s.data, '$.client')",
         # The input a start event records, as JSON text.
@@ -47,6 +53,11 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "ids_from_json": "SELECT json_array_elements_text(CAST(:ids AS json))::bigint",
         "strings_from_json": "SELECT json_array_elements_text(CAST(:strings AS json))",
+        "events_from_json": (
+            "SELECT CAST(x.n - 1 AS integer) AS n, x.value ->> 0 AS type, x.value ->> 1 AS data, "
+            "CAST(x.value ->> 2 AS integer) AS schema_version "
+            "FROM json_array_elements(CAST(:events AS json)) WITH ORDINALITY AS x(value, n)"
+        ),
         "started_by": "((CAST(s.data AS jsonb)) ->> 'client')",
         "start_input": (
             "COALESCE(CAST((CAST(s.data AS jsonb)) -> 'input' AS text), "

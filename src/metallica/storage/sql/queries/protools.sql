@@ -1,17 +1,21 @@
--- name: append_event
--- Append one event; the unique (stream_id, version) is the optimistic lock: no row back means
--- another writer took this version first, or the version would leave a gap. {log_turn} waits
--- for this database's turn to write the log and holds it until the transaction ends, so that
--- positions become visible in the order they are drawn: a reader that has seen position P
--- never later finds a smaller one (protools/log.py says why, and what it costs).
+-- name: append_events
+-- Append a stream's new events in one statement, versions :first_version, :first_version + 1,
+-- ... in the order of :events (a JSON array of [type, data, schema version]). The unique
+-- (stream_id, version) is the optimistic lock: fewer rows back than events means another writer
+-- took one of these versions first (or :first_version would leave a gap), and the caller
+-- rolls back. {log_turn} waits for this database's turn to write the log and holds it until
+-- the transaction ends, so that positions become visible in the order they are drawn: a reader
+-- that has seen position P never later finds a smaller one (protools/log.py says why, and what
+-- it costs).
 INSERT INTO events (stream_id, version, type, data, recorded_at, schema_version)
-SELECT :stream_id, :version, :type, :data, :recorded_at, :schema_version
-FROM (SELECT {log_turn}) AS log_turn
-WHERE :version = 1 OR EXISTS (
-    SELECT 1 FROM events WHERE stream_id = :stream_id AND version = :version - 1
+SELECT :stream_id, :first_version + e.n, e.type, e.data, :recorded_at, e.schema_version
+FROM (SELECT {log_turn}) AS log_turn, ({events_from_json}) AS e
+WHERE :first_version = 1 OR EXISTS (
+    SELECT 1 FROM events WHERE stream_id = :stream_id AND version = :first_version - 1
 )
+ORDER BY e.n
 ON CONFLICT (stream_id, version) DO NOTHING
-RETURNING global_position;
+RETURNING global_position, version;
 
 -- name: notify_log
 -- Tell the log's followers on every replica that it grew (PostgreSQL: NOTIFY, delivered at this
@@ -145,9 +149,17 @@ RETURNING id, stream_id, step, destination, payload, attempts, available_at, cre
 SELECT lease_owner, attempts FROM outbox WHERE id = :id {for_update};
 
 -- name: extend_leases
--- Keep the leases of the calls still in flight alive; a lease already taken over is left alone.
+-- Keep the leases of the calls still in flight alive; a lease already taken over is left alone,
+-- and so is a message whose row a commit under way holds ({skip_locked}): it is being recorded
+-- (by this replica's group commit, whose batch locks several messages' rows: waiting for one
+-- while holding others deadlocked with it), and if that commit fails, the next renewal, a
+-- third of a lease later, extends it.
 UPDATE outbox SET lease_expires_at = {now} + :lease_seconds
-WHERE lease_owner = :owner AND id IN ({ids_from_json});
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE lease_owner = :owner AND id IN ({ids_from_json})
+    {skip_locked}
+);
 
 -- name: delete_message
 -- The message's outcome is recorded: it leaves the outbox.
