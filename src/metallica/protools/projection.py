@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metallica.protools import engine
+from metallica.protools import engine, store
 from metallica.storage import Row, Transaction
 
 ENDS = {engine.COMPLETED: engine.COMPLETED_STATUS, engine.FAILED: engine.FAILED_STATUS}
@@ -79,7 +79,7 @@ def _row(row: Row) -> tuple[Any, ...]:
 def compare(tx: Transaction) -> tuple[Rebuilt, list[Row]]:
     """The live read model against the one the events give (read while holding the log's turn,
     so that no event lands in between); and the rows the events give."""
-    tx.fetch_one("take_log_turn")
+    store.take_log_turn(tx)
     live = {row["workflow_id"]: _row(row) for row in tx.fetch_all("all_workflows")}
     derived = tx.fetch_all("derive_workflows")
     fresh = {row["workflow_id"]: _row(row) for row in derived}

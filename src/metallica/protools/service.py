@@ -4,11 +4,20 @@ Each use case reads a workflow's events, asks the pure engine what to do, and co
 events, the outbox change and (for a new command) the command record in one transaction. A
 version conflict (another replica wrote first) re-reads and decides again.
 
-The hot path's use cases (accepting a command, recording an attempt's outcome) are units of a
-group commit (:mod:`metallica.storage.group_commit`): those that arrive together share one
-transaction and one flush, each under a savepoint of its own, and each returns only once that
-transaction has committed. What a use case writes, and what it is told, do not change: its
-writes still commit all together or not at all, before anything acts on them.
+The use cases that append (accepting a command, recording an attempt's outcome, parking an
+attempt, ending a message past its deadline) are units of a group commit
+(:mod:`metallica.storage.group_commit`): those that arrive together share one transaction and
+one flush, and each returns only once that transaction has committed. What a use case writes,
+and what it is told, do not change: its writes still commit all together or not at all, before
+anything acts on them.
+
+**No deadlock, by lock order.** A batch locks several rows (messages it records or parks), and
+the log's turn. Each batch takes the turn first, before any row (``store.take_log_turn``), so
+batches, on this replica and on the others, take turns whole; every other writer that locks
+outbox rows takes none of the turn and skips the rows it would wait for (claiming due messages,
+renewing leases: ``SKIP LOCKED``). A batch that took rows before the turn, and a lease renewal
+that waited for rows while holding others, deadlocked here, stalling every caller of the batch
+until PostgreSQL's deadlock timeout.
 
 The definition's secret fields are sealed here, on their way into the store, and opened on
 their way out (:mod:`~metallica.protools.sealing`): nothing above this module sees a sealed
@@ -86,7 +95,7 @@ class WorkflowService:
         self.lease = store.Lease(replica_id, lease_seconds)
         self.sealer = FieldSealer(keys, definition.secret_fields)
         # The hot path's writes (accepts, outcomes): many workflows' records in one commit.
-        self.writer = GroupCommit(database, max_batch=commit_batch)
+        self.writer = GroupCommit(database, max_batch=commit_batch, begin=store.take_log_turn)
         self._clock = clock
         self._random = random_unit
         self._new_id = new_id
@@ -214,30 +223,32 @@ class WorkflowService:
         """Hold back the attempt ``message`` claimed, without making it, for ``delay`` seconds
         (see :func:`engine.decide_park`); return the workflow's state after. Fenced like a
         record: only the holder of this attempt's lease parks it (None otherwise)."""
+
+        def write(tx: Transaction, now: float) -> engine.WorkflowState | None:
+            lease = store.lock_message(tx, message.id)
+            if lease is None or not lease.held_by(self.replica_id, message.attempts):
+                return None
+            events = self._read(tx, message.stream_id)
+            state = engine.fold(message.stream_id, events)
+            if state is None or not engine.is_current(state, self.definition, message.step):
+                store.complete(tx, message.id)  # a stale message: nothing to wait for
+                return state
+            decision = engine.decide_park(
+                state,
+                message.step,
+                message.attempts,
+                reason=reason,
+                detail=detail,
+                delay=delay,
+                now=now,
+            )
+            self._append(tx, message.stream_id, state.version, decision.events, now=now)
+            store.release_unattempted(tx, message.id, delay=delay)
+            return engine.after(state, decision.events, now=now)
+
         for _ in range(CONFLICT_RETRIES):
-            now = self._clock()
             try:
-                with self.database.transaction() as tx:
-                    lease = store.lock_message(tx, message.id)
-                    if lease is None or not lease.held_by(self.replica_id, message.attempts):
-                        return None
-                    events = self._read(tx, message.stream_id)
-                    state = engine.fold(message.stream_id, events)
-                    if state is None or not engine.is_current(state, self.definition, message.step):
-                        store.complete(tx, message.id)  # a stale message: nothing to wait for
-                        return state
-                    decision = engine.decide_park(
-                        state,
-                        message.step,
-                        message.attempts,
-                        reason=reason,
-                        detail=detail,
-                        delay=delay,
-                        now=now,
-                    )
-                    self._append(tx, message.stream_id, state.version, decision.events, now=now)
-                    store.release_unattempted(tx, message.id, delay=delay)
-                    return engine.after(state, decision.events, now=now)
+                return self.writer.run(functools.partial(write, now=self._clock()))
             except store.VersionConflict:
                 continue
         raise RuntimeError(f"stream {message.stream_id} kept changing under us")
@@ -249,24 +260,26 @@ class WorkflowService:
 
     def may_attempt(self, message: store.OutboxMessage) -> bool:
         """Whether to call for ``message`` now; if not, its fate is committed here."""
-        for _ in range(CONFLICT_RETRIES):
-            now = self._clock()
-            with self.database.transaction() as tx:
-                state = engine.fold(message.stream_id, self._read(tx, message.stream_id))
-                if state is None or not engine.is_current(state, self.definition, message.step):
-                    store.complete(tx, message.id)
-                    return False
-                decision = engine.decide_attempt(
-                    state, self.definition, message.step, message.attempts, now=now
-                )
-                if decision is None:
-                    return True
-                try:
-                    self._append(tx, message.stream_id, state.version, decision.events, now=now)
-                except store.VersionConflict:
-                    continue
+
+        def write(tx: Transaction, now: float) -> bool:
+            state = engine.fold(message.stream_id, self._read(tx, message.stream_id))
+            if state is None or not engine.is_current(state, self.definition, message.step):
                 store.complete(tx, message.id)
                 return False
+            decision = engine.decide_attempt(
+                state, self.definition, message.step, message.attempts, now=now
+            )
+            if decision is None:
+                return True
+            self._append(tx, message.stream_id, state.version, decision.events, now=now)
+            store.complete(tx, message.id)
+            return False
+
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return self.writer.run(functools.partial(write, now=self._clock()))
+            except store.VersionConflict:
+                continue
         return True
 
     def record(

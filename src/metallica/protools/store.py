@@ -97,6 +97,12 @@ def _message(row: Row) -> OutboxMessage:
 MAX_POSITION = 2**63 - 1  # past every event: the first page
 
 
+def take_log_turn(tx: Transaction) -> None:
+    """Wait for the log's turn and hold it to the end of ``tx`` (``protools/log.py``): a
+    transaction that will append takes it before it locks any row."""
+    tx.fetch_one("take_log_turn")
+
+
 def append(
     tx: Transaction,
     stream_id: str,

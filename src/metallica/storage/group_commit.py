@@ -63,9 +63,17 @@ class _Unit(Generic[T]):
 class GroupCommit:
     """Batches the write transactions of one database (see the module's docstring)."""
 
-    def __init__(self, database: Database, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_batch: int = MAX_BATCH,
+        begin: Callable[[Transaction], None] | None = None,
+    ) -> None:
         self.database = database
         self.max_batch = max_batch
+        # Run first in each batch's transaction (protools: take the log's turn before any row).
+        self.begin = begin
         self._turn = threading.Condition()
         self._waiting: list[_Unit[object]] = []
         self._leading = False
@@ -120,6 +128,8 @@ class GroupCommit:
         failed: _Unit[object] | None = None
         try:
             with self.database.transaction() as tx:
+                if self.begin is not None:
+                    self.begin(tx)
                 for unit in units:
                     try:
                         unit.value = unit.work(tx)
