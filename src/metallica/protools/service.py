@@ -125,9 +125,14 @@ class WorkflowService:
         )
 
         def write(tx: Transaction) -> Accepted:
-            recorded = store.record_command(
-                tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
-            )
+            try:
+                recorded = store.record_command(
+                    tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
+                )
+            except LockTimeout:
+                # Another request with this key holds it in an open transaction. (A wait for
+                # anything else, the log's turn, stays a LockTimeout: busy, retry later.)
+                raise CommandInProgress(retry_after=1) from None
             if recorded.workflow_id != workflow_id:
                 if recorded.fingerprint != body_fingerprint:
                     raise KeyReusedWithOtherBody()
@@ -138,11 +143,7 @@ class WorkflowService:
             state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
             return Accepted(workflow_id, message, state)
 
-        try:
-            return self.writer.run(write)
-        except LockTimeout:
-            # Another request with this key holds it in an open transaction.
-            raise CommandInProgress(retry_after=1) from None
+        return self.writer.run(write)
 
     def find_accepted(self, idempotency_key: str, body: Mapping[str, Any]) -> Accepted | None:
         """The workflow a key already started, read without writing anything (a replay is
