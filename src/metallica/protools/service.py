@@ -139,7 +139,7 @@ class WorkflowService:
                 return Accepted(recorded.workflow_id, None)
             assert decision.send is not None
             message = self._send(tx, workflow_id, decision.send, leased=lease)
-            self._append(tx, workflow_id, 0, decision.events, now=now)  # last: see _append
+            self._append(tx, workflow_id, 0, decision.events, now=now)
             state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
             return Accepted(workflow_id, message, state)
 
@@ -181,9 +181,9 @@ class WorkflowService:
         *,
         now: float,
     ) -> list[int]:
-        """Append ``events``, their secret fields sealed. The first append of a transaction
-        waits for the log's turn and holds it until commit (``protools/log.py``): a use case
-        appends last, so that the turn is held for the append and the commit only. A
+        """Append ``events``, their secret fields sealed, under the log's turn
+        (``protools/log.py``), which the group commit's batch took first (see the module's
+        docstring; the append takes it too, for a transaction of another kind). A
         :class:`store.VersionConflict` ends the transaction: the caller retries in a new one."""
         sealed = [
             dataclasses.replace(event, data=self.sealer.seal(stream_id, event.data))
@@ -417,7 +417,7 @@ class WorkflowService:
         following = (
             self._send(tx, message.stream_id, decision.send) if decision.send is not None else None
         )
-        self._append(tx, message.stream_id, state.version, decision.events, now=now)  # last
+        self._append(tx, message.stream_id, state.version, decision.events, now=now)
         after = engine.after(state, decision.events, now=now)
         return Recorded(following, decision.finishes, decision.retry_at, not held, state=after)
 
