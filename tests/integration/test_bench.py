@@ -82,8 +82,11 @@ def test_bench_on_postgres_counts_what_each_workflow_writes_on_a_durable_cluster
         assert 1 <= writes["protools commits"] <= 3
         assert writes["WAL records"] > 10
         assert writes["WAL bytes"] > 1000
-        # Flushes: the cluster is durable (fsync on), one per protools commit or so.
-        assert 0.5 <= writes["WAL syncs"] <= 2 * writes["protools commits"]
+        # Flushes: the cluster is durable (fsync on). Statistics PostgreSQL reports late
+        # (up to 10 s for an idle backend): read as they are, so only bounded here.
+        assert 0 <= writes["WAL syncs"] <= 2 * writes["protools commits"] + 1
+    # A durable cluster flushes: over the two rounds, some flushes were counted.
+    assert alone["WAL syncs"] + together["WAL syncs"] > 0
     assert {"postgres", "postgres-services"} <= set(report["rounds"][0]["cpu_ms_per_workflow"])
     assert "WAL B/wf" in finished.stdout
 

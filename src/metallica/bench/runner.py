@@ -401,7 +401,7 @@ def _round(
     after = processes.cpu_seconds()
     writes = None
     if counters is not None and written_before is not None:
-        writes = counters.read() - written_before
+        writes = counters.between(written_before, counters.read())
     cpu = {name: after[name] - before.get(name, after[name]) for name in after}
     return measured, cpu, writes
 

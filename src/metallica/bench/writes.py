@@ -1,31 +1,37 @@
 """What a bench round wrote, per workflow: protools' commits and, on PostgreSQL, the WAL.
 
 protools' own figures come from its metrics (``metallica_commit_batches`` and
-``metallica_commit_units``: the hot path's group commit, read from every replica). PostgreSQL's
-come from the cluster: ``pg_stat_wal`` (WAL records, bytes and flushes) and ``pg_stat_database``
-(the commits of protools' database, all of its transactions, the recovery loop's and the
-readers' included). ``pg_stat_wal`` counts the whole cluster, so the bench gives protools a
-cluster of its own (``runner.started_stack``): the generator's and the mailer's writes do not
-count in protools' share.
+``metallica_commit_units``: the group commit's, read from every replica). PostgreSQL's from
+protools' cluster, which the bench gives it alone (``runner.started_stack``), so that none of
+it is the generator's or the mailer's:
 
-Backends report their statistics about once a second, not at each commit: after a round the
-counters are read until two reads half a second apart agree (at most :data:`SETTLE_SECONDS`).
+* WAL bytes and records, exactly, between the WAL positions read before and after the round
+  (``pg_current_wal_lsn``, and ``pg_walinspect``'s ``pg_get_wal_stats`` for the records);
+* flushes (``pg_stat_wal.wal_sync``) and committed transactions (``pg_stat_database``): these
+  statistics reach the views when each backend reports them, about once a second and, for a
+  backend gone idle, up to 10 s later. They are read until they stay the same for a second
+  and a half, at most :data:`SETTLE_SECONDS`: a figure read before the last report is low.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import psycopg
 
-SETTLE_SECONDS = 5.0
-WAL_QUERY = """
-SELECT w.wal_records, w.wal_bytes, w.wal_sync, d.xact_commit
+SETTLE_SECONDS = 12.0
+STATS_QUERY = """
+SELECT pg_current_wal_lsn()::text AS lsn, w.wal_sync, d.xact_commit
 FROM pg_stat_wal AS w, pg_stat_database AS d
 WHERE d.datname = current_database()
+"""
+WAL_BETWEEN = """
+SELECT pg_wal_lsn_diff(%(end)s::pg_lsn, %(start)s::pg_lsn)::float8 AS bytes,
+       COALESCE((SELECT sum(count) FROM pg_get_wal_stats(%(start)s::pg_lsn, %(end)s::pg_lsn)),
+                0)::float8 AS records
 """
 COUNTERS = ("metallica_commit_batches_total", "metallica_commit_units_total")
 
@@ -40,6 +46,7 @@ class Writes:
     wal_bytes: float | None = None
     wal_syncs: float | None = None
     commits: float | None = None  # all of protools' database's transactions that committed
+    lsn: str | None = None  # the WAL position (a snapshot's; None in a difference)
 
     def __sub__(self, other: Writes) -> Writes:
         def minus(a: float | None, b: float | None) -> float | None:
@@ -77,6 +84,9 @@ class WriteCounters:
     def __init__(self, protools_urls: Sequence[str], database_url: str | None) -> None:
         self.protools_urls = list(protools_urls)
         self.database_url = database_url
+        if database_url is not None:
+            with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as db:
+                db.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
 
     def _once(self) -> Writes:
         batches = units = 0.0
@@ -91,20 +101,32 @@ class WriteCounters:
         if self.database_url is None:
             return Writes(batches, units)
         with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as db:
-            row = db.execute(WAL_QUERY).fetchone()
+            row = db.execute(STATS_QUERY).fetchone()
         assert row is not None
-        records, size, syncs, commits = (float(value) for value in row)
-        return Writes(batches, units, records, size, syncs, commits)
+        lsn, syncs, commits = row
+        return Writes(batches, units, wal_syncs=float(syncs), commits=float(commits), lsn=lsn)
 
     def read(self) -> Writes:
-        """The counters once the cluster's statistics have caught up with the last commits."""
+        """A snapshot, once the cluster's statistics have stopped moving (see the module)."""
         until = time.monotonic() + SETTLE_SECONDS
-        last = self._once()
+        last, steady_since = self._once(), time.monotonic()
         while time.monotonic() < until:
             time.sleep(0.5)
             now = self._once()
-            # Each read commits a transaction of its own: compare what the round wrote.
-            if (now.wal_records, now.batches) == (last.wal_records, last.batches):
+            if (now.wal_syncs, now.batches) != (last.wal_syncs, last.batches):
+                steady_since = time.monotonic()
+            elif time.monotonic() - steady_since >= 1.5:
                 return now
             last = now
         return last
+
+    def between(self, before: Writes, after: Writes) -> Writes:
+        """What was written from ``before`` to ``after`` (two snapshots)."""
+        written = after - before
+        if self.database_url is None or before.lsn is None or after.lsn is None:
+            return written
+        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as db:
+            row = db.execute(WAL_BETWEEN, {"start": before.lsn, "end": after.lsn}).fetchone()
+        assert row is not None
+        size, records = row
+        return replace(written, wal_bytes=float(size), wal_records=float(records))
