@@ -144,8 +144,8 @@ def append_projected(
     tx: Transaction, stream_id: str, expected: int, events: list[engine.NewEvent], *, now: float
 ) -> None:
     """Append ``events`` and keep the workflows read model, as the service's use cases do."""
-    positions = store.append(tx, stream_id, expected, events, now=now)
-    projection.project(tx, stream_id, events, positions, now=now)
+    store.append(tx, stream_id, expected, events, now=now)
+    projection.project(tx, stream_id, events, now=now)
 
 
 def event(type_: str, **data: Any) -> engine.NewEvent:
@@ -1530,6 +1530,105 @@ class GroupCommitConformance:
         positions = [position for outcome in outcomes if isinstance(outcome, list)
                      for position in outcome]  # fmt: skip
         assert positions == sorted(positions), "positions in the order the units ran"
+
+    def test_an_error_a_unit_sent_without_reading_it_is_that_units_alone(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        """The batch flushes after each unit, so what a unit sent and never read fails that
+        unit, not the next one, and not the batch."""
+        database = make_db()
+        started = [event("WorkflowStarted")]
+        with database.transaction() as tx:
+            append_projected(tx, "taken", 0, started, now=NOW)
+        writer = GroupCommit(database)
+
+        def start(stream: str, row: str) -> Callable[[Transaction], str]:
+            def work(tx: Transaction) -> str:
+                store.send_append(tx, stream, 0, started, now=NOW).get()
+                projection.project(tx, row, started, now=NOW)  # sent, never read
+                return stream
+
+            return work
+
+        _, outcomes = self._batch_behind_a_slow_first(
+            writer, start("alone", "alone"), [start("a", "a"), start("c", "taken"), start("b", "b")]
+        )
+        assert outcomes[0] == "a"
+        assert outcomes[2] == "b"
+        assert isinstance(outcomes[1], UniqueViolation)  # the row "taken" exists
+        with database.transaction(write=False) as tx:
+            stored = sorted(e.stream_id for e in store.read_all(tx))
+        assert stored == ["a", "alone", "b", "taken"]
+
+
+class PipelineConformance:
+    """A pipelined transaction (the group commit's): statements sent without waiting are
+    answered together at the flush, an error among them comes out there as the backend's
+    error, and the transaction commits all or nothing, as any other."""
+
+    def test_what_was_sent_is_answered_at_the_flush_and_committed(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction(pipeline=True) as tx:
+            store.take_log_turn(tx)
+            first = store.send_append(tx, "wf-1", 0, [event("WorkflowStarted")], now=NOW)
+            projection.project(tx, "wf-1", [event("WorkflowStarted")], now=NOW)
+            second = store.send_append(tx, "wf-2", 0, [event("A"), event("B")], now=NOW)
+            sent = store.send_enqueue(
+                tx, stream_id="wf-1", step="send", destination="mailer", payload={"n": 1}
+            )
+            tx.flush()
+            positions = first.get() + second.get()
+            message = sent.get()
+        with database.transaction(write=False) as tx:
+            stored = [(e.stream_id, e.global_position) for e in store.read_all(tx)]
+            workflows = tx.fetch_all("all_workflows")
+            pending = store.pending(tx)
+        assert [position for _, position in stored] == positions
+        assert [row["position"] for row in workflows] == [positions[0]]  # taken in the database
+        assert [row["id"] for row in pending] == [message.id]
+
+    def test_a_conflict_sent_without_waiting_comes_out_when_read(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        with database.transaction() as tx:
+            store.append(tx, "wf-1", 0, [event("Started")], now=NOW)
+
+        def conflicting() -> None:
+            with database.transaction(pipeline=True) as tx:
+                taken = store.send_append(tx, "wf-1", 0, [event("Again")], now=NOW)
+                store.send_append(tx, "wf-2", 0, [event("Started")], now=NOW)
+                taken.get()
+
+        with pytest.raises(store.VersionConflict):
+            conflicting()
+        with database.transaction(write=False) as tx:
+            assert [e.stream_id for e in store.read_all(tx)] == ["wf-1"]  # wf-2 rolled back
+
+    def test_an_error_among_the_statements_sent_rolls_all_of_them_back(
+        self, make_db: DatabaseFactory
+    ) -> None:
+        database = make_db()
+        started = [event("WorkflowStarted")]
+
+        def projected_twice() -> None:
+            with database.transaction(pipeline=True) as tx:
+                store.send_append(tx, "wf-1", 0, started, now=NOW)
+                projection.project(tx, "wf-1", started, now=NOW)
+                projection.project(tx, "wf-1", started, now=NOW)  # its row again: refused
+                tx.flush()
+
+        with pytest.raises(UniqueViolation):
+            projected_twice()
+        with database.transaction(write=False) as tx:
+            assert store.read_all(tx) == []
+            assert tx.fetch_all("all_workflows") == []
+        with database.transaction(pipeline=True) as tx:  # the connection is fit for use again
+            store.send_append(tx, "wf-1", 0, started, now=NOW).get()
+        with database.transaction(write=False) as tx:
+            assert [e.stream_id for e in store.read_all(tx)] == ["wf-1"]
 
 
 class ClosingConformance:

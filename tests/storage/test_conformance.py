@@ -45,5 +45,9 @@ class TestGroupCommit(conformance.GroupCommitConformance):
     pass
 
 
+class TestPipeline(conformance.PipelineConformance):
+    pass
+
+
 class TestClosing(conformance.ClosingConformance):
     pass

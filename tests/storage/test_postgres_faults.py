@@ -10,6 +10,7 @@ import pytest
 from metallica.load.pg_cluster import ThrowawayCluster
 from metallica.protools import store
 from metallica.storage import Database, StorageUnavailable, open_database
+from metallica.storage.group_commit import GroupCommit
 from metallica.storage.migrate import migrate
 from tests.pg_admin import (
     create_database,
@@ -63,6 +64,22 @@ def test_a_connection_killed_mid_transaction_is_unavailable_then_the_pool_recove
         killed_midway()
 
     assert append_and_count(database, "wf-1") == 1  # the killed transaction left nothing
+
+
+def test_a_batch_that_meets_dead_pooled_connections_runs_again_on_live_ones(
+    make_db: DatabaseFactory, postgres_server_url: str
+) -> None:
+    """A pipelined transaction learns its connection is dead only at its first round trip,
+    after the units ran: nothing reached the server then, so the group commit runs the batch
+    again on another connection, as a transaction of its own would have met BEGIN's failure."""
+    database = make_db(pool_size=2)
+    writer = GroupCommit(database)
+    assert writer.run(lambda tx: store.append(tx, "wf-1", 0, [event("A")], now=NOW))
+
+    assert terminate_backends(postgres_server_url, database_name(make_db.url())) >= 1
+
+    assert writer.run(lambda tx: store.append(tx, "wf-1", 1, [event("B")], now=NOW))
+    assert append_and_count(database, "wf-1") == 3
 
 
 @pytest.fixture

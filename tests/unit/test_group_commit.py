@@ -20,10 +20,14 @@ WAIT = 10.0
 class FakeTransaction:
     def __init__(self) -> None:
         self.writes: list[str] = []
+        self.flushes = 0
 
     def execute(self, query: str, /, **params: Any) -> int:
         self.writes.append(query)
         return 1
+
+    def flush(self) -> None:
+        self.flushes += 1
 
 
 class FakeDatabase:
@@ -37,7 +41,9 @@ class FakeDatabase:
         self.hold.set()
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[FakeTransaction]:
+    def transaction(
+        self, *, write: bool = True, pipeline: bool = False
+    ) -> Iterator[FakeTransaction]:
         tx = FakeTransaction()
         self.inside.set()
         yield tx

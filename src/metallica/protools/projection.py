@@ -30,23 +30,22 @@ def project(
     tx: Transaction,
     workflow_id: str,
     events: Sequence[engine.NewEvent],
-    positions: Sequence[int],
     *,
     now: float,
 ) -> None:
-    """Bring the read model up to date with ``events``, just appended at ``positions``."""
-    for event, position in zip(events, positions, strict=True):
+    """Bring the read model up to date with ``events``, just appended (sent without waiting:
+    a start's row takes its position from its event, in the database)."""
+    for event in events:
         if event.type == engine.STARTED:
-            tx.execute(
+            tx.send(
                 "project_start",
                 workflow_id=workflow_id,
                 client=event.data.get("client"),
                 input=json.dumps(event.data.get("input", {}), separators=(",", ":")),
                 started_at=now,
-                position=position,
             )
         elif event.type in ENDS:
-            tx.execute("project_end", workflow_id=workflow_id, status=ENDS[event.type])
+            tx.send("project_end", workflow_id=workflow_id, status=ENDS[event.type])
 
 
 @dataclass

@@ -11,6 +11,15 @@ one flush, and each returns only once that transaction has committed. What a use
 and what it is told, do not change: its writes still commit all together or not at all, before
 anything acts on them.
 
+**Sent together, checked after.** The batch's transaction is pipelined: the hot path's units
+(accepting a new command, recording a success) send every statement without waiting
+(``store.send_*``), then read every answer, which costs one round trip for the whole unit; a
+unit reads every answer before it returns, since a write whose answer nobody read may have
+done nothing (an append's conflict is an answer). Accepting a command guesses that its key is
+new (a replay was answered before admission): if another command took the key meanwhile, or
+a lock was waited for, the unit fails, its batch is rolled back and run again without it, and
+the command is decided the careful way (the key first, then the rest), as before.
+
 **No deadlock, by lock order.** A batch locks several rows (messages it records or parks), and
 the log's turn. Each batch takes the turn first, before any row (``store.take_log_turn``), so
 batches, on this replica and on the others, take turns whole; every other writer that locks
@@ -75,6 +84,10 @@ class Recorded:
     state: engine.WorkflowState | None = None  # the workflow as this commit left it
 
 
+class _KeyNotFree(Exception):
+    """The optimistic accept found its key taken, or waited on a lock: decide the careful way."""
+
+
 class WorkflowService:
     def __init__(
         self,
@@ -124,7 +137,28 @@ class WorkflowService:
             self.definition, workflow_id, command.input, now=now, client=client, queued=queued
         )
 
+        def write_new(tx: Transaction) -> Accepted:
+            # The hot path: the key is new (a replay was answered before admission, by
+            # find_accepted), so everything is sent at once, in one round trip, and checked
+            # after. Wrong guess: the batch rolls back, and write() decides the careful way.
+            inserted = store.send_command(
+                tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
+            )
+            assert decision.send is not None
+            message = self._send(tx, workflow_id, decision.send, leased=lease)
+            appended = self._append_later(tx, workflow_id, 0, decision.events, now=now)
+            try:
+                tx.flush()
+            except LockTimeout:
+                raise _KeyNotFree() from None  # a wait: for the key, or for the log's turn?
+            if not inserted.get():
+                raise _KeyNotFree()
+            appended.get()
+            state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
+            return Accepted(workflow_id, message.get(), state)
+
         def write(tx: Transaction) -> Accepted:
+            tx.flush()  # the log's turn, if this unit is the batch's first: waited for apart
             try:
                 recorded = store.record_command(
                     tx, store.Command(idempotency_key, body_fingerprint, workflow_id, now)
@@ -139,11 +173,14 @@ class WorkflowService:
                 return Accepted(recorded.workflow_id, None)
             assert decision.send is not None
             message = self._send(tx, workflow_id, decision.send, leased=lease)
-            self._append(tx, workflow_id, 0, decision.events, now=now)
+            self._append_later(tx, workflow_id, 0, decision.events, now=now).get()
             state = engine.after(engine.WorkflowState(workflow_id), decision.events, now=now)
-            return Accepted(workflow_id, message, state)
+            return Accepted(workflow_id, message.get(), state)
 
-        return self.writer.run(write)
+        try:
+            return self.writer.run(write_new)
+        except _KeyNotFree:
+            return self.writer.run(write)
 
     def find_accepted(self, idempotency_key: str, body: Mapping[str, Any]) -> Accepted | None:
         """The workflow a key already started, read without writing anything (a replay is
@@ -159,9 +196,9 @@ class WorkflowService:
 
     def _send(
         self, tx: Transaction, workflow_id: str, call: engine.Call, *, leased: bool = True
-    ) -> store.OutboxMessage:
+    ) -> store.Later[store.OutboxMessage]:
         """Enqueue a step's call; ``leased``: to this replica, so that it can deliver it at once."""
-        return store.enqueue(
+        return store.send_enqueue(
             tx,
             stream_id=workflow_id,
             step=call.step,
@@ -185,13 +222,26 @@ class WorkflowService:
         (``protools/log.py``), which the group commit's batch took first (see the module's
         docstring; the append takes it too, for a transaction of another kind). A
         :class:`store.VersionConflict` ends the transaction: the caller retries in a new one."""
+        return self._append_later(tx, stream_id, expected_version, events, now=now).get()
+
+    def _append_later(
+        self,
+        tx: Transaction,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[engine.NewEvent],
+        *,
+        now: float,
+    ) -> store.Later[list[int]]:
+        """:meth:`_append`, sent without waiting; the caller reads it (its conflict) before
+        it returns."""
         sealed = [
             dataclasses.replace(event, data=self.sealer.seal(stream_id, event.data))
             for event in events
         ]
-        positions = store.append(tx, stream_id, expected_version, sealed, now=now)
-        projection.project(tx, stream_id, events, positions, now=now)  # the read model
-        return positions
+        appended = store.send_append(tx, stream_id, expected_version, sealed, now=now)
+        projection.project(tx, stream_id, events, now=now)  # the read model
+        return appended
 
     def _read(self, tx: Transaction, stream_id: str) -> list[engine.RecordedEvent]:
         return self.open_events(store.read_stream(tx, stream_id))
@@ -417,9 +467,17 @@ class WorkflowService:
         following = (
             self._send(tx, message.stream_id, decision.send) if decision.send is not None else None
         )
-        self._append(tx, message.stream_id, state.version, decision.events, now=now)
+        events = decision.events
+        appended = self._append_later(tx, message.stream_id, state.version, events, now=now)
+        appended.get()  # one round trip for all of the above; a conflict ends the transaction
         after = engine.after(state, decision.events, now=now)
-        return Recorded(following, decision.finishes, decision.retry_at, not held, state=after)
+        return Recorded(
+            following.get() if following is not None else None,
+            decision.finishes,
+            decision.retry_at,
+            not held,
+            state=after,
+        )
 
     # --- queries -------------------------------------------------------------------------------
 

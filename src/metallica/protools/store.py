@@ -12,14 +12,17 @@ together, or not at all. The SQL is in ``storage/sql/queries/protools.sql``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from metallica.errors import MetallicaError
 from metallica.protools.engine import NewEvent, RecordedEvent
 from metallica.protools.upcasting import current_version, upcast
-from metallica.storage import Row, Transaction
+from metallica.storage import Row, Sent, Transaction
+from metallica.storage.ports import Answered
+
+T = TypeVar("T")
 
 
 class VersionConflict(MetallicaError):
@@ -68,6 +71,20 @@ class Command:
     created_at: float
 
 
+@dataclass(frozen=True)
+class Later(Generic[T]):
+    """What a write sent without waiting (:meth:`Transaction.send`) will have answered:
+    :meth:`get` reads it, waiting for it if need be, and raises what the write raises (a
+    :class:`VersionConflict`, a lock timeout). A use case that sends reads every answer
+    before it returns: a write whose answer nobody read may have done nothing."""
+
+    sent: Sent
+    read: Callable[[Sent], T]
+
+    def get(self) -> T:
+        return self.read(self.sent)
+
+
 def event_from_row(row: Row) -> RecordedEvent:
     return RecordedEvent(
         global_position=int(row["global_position"]),
@@ -99,8 +116,9 @@ MAX_POSITION = 2**63 - 1  # past every event: the first page
 
 def take_log_turn(tx: Transaction) -> None:
     """Wait for the log's turn and hold it to the end of ``tx`` (``protools/log.py``): a
-    transaction that will append takes it before it locks any row."""
-    tx.fetch_one("take_log_turn")
+    transaction that will append takes it before it locks any row. Sent without waiting: in
+    a pipelined transaction, the wait is answered with the statements that follow."""
+    tx.send("take_log_turn")
 
 
 def append(
@@ -116,9 +134,22 @@ def append(
 
     Returns the global positions of the new events.
     """
+    return send_append(tx, stream_id, expected_version, events, now=now).get()
+
+
+def send_append(
+    tx: Transaction,
+    stream_id: str,
+    expected_version: int,
+    events: Sequence[NewEvent],
+    *,
+    now: float,
+) -> Later[list[int]]:
+    """:func:`append`, sent without waiting: its positions, or its conflict, come with
+    :meth:`Later.get`."""
     if not events:
-        return []
-    rows = tx.fetch_all(
+        return Later(Answered([], 0), lambda _: [])
+    sent = tx.send(
         "append_events",
         stream_id=stream_id,
         first_version=expected_version + 1,
@@ -135,16 +166,21 @@ def append(
         ),
         recorded_at=now,
     )
-    if len(rows) != len(events):
-        taken = {int(row["version"]) for row in rows}
-        first_missing = next(
-            v
-            for v in range(expected_version + 1, expected_version + len(events) + 1)
-            if v not in taken
-        )
-        raise VersionConflict(stream_id, first_missing)
-    by_version = sorted((int(row["version"]), int(row["global_position"])) for row in rows)
-    return [position for _, position in by_version]
+
+    def positions(answer: Sent) -> list[int]:
+        rows = answer.rows()
+        if len(rows) != len(events):
+            taken = {int(row["version"]) for row in rows}
+            first_missing = next(
+                v
+                for v in range(expected_version + 1, expected_version + len(events) + 1)
+                if v not in taken
+            )
+            raise VersionConflict(stream_id, first_missing)
+        by_version = sorted((int(row["version"]), int(row["global_position"])) for row in rows)
+        return [position for _, position in by_version]
+
+    return Later(sent, positions)
 
 
 def read_stream(tx: Transaction, stream_id: str) -> list[RecordedEvent]:
@@ -285,7 +321,29 @@ def enqueue(
 ) -> OutboxMessage:
     """Put a message in the outbox, due in ``delay`` seconds; with ``lease``, already claimed
     by the caller's relay (its first attempt, to deliver at once)."""
-    row = tx.fetch_one(
+    return send_enqueue(
+        tx,
+        stream_id=stream_id,
+        step=step,
+        destination=destination,
+        payload=payload,
+        delay=delay,
+        lease=lease,
+    ).get()
+
+
+def send_enqueue(
+    tx: Transaction,
+    *,
+    stream_id: str,
+    step: str,
+    destination: str,
+    payload: Mapping[str, Any],
+    delay: float = 0.0,
+    lease: Lease | None = None,
+) -> Later[OutboxMessage]:
+    """:func:`enqueue`, sent without waiting: the message comes with :meth:`Later.get`."""
+    sent = tx.send(
         "enqueue_message",
         stream_id=stream_id,
         step=step,
@@ -295,8 +353,13 @@ def enqueue(
         owner=lease.owner if lease else None,
         lease_seconds=lease.seconds if lease else None,
     )
-    assert row is not None
-    return _message(row)
+
+    def message(answer: Sent) -> OutboxMessage:
+        row = answer.row()
+        assert row is not None, "an INSERT ... RETURNING returns its row"
+        return _message(row)
+
+    return Later(sent, message)
 
 
 def claim_due(
@@ -336,18 +399,19 @@ def extend_leases(tx: Transaction, lease: Lease, message_ids: Sequence[int]) -> 
 
 
 def complete(tx: Transaction, message_id: int) -> None:
-    """The message's outcome is recorded: remove it."""
-    tx.execute("delete_message", id=message_id)
+    """The message's outcome is recorded: remove it (sent without waiting)."""
+    tx.send("delete_message", id=message_id)
 
 
 def reschedule(tx: Transaction, message_id: int, *, delay: float) -> None:
-    """Release the lease and deliver again in ``delay`` seconds."""
-    tx.execute("reschedule_message", id=message_id, delay=max(delay, 0.0))
+    """Release the lease and deliver again in ``delay`` seconds (sent without waiting)."""
+    tx.send("reschedule_message", id=message_id, delay=max(delay, 0.0))
 
 
 def release_unattempted(tx: Transaction, message_id: int, *, delay: float) -> None:
-    """Undo the claim of an attempt that was never made, and deliver again in ``delay``."""
-    tx.execute("release_unattempted", id=message_id, delay=max(delay, 0.0))
+    """Undo the claim of an attempt that was never made, and deliver again in ``delay``
+    (sent without waiting)."""
+    tx.send("release_unattempted", id=message_id, delay=max(delay, 0.0))
 
 
 @dataclass(frozen=True)
@@ -397,6 +461,19 @@ def record_command(tx: Transaction, command: Command) -> Command:
         "a conflicting command row must be visible once its writer committed"
     )
     return existing
+
+
+def send_command(tx: Transaction, command: Command) -> Later[bool]:
+    """Record a client command if its key is new, sent without waiting; :meth:`Later.get`
+    says whether it was (False: another command holds the key, see :func:`record_command`)."""
+    sent = tx.send(
+        "insert_command",
+        idempotency_key=command.idempotency_key,
+        fingerprint=command.fingerprint,
+        workflow_id=command.workflow_id,
+        created_at=command.created_at,
+    )
+    return Later(sent, lambda answer: answer.row() is not None)
 
 
 def expire_commands(tx: Transaction, *, cutoff: float, batch: int) -> int:

@@ -7,6 +7,7 @@ from metallica.storage.errors import (
     LockTimeout,
     SchemaTooNew,
     SchemaTooOld,
+    StaleConnection,
     StillInUse,
     StorageBusy,
     StorageError,
@@ -14,7 +15,7 @@ from metallica.storage.errors import (
     UniqueViolation,
     UnsupportedDatabaseUrl,
 )
-from metallica.storage.ports import Database, Row, Timeouts, Transaction
+from metallica.storage.ports import Database, Row, Sent, Timeouts, Transaction
 
 
 def check_url(url: str) -> str:
@@ -59,6 +60,8 @@ __all__ = [
     "Row",
     "SchemaTooNew",
     "SchemaTooOld",
+    "Sent",
+    "StaleConnection",
     "StillInUse",
     "StorageBusy",
     "StorageError",

@@ -19,6 +19,11 @@ class StorageUnavailable(StorageError):
     code = "storage-unavailable"
 
 
+class StaleConnection(StorageUnavailable):
+    """A pooled connection was found dead at its first round trip of a transaction: nothing of
+    the transaction reached the database, so it may run again, whole, on another connection."""
+
+
 class StorageBusy(StorageError):
     """The database is busy (lock timeout, serialization failure); retry later."""
 

@@ -26,6 +26,17 @@ transaction fails (the connection lost, the commit refused, the database unreach
 that failure to every caller in it: their writes are gone, as they would be after a failed
 transaction of their own, and they retry as they would have.
 
+**One round trip per unit.** The batch's transaction is pipelined (PostgreSQL's pipeline mode,
+``Database.transaction(pipeline=True)``): a unit sends its statements without waiting for each
+other's answers (``Transaction.send``), and the batch waits for them once, at the unit's end
+(``Transaction.flush``), so that an error is always the unit's own. BEGIN and the begin hook's
+statements travel with the first unit's. A batch of n units costs n + 2 round trips (each
+unit's, COMMIT's, and leaving pipeline mode's), where each statement waiting for its answer
+cost about 4n + 3; protools' writer spent 92 % of its time waiting on those answers. A
+connection that died in the pool shows only at the first answer, after the units ran: nothing
+had reached the server, so the batch runs again, whole, on another connection
+(:class:`~metallica.storage.errors.StaleConnection`).
+
 **What a unit must be.** Short, and nothing but database work and pure decisions: no network
 call, no sleep. A unit that waits on a lock (another replica holds a row it writes) holds up
 its whole batch up to the database's lock timeout; on protools' hot path that happens only when
@@ -39,12 +50,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from metallica.storage.errors import DatabaseClosed, StorageUnavailable
+from metallica.storage.errors import DatabaseClosed, StaleConnection, StorageUnavailable
 from metallica.storage.ports import Database, Transaction
 
 T = TypeVar("T")
 
 MAX_BATCH = 64
+STALE_RETRIES = 8  # dead pooled connections a batch may meet in a row (a pool's size)
 
 
 @dataclass(eq=False)
@@ -112,9 +124,19 @@ class GroupCommit:
 
     def _write(self, batch: list[_Unit[object]]) -> None:
         pending = batch
+        stale = 0
         while pending:
             failed = self._try(pending)
             if failed is None:
+                break
+            if failed is _STALE:
+                # The pooled connection had died (a server restart): nothing reached the
+                # server; run the batch again on another one, as many times as a pool is big.
+                stale += 1
+                if stale <= STALE_RETRIES:
+                    continue
+                for unit in pending:
+                    unit.error = StorageUnavailable("every pooled connection was dead")
                 break
             # One unit failed: the transaction is rolled back, and the others run again in a
             # new one (their work is a function of the transaction alone: nothing committed).
@@ -124,26 +146,37 @@ class GroupCommit:
 
     def _try(self, units: list[_Unit[object]]) -> _Unit[object] | None:
         """Run ``units`` in one transaction and commit; the unit that failed, if one did (its
-        error is its own, and nothing was committed), else None (each was told its outcome)."""
+        error is its own, and nothing was committed), ``_STALE`` if the connection was found
+        dead before anything was done, else None (each was told its outcome).
+
+        The transaction is pipelined: a unit's statements travel together, and the unit waits
+        for their answers once, at its end (``tx.flush()``), so that an error is the unit's
+        own; the begin hook's travel with the first unit's."""
         failed: _Unit[object] | None = None
         try:
-            with self.database.transaction() as tx:
+            with self.database.transaction(pipeline=True) as tx:
                 if self.begin is not None:
                     self.begin(tx)
                 for unit in units:
                     try:
                         unit.value = unit.work(tx)
+                        tx.flush()
                     except Exception as error:
                         failed, unit.error = unit, error
                         raise _RolledBack from error
         except _RolledBack:
             assert failed is not None
             assert failed.error is not None
+            if isinstance(failed.error, StaleConnection):
+                failed.error = None
+                return _STALE
             if isinstance(failed.error, StorageUnavailable | DatabaseClosed):
                 for unit in units:  # the database, not the unit: none would fare better
                     unit.error = failed.error
                 return None
             return failed
+        except StaleConnection:  # found dead at BEGIN: nothing was done
+            return _STALE
         except BaseException as error:  # BEGIN or COMMIT failed: no unit's writes are kept
             for unit in units:
                 unit.error = error
@@ -154,3 +187,6 @@ class GroupCommit:
 
 class _RolledBack(Exception):
     """A unit failed: roll its batch's transaction back."""
+
+
+_STALE: _Unit[object] = _Unit(lambda tx: None)  # _try's answer: the connection was dead

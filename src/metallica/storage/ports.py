@@ -34,8 +34,49 @@ class Timeouts:
     idle_in_transaction: float = default("db-idle-timeout")
 
 
+class Sent(Protocol):
+    """The answer to a statement sent with :meth:`Transaction.send`. Reading it waits for it
+    (a pipelined transaction flushes first), and raises the statement's error, if it failed."""
+
+    def row(self) -> Row | None:
+        """The first row it returned, or None."""
+
+    def rows(self) -> list[Row]:
+        """Every row it returned."""
+
+    def count(self) -> int:
+        """The number of rows it changed."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A :class:`Sent` whose answer is already in (a statement that ran at once)."""
+
+    answer: list[Row]
+    changed: int
+
+    def row(self) -> Row | None:
+        return self.answer[0] if self.answer else None
+
+    def rows(self) -> list[Row]:
+        return self.answer
+
+    def count(self) -> int:
+        return self.changed
+
+
 class Transaction(Protocol):
     """One database transaction: everything done through it commits or rolls back together."""
+
+    def send(self, query: str, /, **params: Any) -> Sent:
+        """Run a named query without waiting for its answer, where the transaction is
+        pipelined (PostgreSQL, ``Database.transaction(pipeline=True)``): the statements sent
+        one after the other travel to the server together, and their answers come back
+        together, in one round trip, at :meth:`flush`. Elsewhere the query runs at once. Its
+        answer is read from the :class:`Sent` it returns."""
+
+    def flush(self) -> None:
+        """Wait for the answers to every statement sent; raise the first one's error."""
 
     def execute(self, query: str, /, **params: Any) -> int:
         """Run a named query; return the number of rows it changed."""
@@ -67,8 +108,14 @@ class Database(Protocol):
     # Whether :meth:`listen` gives notifications (PostgreSQL) or none ever come (SQLite: poll).
     listens: bool
 
-    def transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
-        """Open a transaction; ``write=False`` for read-only work."""
+    def transaction(
+        self, *, write: bool = True, pipeline: bool = False
+    ) -> AbstractContextManager[Transaction]:
+        """Open a transaction; ``write=False`` for read-only work. ``pipeline``: statements
+        :meth:`~Transaction.send` sends wait for their answers together (where the backend
+        can: PostgreSQL's pipeline mode); a pipelined transaction that finds its pooled
+        connection dead raises :class:`~metallica.storage.errors.StaleConnection` at its
+        first flush, and may be run again."""
 
     def listen(self, channel_prefix: str) -> AbstractAsyncContextManager[AsyncIterator[None]]:
         """The notifications sent on this schema's channel (``channel_prefix`` and the schema's

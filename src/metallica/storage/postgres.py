@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from metallica.storage import errors
 from metallica.storage.closing import CLOSE_TIMEOUT, InUse
-from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
+from metallica.storage.ports import DEFAULT_TIMEOUTS, Answered, Row, Sent, Timeouts
 from metallica.storage.queries import identifier, load_queries
 
 # Every migrator takes this advisory lock, so replicas that start together migrate one by one.
@@ -53,23 +53,75 @@ def _translated_errors() -> Iterator[None]:
 
 
 class PostgresTransaction:
-    """A transaction on one pooled connection."""
+    """A transaction on one pooled connection; with ``pipeline``, in psycopg's pipeline mode."""
 
-    def __init__(self, cursor: psycopg.Cursor[Row], queries: dict[str, str]) -> None:
+    def __init__(
+        self,
+        cursor: psycopg.Cursor[Row],
+        queries: dict[str, str],
+        pipeline: psycopg.Pipeline | None = None,
+    ) -> None:
         self._cursor = cursor
         self._queries = queries
+        self._pipeline = pipeline
+        self._unanswered = False  # statements sent whose answers have not been read
+        self._confirmed = pipeline is None  # a round trip of this transaction succeeded
+
+    def send(self, query: str, /, **params: Any) -> Sent:
+        if self._pipeline is None:
+            with _translated_errors():
+                self._cursor.execute(self._queries[query], params)
+                rows = self._cursor.fetchall() if self._cursor.description else []
+            return Answered(rows, self._cursor.rowcount)
+        cursor = self._cursor.connection.cursor()  # its own: it keeps its answer
+        with self._talking():
+            cursor.execute(self._queries[query], params)  # queued, not waited for
+        self._unanswered = True
+        return _Pending(self, cursor)
+
+    def begin(self) -> None:
+        """Send BEGIN (pipelined: it travels with the first statements)."""
+        with self._talking():
+            self._cursor.execute(b"BEGIN")
+        self._unanswered = True
+
+    def flush(self) -> None:
+        if self._pipeline is None or not self._unanswered:
+            return
+        self._unanswered = False
+        with self._talking():
+            self._pipeline.sync()
+        self._confirmed = True
+
+    @contextmanager
+    def _talking(self) -> Iterator[None]:
+        """Errors translated; a lost connection before any answer came back is stale: it died
+        in the pool, and nothing this transaction sent was done."""
+        try:
+            with _translated_errors():
+                yield
+        except errors.StorageUnavailable as error:
+            if not self._confirmed:
+                raise errors.StaleConnection(str(error)) from error
+            raise
 
     def execute(self, query: str, /, **params: Any) -> int:
+        if self._pipeline is not None:
+            return self.send(query, **params).count()
         with _translated_errors():
             self._cursor.execute(self._queries[query], params)
         return self._cursor.rowcount
 
     def fetch_one(self, query: str, /, **params: Any) -> Row | None:
+        if self._pipeline is not None:
+            return self.send(query, **params).row()
         with _translated_errors():
             self._cursor.execute(self._queries[query], params)
             return self._cursor.fetchone()
 
     def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
+        if self._pipeline is not None:
+            return self.send(query, **params).rows()
         with _translated_errors():
             self._cursor.execute(self._queries[query], params)
             return self._cursor.fetchall()
@@ -98,6 +150,28 @@ class PostgresTransaction:
             self._cursor.execute("SET LOCAL lock_timeout = 0")
             self._cursor.execute("SET LOCAL statement_timeout = 0")
             self._cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+
+
+class _Pending:
+    """A statement sent in a pipelined transaction, its answer read after the next flush."""
+
+    def __init__(self, transaction: PostgresTransaction, cursor: psycopg.Cursor[Row]) -> None:
+        self._transaction = transaction
+        self._cursor = cursor
+
+    def row(self) -> Row | None:
+        self._transaction.flush()
+        with _translated_errors():
+            return self._cursor.fetchone() if self._cursor.description else None
+
+    def rows(self) -> list[Row]:
+        self._transaction.flush()
+        with _translated_errors():
+            return self._cursor.fetchall() if self._cursor.description else []
+
+    def count(self) -> int:
+        self._transaction.flush()
+        return self._cursor.rowcount
 
 
 class PostgresDatabase:
@@ -135,9 +209,46 @@ class PostgresDatabase:
             raise errors.StorageUnavailable(_why_unreachable(url)) from None
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[PostgresTransaction]:
+    def transaction(
+        self, *, write: bool = True, pipeline: bool = False
+    ) -> Iterator[PostgresTransaction]:
+        if pipeline:
+            with self._in_use.using(), self._pipelined() as tx:
+                yield tx
+            return
         with self._in_use.using(), self._transaction(write) as tx:
             yield tx
+
+    @contextmanager
+    def _pipelined(self) -> Iterator[PostgresTransaction]:
+        """A write transaction in pipeline mode: BEGIN travels with the first statements, and
+        COMMIT costs one round trip. The transaction is spelled out (``BEGIN``, ``COMMIT``, on
+        a connection in autocommit) rather than psycopg's, which waits for the server at BEGIN
+        and three times at COMMIT in pipeline mode."""
+        try:
+            with _translated_errors():
+                connection = self._pool.getconn()
+                try:
+                    connection.autocommit = True
+                    with connection.pipeline() as pipeline, connection.cursor() as cursor:
+                        tx = PostgresTransaction(cursor, self._queries, pipeline)
+                        try:
+                            tx.begin()
+                            yield tx
+                            cursor.execute(b"COMMIT")
+                            pipeline.sync()
+                        except BaseException:
+                            _roll_back(connection, cursor, pipeline)
+                            raise
+                finally:
+                    if not connection.closed and not connection.broken:
+                        with contextlib.suppress(psycopg.Error):
+                            connection.autocommit = False
+                    self._pool.putconn(connection)  # a broken one is dropped, not reused
+        except errors.StorageUnavailable:
+            with contextlib.suppress(Exception):
+                self._pool.check()  # as in _transaction: the server may have restarted
+            raise
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[PostgresTransaction]:
@@ -219,6 +330,21 @@ class PostgresDatabase:
             self._in_use.close(timeout)
         finally:
             self._pool.close()
+
+
+def _roll_back(
+    connection: psycopg.Connection[Row], cursor: psycopg.Cursor[Row], pipeline: psycopg.Pipeline
+) -> None:
+    """End a pipelined transaction that failed: collect what is still in flight (its errors
+    are the failure's echo), then ROLLBACK. A connection this cannot clean is closed, so the
+    pool drops it."""
+    try:
+        with contextlib.suppress(psycopg.Error):
+            pipeline.sync()
+        cursor.execute(b"ROLLBACK")
+        pipeline.sync()
+    except psycopg.Error:
+        connection.close()
 
 
 def with_timeouts(url: str, timeouts: Timeouts) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from metallica.storage import errors
 from metallica.storage.closing import CLOSE_TIMEOUT, InUse
-from metallica.storage.ports import DEFAULT_TIMEOUTS, Row, Timeouts
+from metallica.storage.ports import DEFAULT_TIMEOUTS, Answered, Row, Timeouts
 from metallica.storage.queries import identifier, load_queries
 from metallica.storage.writer_lock import ProcessWriterLock
 
@@ -59,6 +59,16 @@ class SQLiteTransaction:
     def __init__(self, connection: sqlite3.Connection, queries: dict[str, str]) -> None:
         self._connection = connection
         self._queries = queries
+
+    def send(self, query: str, /, **params: Any) -> Answered:
+        """Run at once: SQLite is in this process, there is no round trip to save."""
+        with _translated_errors():
+            cursor = self._connection.execute(self._queries[query], params)
+            rows = [dict(row) for row in cursor.fetchall()] if cursor.description else []
+        return Answered(rows, cursor.rowcount)
+
+    def flush(self) -> None:
+        """Nothing waits: every statement ran when it was sent."""
 
     def execute(self, query: str, /, **params: Any) -> int:
         with _translated_errors():
@@ -149,7 +159,10 @@ class SQLiteDatabase:
             connection.close()
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[SQLiteTransaction]:
+    def transaction(
+        self, *, write: bool = True, pipeline: bool = False
+    ) -> Iterator[SQLiteTransaction]:
+        # ``pipeline`` changes nothing here: SQLite runs in this process, with no round trips.
         # SQLite has one write lock. Writers of this process queue for it here, each woken the
         # moment the one before commits, then queue with those of our other processes on the
         # same file (:mod:`.writer_lock`); left to SQLite's busy handler they would poll it

@@ -73,9 +73,11 @@ ORDER BY position DESC
 LIMIT :limit;
 
 -- name: project_start
--- The read model's row of a workflow that starts (in its start's transaction).
+-- The read model's row of a workflow that starts (in its start's transaction, after its first
+-- event, whose place in the log it takes).
 INSERT INTO workflows (workflow_id, client, status, input, started_at, position)
-VALUES (:workflow_id, :client, 'running', :input, :started_at, :position);
+SELECT :workflow_id, :client, 'running', :input, :started_at, global_position
+FROM events WHERE stream_id = :workflow_id AND version = 1;
 
 -- name: project_end
 -- A workflow ended: its row's status (in the transaction of its last event).
