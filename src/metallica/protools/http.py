@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metallica.config import CALLEE_NAMES
+from metallica.console.routes import ConsoleSettings, console_routes
 from metallica.errors import NotFound
 from metallica.faults import FaultPoints
 from metallica.problems import MEDIA_TYPE
@@ -156,6 +157,8 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         metrics.watch_log(tailer)
         metrics.watch_writer(service.writer)
         app.state.service = service
+        app.state.relay = relay
+        app.state.admission = admission
         app.state.log = event_log
         app.state.subscriptions = Subscriptions(database)
         metrics.watch_groups(app.state.subscriptions.all)
@@ -338,6 +341,17 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             poll_interval=settings.log_poll_interval,
         ),
         *fault_routes(token, faults),
+        *console_routes(
+            ConsoleSettings(
+                credentials=token,
+                readers=settings.log_readers,
+                secret_fields=definition.secret_fields,
+                stream_buffer=settings.stream_buffer,
+                stream_heartbeat=settings.stream_heartbeat,
+                stream_max_duration=settings.stream_max_duration,
+                stream_send_timeout=settings.stream_send_timeout,
+            )
+        ),
     ]
     return service_app(
         "protools",

@@ -510,6 +510,15 @@ class WorkflowService:
         with self.database.transaction(write=False) as tx:
             return store.list_workflows(tx, client, status=status, before=before, limit=limit)
 
+    def console_workflows(
+        self, *, status: str = "", search: str = "", before: int | None = None, limit: int = 50
+    ) -> list[store.WorkflowSummary]:
+        """Every client's workflows, newest first (see :func:`store.console_workflows`)."""
+        with self.database.transaction(write=False) as tx:
+            return store.console_workflows(
+                tx, status=status, search=search, before=before, limit=limit
+            )
+
     def history(self, workflow_id: str) -> list[engine.RecordedEvent]:
         with self.database.transaction(write=False) as tx:
             return self._read(tx, workflow_id)

@@ -257,6 +257,7 @@ class WorkflowSummary:
     input: Mapping[str, Any]
     started_at: float
     position: int
+    client: str | None = None
 
 
 def list_workflows(
@@ -278,6 +279,38 @@ def list_workflows(
             input=json.loads(row["input"]),
             started_at=float(row["recorded_at"]),
             position=int(row["global_position"]),
+        )
+        for row in rows
+    ]
+
+
+def _like(text: str) -> str:
+    """``text`` for a LIKE pattern, its wildcards taken literally (``!`` escapes)."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def console_workflows(
+    tx: Transaction, *, status: str = "", search: str = "", before: int | None = None, limit: int
+) -> list[WorkflowSummary]:
+    """Every client's workflows, newest first, started before log position ``before``, with
+    ``status`` ("" for any), matching ``search`` (a workflow id or a username's start)."""
+    needle = json.dumps(search)[1:-1]  # as the input's JSON spells it
+    rows = tx.fetch_all(
+        "console_workflows",
+        status=status,
+        search=search,
+        pattern=f'%"username":"{_like(needle)}%',
+        before=before if before is not None else MAX_POSITION,
+        limit=limit,
+    )
+    return [
+        WorkflowSummary(
+            workflow_id=row["stream_id"],
+            status=row["status"],
+            input=json.loads(row["input"]),
+            started_at=float(row["recorded_at"]),
+            position=int(row["global_position"]),
+            client=row["client"],
         )
         for row in rows
     ]

@@ -96,16 +96,22 @@ def health_check(health: DescribesHealth) -> ReadinessCheck:
     return check
 
 
-async def readyz(request: Request) -> Response:
-    """Readiness: 200 when every check of the service passes, else 503 naming the failing ones."""
-    checks: dict[str, ReadinessCheck] = getattr(request.app.state, "readiness_checks", {})
+async def run_readiness_checks(state: Any) -> tuple[bool, dict[str, dict[str, Any]]]:
+    """Whether every readiness check of the app whose ``state`` this is passes, and each one's
+    result (a failing check is the answer, not an error)."""
+    checks: dict[str, ReadinessCheck] = getattr(state, "readiness_checks", {})
     results: dict[str, dict[str, Any]] = {}
     for name, check in checks.items():
         try:
             results[name] = await within(READINESS_TIMEOUT, check())
-        except Exception as error:  # a failing check is the answer, not an error
+        except Exception as error:
             results[name] = {"ok": False, "error": getattr(error, "code", type(error).__name__)}
-    ready = bool(results) and all(result.get("ok") for result in results.values())
+    return bool(results) and all(result.get("ok") for result in results.values()), results
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: 200 when every check of the service passes, else 503 naming the failing ones."""
+    ready, results = await run_readiness_checks(request.app.state)
     body = {
         "status": "ready" if ready else "not-ready",
         "service": request.app.state.service_name,

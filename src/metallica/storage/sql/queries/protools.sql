@@ -72,6 +72,19 @@ WHERE client = :client AND (:status = '' OR status = :status) AND position < :be
 ORDER BY position DESC
 LIMIT :limit;
 
+-- name: console_workflows
+-- Every client's workflows, newest first, started before :before (the page's cursor), with
+-- their status ('' for any), matching :search ('' for any: a workflow's id, or the start of a
+-- username, :pattern being '%"username":"<escaped search>%'): the console's list. It walks the
+-- starts backwards along the log's primary key, so a page costs its rows, not the table.
+SELECT s.global_position, s.stream_id, w.client, w.input, s.recorded_at, w.status
+FROM events s JOIN workflows w ON w.workflow_id = s.stream_id
+WHERE s.version = 1 AND s.global_position < :before
+  AND (:status = '' OR w.status = :status)
+  AND (:search = '' OR s.stream_id = :search OR w.input LIKE :pattern ESCAPE '!')
+ORDER BY s.global_position DESC
+LIMIT :limit;
+
 -- name: project_start
 -- The read model's row of a workflow that starts (in its start's transaction, after its first
 -- event, whose place in the log it takes).

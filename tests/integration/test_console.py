@@ -1,0 +1,206 @@
+"""The web console over real HTTP, on real processes: who may open it, what its cookie and
+headers are, what its pages show, and that no password ever reaches it. (What a person sees in
+a browser: ``tests/browser``.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from metallica.client import ProtoolsClient
+from metallica.stack import LocalStack
+from tests.integration.conftest import StackFactory
+
+pytestmark = pytest.mark.slow
+
+ALICE, AUDITOR = "alice-token-0123456789", "auditor-token-0123456789"
+CLIENTS = {
+    "METALLICA_CLIENT_TOKENS": f"alice:{ALICE},auditor:{AUDITOR}",
+    "METALLICA_LOG_READERS": "auditor",
+    "METALLICA_LOG_POLL_INTERVAL": "0.1",
+    "METALLICA_STREAM_HEARTBEAT": "0.2",
+}
+WAIT = 10.0
+
+
+@pytest.fixture
+def stack(stack_factory: StackFactory) -> LocalStack:
+    return stack_factory(**CLIENTS)
+
+
+@pytest.fixture
+def url(stack: LocalStack) -> str:
+    return stack.urls("protools")[0]
+
+
+@pytest.fixture
+def browser(url: str) -> Iterator[httpx.Client]:
+    """A client that keeps cookies, as a browser does, and follows no redirect by itself."""
+    with httpx.Client(base_url=url, timeout=WAIT) as client:
+        yield client
+
+
+def log_in(browser: httpx.Client, token: str = AUDITOR) -> httpx.Response:
+    return browser.post("/console/login", data={"token": token})
+
+
+def create(url: str, username: str) -> dict[str, Any]:
+    with ProtoolsClient(url, ALICE) as alice:
+        answer = alice.create_password(username, wait=WAIT)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def test_without_a_session_every_page_sends_to_the_login_page_and_fragments_are_refused(
+    browser: httpx.Client,
+) -> None:
+    for page in ("/console", "/console/workflows", "/console/log", "/console/health"):
+        answer = browser.get(page)
+        if page == "/console":
+            answer = browser.get(answer.headers["location"])
+        assert answer.status_code == 303, page
+        assert answer.headers["location"] == "/console/login"
+    for fragment in ("/console/workflows/rows", "/console/health/panel", "/console/stream"):
+        assert browser.get(fragment).status_code == 401, fragment
+    login = browser.get("/console/login")
+    assert login.status_code == 200
+    assert 'type="password"' in login.text
+    assert "script-src 'self'" in login.headers["content-security-policy"]
+    assert "'unsafe-inline'" not in login.headers["content-security-policy"]
+
+
+def test_only_a_log_readers_token_opens_a_session_and_its_cookie_holds_no_token(
+    browser: httpx.Client,
+) -> None:
+    for token in (ALICE, "not-a-token-at-all-0000", ""):
+        refused = log_in(browser, token)
+        assert refused.status_code == 401
+        assert "cannot open the console" in refused.text
+        assert "set-cookie" not in refused.headers
+        assert token == "" or token not in refused.text  # never echoed
+
+    opened = log_in(browser)
+    assert opened.status_code == 303
+    assert opened.headers["location"] == "/console/workflows"
+    cookie = opened.headers["set-cookie"]
+    assert cookie.startswith("metallica_console=")
+    for flag in ("HttpOnly", "SameSite=strict", "Path=/console"):
+        assert flag.lower() in cookie.lower(), flag
+    assert AUDITOR not in cookie
+    page = browser.get("/console/workflows")
+    assert page.status_code == 200
+    assert "auditor" in page.text
+    assert AUDITOR not in page.text
+
+
+def test_a_forged_or_altered_cookie_is_no_session(browser: httpx.Client, url: str) -> None:
+    log_in(browser)
+    good = browser.cookies["metallica_console"]
+    version, reader, expires, nonce, signature = good.split(".")
+    forgeries = [
+        ".".join((version, reader, str(int(expires) + 3600), nonce, signature)),  # extended
+        ".".join((version, "alice", expires, nonce, signature)),  # another client
+        ".".join((version, reader, expires, nonce, signature[:-2] + "AA")),
+        "garbage",
+    ]
+    for forged in forgeries:
+        with httpx.Client(base_url=url, cookies={"metallica_console": forged}) as other:
+            assert other.get("/console/workflows/rows").status_code == 401, forged
+
+
+def test_the_pages_show_every_clients_workflows_and_never_a_password(
+    browser: httpx.Client, url: str, stack: LocalStack
+) -> None:
+    created = create(url, "carol")
+    password = created["password"]
+    workflow_id = created["workflow_id"]
+    log_in(browser)
+
+    listing = browser.get("/console/workflows")
+    assert workflow_id in listing.text
+    assert "carol" in listing.text
+    found = browser.get("/console/workflows/rows", params={"q": "car"})
+    assert workflow_id in found.text
+    assert workflow_id in browser.get("/console/workflows/rows", params={"q": workflow_id}).text
+    assert workflow_id not in browser.get("/console/workflows/rows", params={"q": "dave"}).text
+    failed = browser.get("/console/workflows/rows", params={"status": "failed"})
+    assert workflow_id not in failed.text
+
+    page = browser.get(f"/console/workflows/{workflow_id}")
+    assert page.status_code == 200
+    assert "<svg" in page.text
+    generator, mailer = stack.urls("generator")[0], stack.urls("mailer")[0]
+    assert f"generate_password attempt 1 to {generator}: succeeded" in page.text
+    assert f"send_mail attempt 1 to {mailer}: succeeded" in page.text
+    assert "WorkflowCompleted" in page.text
+
+    answers = [
+        listing,
+        page,
+        browser.get(f"/console/workflows/{workflow_id}/panel"),
+        browser.get("/console/log"),
+        browser.get("/console/health"),
+        browser.get("/console/health/panel"),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.url
+        assert password not in answer.text, f"the password is in {answer.url}"
+        assert answer.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_the_health_page_shows_this_replicas_admission_services_and_readiness(
+    browser: httpx.Client,
+) -> None:
+    log_in(browser)
+    panel = browser.get("/console/health/panel").text
+    assert 'id="readiness">ready<' in panel
+    for service in ("generator", "mailer"):
+        assert f"<td>{service}</td>" in panel
+    assert "breaker-closed" in panel
+    assert re.search(r'id="admission-limit">\d+<', panel)
+
+
+def test_the_stream_follows_new_events_with_secrets_masked(browser: httpx.Client, url: str) -> None:
+    log_in(browser)
+    seen: list[dict[str, Any]] = []
+    finished = threading.Event()
+
+    def follow() -> None:
+        with browser.stream("GET", "/console/stream", timeout=WAIT) as answer:
+            assert answer.status_code == 200
+            for line in answer.iter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+                    if seen[-1]["type"] == "WorkflowCompleted":
+                        finished.set()
+                        return
+
+    follower = threading.Thread(target=follow, name="console-follower", daemon=True)
+    follower.start()
+    created = create(url, "erin")
+    assert finished.wait(WAIT), f"the stream gave {seen}"
+    follower.join(WAIT)
+    assert {event["workflow_id"] for event in seen} == {created["workflow_id"]}
+    assert created["password"] not in json.dumps(seen)
+
+
+def test_logging_out_needs_the_pages_csrf_token(browser: httpx.Client) -> None:
+    log_in(browser)
+    page = browser.get("/console/workflows").text
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None
+    refused = browser.post("/console/logout", data={"csrf": "forged"})
+    assert refused.status_code == 403
+    assert browser.get("/console/workflows").status_code == 200  # still in
+    out = browser.post("/console/logout", data={"csrf": match.group(1)})
+    assert out.status_code == 303
+    assert "metallica_console=" in out.headers["set-cookie"]
+    assert browser.get("/console/workflows").status_code == 303
