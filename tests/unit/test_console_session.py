@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metallica.console.session import (
+from metallica.protools.console.session import (
     LIFETIME,
     Session,
     csrf_token,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from metallica.console import timeline
 from metallica.protools import engine
+from metallica.protools.console import timeline
 
 T0 = 1_800_000_000.0
 

@@ -76,6 +76,8 @@ def operations(app: Starlette) -> set[tuple[str, str]]:
     is the absence of a method)."""
     found = set()
     for route in app.routes:
+        if getattr(route, "path", "").startswith("/console"):
+            continue  # the web console: pages for a browser, not the API the document describes
         assert isinstance(route, Route)
         if route.path in UNDOCUMENTED or route.name == "refuse":
             continue

@@ -101,6 +101,7 @@ def up(replicas: int, database_url: str | None, data_dir: Path, port: int) -> No
         click.echo(f"maildir    {stack.maildir}")
         click.echo(f"logs       {data_dir / 'logs'}")
         click.echo(f"API token  in {token_file} (the client commands read it from there)")
+        click.echo(f"console    {stack.urls('protools')[0]}/console (log in with the API token)")
         click.echo("Ctrl-C to stop.")
         stopped = False
 

@@ -24,12 +24,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metallica.config import CALLEE_NAMES
-from metallica.console.routes import ConsoleSettings, console_routes
 from metallica.errors import NotFound
 from metallica.faults import FaultPoints
 from metallica.problems import MEDIA_TYPE
 from metallica.protools import engine, history, log, password_workflow, stream
 from metallica.protools.clients import ServiceClients
+from metallica.protools.console.routes import ConsoleSettings, console_routes
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.intake import Intake
 from metallica.protools.loops import LoopHealth, keep_running

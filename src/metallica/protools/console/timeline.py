@@ -184,7 +184,7 @@ def build(events: Sequence[engine.RecordedEvent]) -> Timeline | None:
 
 WIDTH = 880  # the SVG's user units
 LABELS = 110  # the left margin, where the steps' names go
-ROW = 46
+ROW = 58
 TOP = 28
 
 
@@ -196,6 +196,9 @@ class Bar:
     css: str
     label: str
     text: str
+    text_x: float = 0.0
+    text_y: float = 0.0
+    anchor: str = "start"  # the text's SVG text-anchor: it ends at the bar near the right edge
 
 
 @dataclass(frozen=True)
@@ -222,18 +225,23 @@ def layout(timeline: Timeline) -> Drawing:
         return round(LABELS + seconds * scale, 1)
 
     rows = {step: TOP + index * ROW for index, step in enumerate(timeline.steps)}
-    bars = tuple(
-        Bar(
-            x=x(a.start),
-            y=rows[a.step] + 6,
-            width=max(2.0, round((a.end - a.start) * scale, 1)),
-            css=a.outcome.replace(" ", "-"),
-            label=a.label,
-            text=f"{a.replica} {a.duration_ms:.0f} ms",
+    bars = []
+    for index, a in enumerate(a for a in timeline.attempts if a.step in rows):
+        left, width = x(a.start), max(2.0, round((a.end - a.start) * scale, 1))
+        near_right = left > WIDTH * 0.6
+        bars.append(
+            Bar(
+                x=left,
+                y=rows[a.step] + 6,
+                width=width,
+                css=a.outcome.replace(" ", "-"),
+                label=a.label,
+                text=f"{_host(a.replica)} {a.duration_ms:.0f} ms",
+                text_x=round(left + width, 1) if near_right else left,
+                text_y=rows[a.step] + 38 + 12 * (index % 2),  # neighbours on two lines
+                anchor="end" if near_right else "start",
+            )
         )
-        for a in timeline.attempts
-        if a.step in rows
-    )
     backoffs = tuple(
         Bar(
             x=x(a.end),
@@ -265,7 +273,7 @@ def layout(timeline: Timeline) -> Drawing:
         width=WIDTH,
         height=height,
         rows=tuple((name, y + 20) for name, y in rows.items()),
-        bars=bars,
+        bars=tuple(bars),
         parks=parks,
         backoffs=backoffs,
         ticks=ticks,
@@ -274,6 +282,11 @@ def layout(timeline: Timeline) -> Drawing:
         else None,
         end_x=None if timeline.ended is None else x(timeline.ended),
     )
+
+
+def _host(replica: str) -> str:
+    """A replica's URL as a label: its host and port."""
+    return replica.split("://", 1)[-1].rstrip("/")
 
 
 def _tick_step(span: float) -> float:

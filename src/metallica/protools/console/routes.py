@@ -28,8 +28,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from metallica.console import health, timeline
-from metallica.console.session import (
+from metallica.protools import engine, history, log, stream
+from metallica.protools.console import health, timeline
+from metallica.protools.console.session import (
     COOKIE,
     LIFETIME,
     Session,
@@ -38,7 +39,6 @@ from metallica.console.session import (
     open_session,
     read_session,
 )
-from metallica.protools import engine, history, log, stream
 from metallica.protools.service import WorkflowService
 from metallica.threads import in_thread
 from metallica.web.auth import Credentials
@@ -159,11 +159,11 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
             settings.credentials, presented, readers=settings.readers, now=settings.clock()
         )
         if opened is None:
-            logger.warning("metallica.console_login_refused")
+            logger.warning("metallica.protools.console_login_refused")
             error = "This token cannot open the console: it must be a log reader's."
             return render(request, "login.html", {"error": error}, status=401)
         session, cookie = opened
-        logger.info("metallica.console_login", extra={"reader": session.reader})
+        logger.info("metallica.protools.console_login", extra={"reader": session.reader})
         response = RedirectResponse(f"{PREFIX}/workflows", 303)
         response.set_cookie(
             COOKIE,
@@ -178,9 +178,11 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
 
     async def logout(request: Request, session: Session) -> Response:
         if not csrf_valid(settings.credentials, session, (await form_of(request)).get("csrf", "")):
-            logger.warning("metallica.console_csrf_refused", extra={"reader": session.reader})
+            logger.warning(
+                "metallica.protools.console_csrf_refused", extra={"reader": session.reader}
+            )
             return secured(PlainTextResponse("a form of this console's is needed", 403))
-        logger.info("metallica.console_logout", extra={"reader": session.reader})
+        logger.info("metallica.protools.console_logout", extra={"reader": session.reader})
         response = RedirectResponse(f"{PREFIX}/login", 303)
         response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
         return secured(response)
