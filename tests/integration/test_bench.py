@@ -91,6 +91,19 @@ def test_bench_on_postgres_counts_what_each_workflow_writes_on_a_durable_cluster
     assert "WAL B/wf" in finished.stdout
 
 
+def test_bench_keeps_consoles_following_the_live_log(tmp_path: Path) -> None:
+    results = tmp_path / "bench.json"
+    options = ["-c", "2", "-n", "10", "--warmup", "2", "--consoles", "3", "--no-check"]
+    finished = bench(tmp_path, *options, "--json", str(results))
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(results.read_text())
+    assert report["config"]["consoles"] == 3
+    # Each console followed from before the warm-up: every workflow's 4 events, live.
+    assert report["console_events"] == [(10 + 2) * 4] * 3
+    assert "3 consoles following the live log" in finished.stdout + finished.stderr
+
+
 def test_bench_refuses_contradictory_options(tmp_path: Path) -> None:
     finished = bench(tmp_path, "--url", "http://127.0.0.1:9", "--floor")
     assert finished.returncode == 2

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import psutil
 import uvloop
 
+from metallica.bench.consoles import following_consoles
 from metallica.bench.preload import preload
 from metallica.bench.writes import WriteCounters, Writes
 from metallica.config import FLOOR, PROTOOLS
@@ -56,6 +57,7 @@ class BenchConfig:
     token: str | None = None
     floor: bool = False
     preload: int = 0  # after the rounds, seed this many workflows, then run them again
+    consoles: int = 0  # web consoles following the live log during the rounds
     check: bool = True
     data_dir: Path | None = None
 
@@ -117,6 +119,7 @@ class BenchReport:
     checker: dict[str, Any] | None = None
     started_at: str = ""
     machine: dict[str, Any] = field(default_factory=dict)
+    console_events: list[int] = field(default_factory=list)  # received by each console
 
     def to_json(self) -> str:
         return json.dumps(
@@ -127,6 +130,7 @@ class BenchReport:
                 "rounds": [vars(r) for r in self.rounds],
                 "memory_mb": self.memory_mb,
                 "checker": self.checker,
+                "console_events": self.console_events,
             },
             indent=2,
         )
@@ -261,6 +265,7 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             "backend": config.backend,
             "floor": config.floor,
             "preload": config.preload,
+            "consoles": config.consoles,
         },
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         machine={
@@ -282,6 +287,9 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
             counters = WriteCounters(stack.urls("protools"), wal_url)
             if config.floor:
                 targets[FLOOR] = stack.urls("floor")
+        consoles = running.enter_context(
+            following_consoles(targets[DURABLE][0], token, config.consoles, say)
+        )
         processes.add("bench-client", os.getpid())
         memory_before = processes.rss_mb()
         prefix = f"b{uuid.uuid4().hex[:6]}"
@@ -326,6 +334,13 @@ def run(config: BenchConfig, say: Say, progress_line: Callable[[str], None]) -> 
                     report.rounds.append(round_report)
                     progress_line("")
                     say(summary(round_report))
+        if config.consoles:
+            report.console_events = list(consoles.received)
+            say(
+                f"{config.consoles} consoles received {min(consoles.received):,} to "
+                f"{max(consoles.received):,} events each"
+                + (f"; {len(consoles.failures)} reconnections" if consoles.failures else "")
+            )
         memory_after = processes.rss_mb()
         report.memory_mb = {
             name: (memory_before.get(name, 0.0), size) for name, size in memory_after.items()

@@ -146,6 +146,14 @@ def _bench_open(
     help="After the rounds, store this many completed workflows (bulk path), then run "
     "the rounds again: throughput and latency with history.",
 )
+@click.option(
+    "--consoles",
+    type=click.IntRange(0, 50),
+    default=0,
+    show_default=True,
+    help="Keep this many web consoles following the live log (/console/stream) during "
+    "the closed-loop rounds: what open consoles cost the hot path.",
+)
 @click.option("--no-check", is_flag=True, help="Skip the invariant checker afterwards.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here.")
 @click.option(
@@ -251,6 +259,7 @@ def bench(
     token: str | None,
     floor: bool,
     preload: int,
+    consoles: int,
     no_check: bool,
     json_path: Path | None,
     plot_path: Path | None,
@@ -301,6 +310,7 @@ def bench(
         token=token,
         floor=floor,
         preload=preload,
+        consoles=consoles,
         check=not no_check and not urls,
         data_dir=data_dir,
     )

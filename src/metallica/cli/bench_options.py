@@ -22,7 +22,7 @@ def concurrencies(value: str) -> list[int]:
 
 
 # Options of one mode only: given to another, they would be silently ignored.
-_CLOSED_LOOP_ONLY = ("concurrency", "count", "floor", "preload")
+_CLOSED_LOOP_ONLY = ("concurrency", "count", "floor", "preload", "consoles")
 _OPEN_LOOP_ONLY = ("rate", "ramp", "duration", "phases")
 _OPEN_OR_CAPACITY = ("goodput_deadline", "wait_seconds", "seed")
 _CAPACITY_ONLY = ("p99_bound_ms", "step_seconds", "start_rate", "max_rate", "bisections")
