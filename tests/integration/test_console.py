@@ -16,6 +16,7 @@ import pytest
 from metallica.client import ProtoolsClient
 from metallica.stack import LocalStack
 from tests.integration.conftest import StackFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,7 @@ CLIENTS = {
     "METALLICA_LOG_READERS": "auditor",
     "METALLICA_LOG_POLL_INTERVAL": "0.1",
     "METALLICA_STREAM_HEARTBEAT": "0.2",
+    "METALLICA_LOG_LEVEL": "INFO",  # the console's actions are logged at INFO
 }
 WAIT = 10.0
 
@@ -204,3 +206,50 @@ def test_logging_out_needs_the_pages_csrf_token(browser: httpx.Client) -> None:
     assert out.status_code == 303
     assert "metallica_console=" in out.headers["set-cookie"]
     assert browser.get("/console/workflows").status_code == 303
+
+
+def test_replaying_and_rewinding_a_group_need_the_csrf_token_and_are_logged_with_the_reader(
+    browser: httpx.Client, url: str, stack: LocalStack
+) -> None:
+    create(url, "gwen")
+    with ProtoolsClient(url, AUDITOR) as auditor:
+        assert auditor.create_group("audit", start="start", max_deliver=1, ack_wait=1).is_success
+        pulled = auditor.pull("audit", "m1", batch=10).json()["messages"]
+        assert len(pulled) == 4  # gwen's workflow, never acked: parked once its lease ends
+
+        def parked() -> int:
+            group: dict[str, Any] = auditor.group("audit").json()
+            return int(group["parked"])
+
+        assert eventually(lambda: auditor.pull("audit", "m1").is_success and parked() == 4)
+        log_in(browser)
+        page = browser.get("/console/log").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token is not None
+        assert 'action="/console/groups/audit/replay"' in page
+
+        forged = browser.post("/console/groups/audit/replay", data={"csrf": "x"})
+        assert forged.status_code == 403
+        assert parked() == 4
+        replayed = browser.post("/console/groups/audit/replay", data={"csrf": token.group(1)})
+        assert replayed.status_code == 303
+        assert parked() == 0
+        shown = browser.get(replayed.headers["location"]).text
+        assert "4 parked event(s) of audit delivered again" in shown
+
+        rewound = browser.post(
+            "/console/groups/audit/rewind", data={"csrf": token.group(1), "to": "start"}
+        )
+        assert rewound.status_code == 303
+        assert auditor.group("audit").json()["position"] == 0
+        unknown = browser.post("/console/groups/nope/replay", data={"csrf": token.group(1)})
+        assert unknown.status_code == 400
+        assert "no consumer group named" in unknown.text
+
+    logged = stack.members["protools"][0].log_path.read_text()
+    actions = [json.loads(line) for line in logged.splitlines() if "console_action" in line]
+    assert [(a["reader"], a["action"], a["group"]) for a in actions] == [
+        ("auditor", "replay", "audit"),
+        ("auditor", "rewind", "audit"),
+    ]
+    assert AUDITOR not in logged

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from metallica.errors import BadRequest, PositionPastHead, UnknownGroup
 from metallica.protools import engine, history, log, stream
 from metallica.protools.console import health, timeline
 from metallica.protools.console.session import (
@@ -40,6 +41,7 @@ from metallica.protools.console.session import (
     read_session,
 )
 from metallica.protools.service import WorkflowService
+from metallica.protools.subscriptions import Subscriptions
 from metallica.threads import in_thread
 from metallica.web.auth import Credentials
 
@@ -159,11 +161,11 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
             settings.credentials, presented, readers=settings.readers, now=settings.clock()
         )
         if opened is None:
-            logger.warning("metallica.protools.console_login_refused")
+            logger.warning("metallica.console_login_refused")
             error = "This token cannot open the console: it must be a log reader's."
             return render(request, "login.html", {"error": error}, status=401)
         session, cookie = opened
-        logger.info("metallica.protools.console_login", extra={"reader": session.reader})
+        logger.info("metallica.console_login", extra={"reader": session.reader})
         response = RedirectResponse(f"{PREFIX}/workflows", 303)
         response.set_cookie(
             COOKIE,
@@ -176,13 +178,24 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
         )
         return secured(response)
 
+    async def forged(request: Request, session: Session) -> dict[str, str] | None:
+        """The form, if it carries the session's CSRF token; None (and a warning) if not."""
+        form = await form_of(request)
+        if csrf_valid(settings.credentials, session, form.get("csrf", "")):
+            return form
+        logger.warning(
+            "metallica.console_csrf_refused",
+            extra={"reader": session.reader, "path": request.url.path},
+        )
+        return None
+
+    def refused() -> Response:
+        return secured(PlainTextResponse("a form of this console's is needed", 403))
+
     async def logout(request: Request, session: Session) -> Response:
-        if not csrf_valid(settings.credentials, session, (await form_of(request)).get("csrf", "")):
-            logger.warning(
-                "metallica.protools.console_csrf_refused", extra={"reader": session.reader}
-            )
-            return secured(PlainTextResponse("a form of this console's is needed", 403))
-        logger.info("metallica.protools.console_logout", extra={"reader": session.reader})
+        if await forged(request, session) is None:
+            return refused()
+        logger.info("metallica.console_logout", extra={"reader": session.reader})
         response = RedirectResponse(f"{PREFIX}/login", 303)
         response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
         return secured(response)
@@ -268,12 +281,37 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
 
     async def log_page(request: Request, session: Session) -> Response:
         chosen = request.query_params.get("type", "")
+        done = request.query_params.get("done", "")[:200]
         groups = await in_thread(request.app.state.subscriptions.all)
-        return render(
-            request,
-            "log.html",
-            {"session": session, "types": EVENT_TYPES, "chosen": chosen, "groups": groups},
+        context = {"types": EVENT_TYPES, "chosen": chosen, "groups": groups, "done": done}
+        return render(request, "log.html", {"session": session, **context})
+
+    async def group_action(request: Request, session: Session) -> Response:
+        """Replay a group's parked events, or rewind it: a change, so a form of this console's
+        (its CSRF token), logged with who did it."""
+        form = await forged(request, session)
+        if form is None:
+            return refused()
+        name, action = str(request.path_params["name"]), str(request.path_params["action"])
+        if action not in ("replay", "rewind"):
+            return secured(PlainTextResponse("a group is replayed or rewound", 404))
+        subscriptions: Subscriptions = request.app.state.subscriptions
+        try:
+            if action == "replay":
+                done = await in_thread(subscriptions.replay, name, None)
+                said = f"{done} parked event(s) of {name} delivered again"
+            else:
+                to_text = form.get("to", "start")
+                to: str | int = int(to_text) if to_text.isdigit() else to_text
+                done = await in_thread(subscriptions.rewind, name, to)
+                said = f"{name} now reads the log after position {done}"
+        except (UnknownGroup, BadRequest, PositionPastHead) as error:
+            return render(request, "refused.html", {"session": session, "why": str(error)}, 400)
+        logger.info(
+            "metallica.console_action",
+            extra={"reader": session.reader, "action": action, "group": name, "result": done},
         )
+        return secured(RedirectResponse(f"{PREFIX}/log?{urlencode({'done': said})}", 303))
 
     async def health_page(request: Request, session: Session) -> Response:
         report = await health.report(request.app.state)
@@ -329,6 +367,11 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
             f"{PREFIX}/workflows/{{workflow_id}}/panel", fragment(workflow_panel), methods=["GET"]
         ),
         Route(f"{PREFIX}/log", page(log_page), methods=["GET"]),
+        Route(
+            f"{PREFIX}/groups/{{name}}/{{action:str}}",
+            fragment(group_action),
+            methods=["POST"],
+        ),
         Route(f"{PREFIX}/health", page(health_page), methods=["GET"]),
         Route(f"{PREFIX}/health/panel", fragment(health_panel), methods=["GET"]),
         Route(f"{PREFIX}/stream", fragment(live), methods=["GET"]),
