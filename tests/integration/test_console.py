@@ -159,10 +159,14 @@ def test_the_pages_show_every_clients_workflows_and_never_a_password(
 
 
 def test_the_health_page_shows_this_replicas_admission_services_and_readiness(
-    browser: httpx.Client,
+    browser: httpx.Client, stack: LocalStack
 ) -> None:
     log_in(browser)
     panel = browser.get("/console/health/panel").text
+    for service in ("generator", "mailer"):
+        replica = stack.urls(service)[0]
+        ready = '<span class="badge completed">ready'
+        assert f"<td>{service}</td><td>{replica}</td><td>{ready}" in panel
     assert 'id="readiness">ready<' in panel
     for service in ("generator", "mailer"):
         assert f"<td>{service}</td>" in panel

@@ -71,7 +71,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--headless=new",
         "--no-sandbox",  # as root, in a container
         "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
+        "--window-size=1280,1300",
         "--force-prefers-reduced-motion",
     ):
         options.add_argument(argument)

@@ -159,6 +159,10 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         app.state.service = service
         app.state.relay = relay
         app.state.admission = admission
+        app.state.downstream = {
+            "generator": settings.generator_urls,
+            "mailer": settings.mailer_urls,
+        }
         app.state.log = event_log
         app.state.subscriptions = Subscriptions(database)
         metrics.watch_groups(app.state.subscriptions.all)

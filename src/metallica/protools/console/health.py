@@ -1,6 +1,7 @@
 """What the console's health view shows of the replica that serves it: its admission (limit,
 in progress, queued, refusals by reason), each downstream service's guard (breaker, adaptive
-limit, retry budget), the outbox, the log's tail, and the readiness checks.
+limit, retry budget), the outbox, the log's tail, its readiness checks, and each downstream
+service's readiness (its ``/readyz``, asked at each request, a second at most).
 
 Read from the live objects protools' app keeps on ``app.state`` (the same ones ``/metrics``
 reads), at each request; nothing here changes anything.
@@ -8,8 +9,12 @@ reads), at each request; nothing here changes anything.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.metrics import ProtoolsMetrics
@@ -30,6 +35,44 @@ class GuardView:
 
 
 @dataclass(frozen=True)
+class Readiness:
+    """A downstream replica's answer to ``/readyz``."""
+
+    service: str
+    url: str
+    ready: bool
+    detail: str
+
+
+READYZ_TIMEOUT = 1.0
+
+
+async def _readiness(downstream: Mapping[str, Sequence[str]]) -> list[Readiness]:
+    """Each downstream URL's readiness, asked at once, each within :data:`READYZ_TIMEOUT`."""
+
+    async def ask(client: httpx.AsyncClient, service: str, url: str) -> Readiness:
+        try:
+            answer = await client.get(url.rstrip("/") + "/readyz")
+        except httpx.HTTPError as error:
+            return Readiness(service, url, False, type(error).__name__)
+        failing = (
+            [
+                name
+                for name, check in answer.json().get("checks", {}).items()
+                if isinstance(check, dict) and not check.get("ok")
+            ]
+            if answer.headers.get("content-type", "").startswith("application/json")
+            else []
+        )
+        detail = "failing: " + ", ".join(failing) if failing else f"HTTP {answer.status_code}"
+        return Readiness(service, url, answer.status_code == 200, detail)
+
+    async with httpx.AsyncClient(timeout=READYZ_TIMEOUT) as client:
+        asked = [ask(client, service, url) for service, urls in downstream.items() for url in urls]
+        return list(await asyncio.gather(*asked))
+
+
+@dataclass(frozen=True)
 class HealthReport:
     replica: str
     admission_limit: int
@@ -45,6 +88,7 @@ class HealthReport:
     log_followers: int
     ready: bool
     checks: dict[str, dict[str, Any]]
+    services: list[Readiness]
 
 
 def _refusals(metrics: ProtoolsMetrics) -> dict[str, float]:
@@ -66,7 +110,9 @@ async def report(state: Any) -> HealthReport:
     tailer: LogTailer = state.tailer
     guards: dict[str, DownstreamGuard] = dict(relay.guards)
     outbox = await in_thread(service.outbox_summary)
-    ready, checks = await run_readiness_checks(state)
+    (ready, checks), services = await asyncio.gather(
+        run_readiness_checks(state), _readiness(getattr(state, "downstream", {}))
+    )
     return HealthReport(
         replica=service.replica_id,
         admission_limit=admission.limiter.limit,
@@ -91,4 +137,5 @@ async def report(state: Any) -> HealthReport:
         log_followers=tailer.followers,
         ready=ready,
         checks=checks,
+        services=services,
     )
