@@ -272,16 +272,18 @@ def list_workflows(
         before=before if before is not None else MAX_POSITION,
         limit=limit,
     )
-    return [
-        WorkflowSummary(
-            workflow_id=row["stream_id"],
-            status=row["status"],
-            input=json.loads(row["input"]),
-            started_at=float(row["recorded_at"]),
-            position=int(row["global_position"]),
-        )
-        for row in rows
-    ]
+    return [_summary(row) for row in rows]
+
+
+def _summary(row: Row) -> WorkflowSummary:
+    return WorkflowSummary(
+        workflow_id=row["stream_id"],
+        status=row["status"],
+        input=json.loads(row["input"]),
+        started_at=float(row["recorded_at"]),
+        position=int(row["global_position"]),
+        client=row.get("client"),
+    )
 
 
 def _like(text: str) -> str:
@@ -303,17 +305,7 @@ def console_workflows(
         before=before if before is not None else MAX_POSITION,
         limit=limit,
     )
-    return [
-        WorkflowSummary(
-            workflow_id=row["stream_id"],
-            status=row["status"],
-            input=json.loads(row["input"]),
-            started_at=float(row["recorded_at"]),
-            position=int(row["global_position"]),
-            client=row["client"],
-        )
-        for row in rows
-    ]
+    return [_summary(row) for row in rows]
 
 
 # --- outbox ---------------------------------------------------------------------------------
