@@ -56,12 +56,16 @@ current: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
 )
 
 
+# Ids from a generator of our own, not the process-wide one other code may seed or watch.
+_IDS = random.Random()
+
+
 def new_trace_id() -> str:
-    return f"{random.getrandbits(128) or 1:032x}"
+    return f"{_IDS.getrandbits(128) or 1:032x}"
 
 
 def new_span_id() -> str:
-    return f"{random.getrandbits(64) or 1:016x}"
+    return f"{_IDS.getrandbits(64) or 1:016x}"
 
 
 def parse(value: bytes | str | None) -> tuple[str, str, str] | None:

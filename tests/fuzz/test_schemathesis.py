@@ -302,9 +302,12 @@ def fuzz(url: str) -> Fuzzing:
         operation, test = result.ok()
         try:
             with warnings.catch_warnings():
-                # schemathesis' own strategies (4.x) draw with `random` now and then; hypothesis
-                # warns, the warning is an error here, and the case then "fails" only on its
-                # first run (reported as flaky). It says nothing about the service.
+                # hypothesis warns when the global `random` moves while a strategy draws (the
+                # warning is an error here, and the case then "fails" only on its first run,
+                # reported as flaky). schemathesis' own strategies (4.x) do it now and then, and
+                # so did protools' background tasks in the server thread until they got their
+                # own generators (tests/unit/test_no_global_random.py). Neither says anything
+                # about the service.
                 warnings.filterwarnings(
                     "ignore",
                     message="Do not use the `random` module inside strategies",

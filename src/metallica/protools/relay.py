@@ -66,6 +66,9 @@ logger = logging.getLogger(__name__)
 # parked steps do not all come back at once.
 BUDGET_PARK_SECONDS = (0.5, 2.0)
 LIMIT_PARK_SECONDS = (0.2, 1.0)
+# The process's own generator: the global one is shared with whatever else runs in the process
+# (a test's hypothesis strategies check that nobody else draws from it while they do).
+_JITTER = random.Random()
 BREAKER_PARK_JITTER = 0.5
 
 # Told, when a delivery stops, how long it spent in this replica's own work (not waiting on the
@@ -275,14 +278,14 @@ class Relay:
         it back through ``guard.learn``)."""
         breaker, retry = guard.breaker, message.attempts > 1
         if not breaker.allow():
-            wait = breaker.opens_again_in() + random.uniform(0, BREAKER_PARK_JITTER)
+            wait = breaker.opens_again_in() + _JITTER.uniform(0, BREAKER_PARK_JITTER)
             return "circuit-open", f"{guard.name}'s circuit is open", wait
         if retry and not guard.budget.try_spend():
             breaker.abandoned()
             return (
                 "retry-budget",
                 "retries to this service are over budget",
-                random.uniform(*BUDGET_PARK_SECONDS),
+                _JITTER.uniform(*BUDGET_PARK_SECONDS),
             )
         waiting_since = time.monotonic()
         slot = await guard.limiter.acquire(self._limit_wait)
@@ -290,7 +293,7 @@ class Relay:
         if not slot:
             breaker.abandoned()
             detail = f"no call slot under {guard.name}'s limit ({guard.limiter.limit})"
-            return "concurrency-limit", detail, random.uniform(*LIMIT_PARK_SECONDS)
+            return "concurrency-limit", detail, _JITTER.uniform(*LIMIT_PARK_SECONDS)
         if not retry:
             guard.budget.deposit()
         self._metrics.calls.labels(guard.name, "retry" if retry else "first").inc()

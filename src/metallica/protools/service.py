@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 CONFLICT_RETRIES = 8
 EXPIRY_BATCH = 1000  # commands forgotten per transaction
 
+# Backoff jitter from a generator of our own, not the process-wide one.
+_BACKOFF = random.Random()
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -99,7 +102,7 @@ class WorkflowService:
         keys: ProtoolsKeyring,
         commit_batch: int = MAX_BATCH,
         clock: Callable[[], float] = time.time,
-        random_unit: Callable[[], float] = random.random,
+        random_unit: Callable[[], float] = _BACKOFF.random,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.database = database
