@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import pytest
 
 from metallica.errors import GroupExists, NotLeased, PositionPastHead, UnknownGroup
-from metallica.protools import engine, projection, store
-from metallica.protools.groups import GroupSettings
+from metallica.protools import engine, group_store, projection, store
+from metallica.protools.groups import GroupSettings, Pending
 from metallica.protools.subscriptions import Delivery, Subscriptions
 from metallica.storage import (
     Database,
@@ -733,6 +733,37 @@ class GroupConformance:
         assert groups.replay("g", None) == 1
         replayed = groups.pull("g", "m3", 10)
         assert [(d.event.version, d.deliveries) for d in replayed] == [(1, 1), (2, 2)]
+
+    def test_a_last_lease_running_out_while_a_pull_decides_is_parked_not_handed_out(
+        self, make_db: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The pull's decisions (park, lease) see one clock: here the second and last lease
+        runs out just before the pull reads the group's pending events. With a clock reading
+        for parking and another for choosing, the event was handed out a third time."""
+        database = make_db()
+        self._log(database, {"a": 1})
+        groups = Subscriptions(database)
+        groups.create("g", GroupSettings(ack_wait=-1.0, max_deliver=2), "start")
+        groups.pull("g", "m1", 1)
+        again = groups.pull("g", "m2", 1)  # m1's lease ran out: delivered again, the last time
+        assert [d.deliveries for d in again] == [2]
+        with database.transaction() as tx:  # m2's lease lasts a moment more
+            group_store.extend(tx, "g", self._positions(again), ack_wait=0.3)
+        reading = group_store.unparked
+
+        def after_the_lease(tx: Transaction, name: str) -> tuple[list[Pending], float]:
+            deadline = time.monotonic() + 10
+            while True:  # until the database's clock has passed the lease's end
+                pending, now = reading(tx, name)
+                leased_until = pending[0].leased_until if pending else None
+                if leased_until is None or now >= leased_until or time.monotonic() > deadline:
+                    return pending, now
+                time.sleep(0.02)
+
+        monkeypatch.setattr(group_store, "unparked", after_the_lease)
+        assert groups.pull("g", "m3", 10) == []
+        parked = groups.parked("g", after=0, limit=10)
+        assert [(p.deliveries, p.member) for p in parked] == [(2, "m2")]
 
     def test_a_nack_delays_the_event_and_parks_it_after_its_last_delivery(
         self, make_db: DatabaseFactory

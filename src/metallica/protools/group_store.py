@@ -129,10 +129,6 @@ def move(tx: Transaction, name: str, filled_to: int, *, redeliveries: int = 0) -
     tx.execute("move_group", name=name, filled_to=filled_to, redeliveries=redeliveries)
 
 
-def park_expired(tx: Transaction, group: Group) -> int:
-    return tx.execute("park_expired", name=group.name, max_deliver=group.settings.max_deliver)
-
-
 def count_unparked(tx: Transaction, name: str) -> int:
     row = tx.fetch_one("count_unparked", name=name)
     assert row is not None

@@ -119,6 +119,19 @@ def backoff(deliveries: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_INITIAL * 2.0 ** max(0, deliveries - 1))
 
 
+def spent(pending: Iterable[Pending], now: float, settings: GroupSettings) -> list[Pending]:
+    """The events whose last allowed lease has run out at ``now``: to be parked, never handed
+    out again. Decided from the same reading of the clock as :func:`choose`, so an event
+    cannot be too early to park and already free to lease."""
+    return [
+        event
+        for event in pending
+        if event.leased_until is not None
+        and event.leased_until <= now
+        and exhausted(event.deliveries, settings)
+    ]
+
+
 def exhausted(deliveries: int, settings: GroupSettings) -> bool:
     """Whether an event delivered ``deliveries`` times without an ack is to be parked."""
     return deliveries >= settings.max_deliver

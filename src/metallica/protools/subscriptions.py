@@ -7,10 +7,13 @@ it has yet to finish in ``group_pending``. Each operation is one transaction tha
 the group's row, so the pulls, acks and rewinds of every member on every replica take turns
 per group:
 
-* **pull**: park the events whose last allowed lease ran out; read the log further into the
-  group (up to :data:`~.groups.PENDING_MAX` pending); lease the events :func:`.groups.choose`
-  picks to the member, for ``ack_wait``. Positions become visible in commit order (the log's
-  turn, :mod:`.log`), so moving ``filled_to`` past what one read saw misses nothing.
+* **pull**: read the log further into the group (up to :data:`~.groups.PENDING_MAX`
+  pending); park the events whose last allowed lease ran out; lease the events
+  :func:`.groups.choose` picks to the member, for ``ack_wait``. Both decisions read the
+  database's clock once, together: with a reading for each, a lease running out between them
+  was too early to park and free to lease, and went out once more than ``max_deliver``.
+  Positions become visible in commit order (the log's turn, :mod:`.log`), so moving
+  ``filled_to`` past what one read saw misses nothing.
 * **ack**: the events are done; a position the member does not hold is a ``not-leased``
   problem and nothing changes. A position the group finished already (at or below where it
   read to, and no longer pending) is acked again without complaint: a retried ack is harmless.
@@ -168,9 +171,13 @@ class Subscriptions:
         sleeps until then at most)."""
         with self.database.transaction() as tx:
             group = _locked(tx, name)
-            group_store.park_expired(tx, group)
             filled_to = self._read_further(tx, group)
             pending, now = group_store.unparked(tx, name)
+            spent = groups.spent(pending, now, group.settings)
+            if spent:
+                parked = {event.position for event in spent}
+                group_store.park(tx, name, sorted(parked))
+                pending = [event for event in pending if event.position not in parked]
             holding = sum(
                 1
                 for event in pending

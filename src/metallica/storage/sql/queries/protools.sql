@@ -280,12 +280,6 @@ UPDATE subscription_groups
 SET filled_to = :filled_to, redeliveries = redeliveries + :redeliveries
 WHERE name = :name;
 
--- name: park_expired
--- Park the events whose lease ran out after their last allowed delivery.
-UPDATE group_pending SET parked_at = {now}, leased_until = NULL
-WHERE group_name = :name AND parked_at IS NULL AND leased_until IS NOT NULL
-  AND leased_until <= {now} AND deliveries >= :max_deliver;
-
 -- name: count_unparked
 SELECT count(*) AS n FROM group_pending WHERE group_name = :name AND parked_at IS NULL;
 
