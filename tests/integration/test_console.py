@@ -174,6 +174,39 @@ def test_the_health_page_shows_this_replicas_admission_services_and_readiness(
     assert re.search(r'id="admission-limit">\d+<', panel)
 
 
+def replica_rows(panel: str) -> dict[str, str]:
+    """The health panel's protools replicas: each one's row, as text."""
+    rows = re.findall(r'<tr data-replica="([^"]+)"[^>]*>(.*?)</tr>', panel)
+    return {replica: re.sub(r"<[^>]+>", " ", row) for replica, row in rows}
+
+
+def test_the_health_page_shows_every_protools_replica_and_one_that_stopped_goes_silent(
+    stack_factory: StackFactory,
+) -> None:
+    stack = stack_factory(replicas=2, **CLIENTS)
+    first, second = (replica.name for replica in stack.members["protools"])
+    with httpx.Client(base_url=stack.urls("protools")[0], timeout=WAIT) as browser:
+        log_in(browser)
+        shown: dict[str, str] = {}
+
+        def both_ready() -> bool:
+            shown.update(replica_rows(browser.get("/console/health/panel").text))
+            return all(" ready " in shown.get(name, "") for name in (first, second))
+
+        assert eventually(both_ready, WAIT), shown
+        assert "(this one)" in shown[first]
+        assert "(this one)" not in shown[second]
+        assert "generator closed, mailer closed" in shown[second]
+        stack.stop_replica("protools", 1)
+
+        def second_silent() -> bool:
+            shown.update(replica_rows(browser.get("/console/health/panel").text))
+            return " silent " in shown[second]
+
+        assert eventually(second_silent, 3 * WAIT), shown
+        assert " ready " in shown[first]
+
+
 def test_the_stream_follows_new_events_with_secrets_masked(browser: httpx.Client, url: str) -> None:
     log_in(browser)
     seen: list[dict[str, Any]] = []

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from metallica.errors import GroupExists, NotLeased, PositionPastHead, UnknownGroup
-from metallica.protools import engine, group_store, projection, store
+from metallica.protools import board, engine, group_store, projection, store
 from metallica.protools.groups import GroupSettings, Pending
 from metallica.protools.subscriptions import Delivery, Subscriptions
 from metallica.storage import (
@@ -1660,6 +1660,33 @@ class PipelineConformance:
             store.send_append(tx, "wf-1", 0, started, now=NOW).get()
         with database.transaction(write=False) as tx:
             assert [e.stream_id for e in store.read_all(tx)] == ["wf-1"]
+
+
+class BoardConformance:
+    """The health board: one row per replica, replaced by its next report, aged by the
+    database's clock, forgotten once silent long enough."""
+
+    def test_a_report_replaces_the_replicas_last_one(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        assert board.read(database) == []
+        board.publish(database, "protools-2", {"ready": True, "admission": {"limit": 8}})
+        board.publish(database, "protools-1", {"ready": False})
+        board.publish(database, "protools-1", {"ready": True, "refusals": {"queue-full": 3}})
+        reports = board.read(database)
+        assert [(r.replica, dict(r.report)) for r in reports] == [
+            ("protools-1", {"ready": True, "refusals": {"queue-full": 3}}),
+            ("protools-2", {"ready": True, "admission": {"limit": 8}}),
+        ]
+        assert all(0 <= r.age < board.SILENT_AFTER and not r.silent for r in reports)
+
+    def test_long_silent_replicas_are_forgotten(self, make_db: DatabaseFactory) -> None:
+        database = make_db()
+        board.publish(database, "gone", {"ready": True})
+        with database.transaction() as tx:  # every report is older than "a second from now"
+            tx.execute("forget_silent_replicas", keep=-1.0)
+        assert board.read(database) == []
+        board.publish(database, "back", {"ready": True})
+        assert [r.replica for r in board.read(database)] == ["back"]
 
 
 class ClosingConformance:

@@ -49,5 +49,9 @@ class TestPipeline(conformance.PipelineConformance):
     pass
 
 
+class TestBoard(conformance.BoardConformance):
+    pass
+
+
 class TestClosing(conformance.ClosingConformance):
     pass

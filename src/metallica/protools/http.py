@@ -27,8 +27,9 @@ from metallica.config import CALLEE_NAMES
 from metallica.errors import NotFound
 from metallica.faults import FaultPoints
 from metallica.problems import MEDIA_TYPE
-from metallica.protools import engine, history, log, password_workflow, stream
+from metallica.protools import board, engine, history, log, password_workflow, stream
 from metallica.protools.clients import ServiceClients
+from metallica.protools.console import health as console_health
 from metallica.protools.console.routes import ConsoleSettings, console_routes
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.intake import Intake
@@ -88,6 +89,14 @@ async def _expire_commands(service: WorkflowService, retention: float) -> float:
     the retention, five minutes at most)."""
     await in_thread(service.expire_commands, retention)
     return min(EXPIRY_INTERVAL_MAX, retention / 10)
+
+
+async def _report_health(state: Any) -> float:
+    """One report of this replica's health to the board; the seconds until the next."""
+    service: WorkflowService = state.service
+    snapshot = await console_health.snapshot(state)
+    await in_thread(board.publish, service.database, service.replica_id, snapshot)
+    return board.REPORT_SECONDS
 
 
 def create_app(settings: ProtoolsSettings) -> Starlette:
@@ -192,6 +201,11 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
             )
         )
         stack.push_async_callback(_cancel, expiry_task)
+        reporting = LoopHealth("health_board")  # logged when it fails, not a readiness check
+        board_task = asyncio.get_running_loop().create_task(
+            keep_running(reporting, functools.partial(_report_health, app.state), asyncio.sleep)
+        )
+        stack.push_async_callback(_cancel, board_task)
         stack.callback(tailer.close)  # first: the streams end, saying why
         logger.info("metallica.protools_started", extra={"replica": replica_id})
 

@@ -1,7 +1,9 @@
-"""What the console's health view shows of the replica that serves it: its admission (limit,
-in progress, queued, refusals by reason), each downstream service's guard (breaker, adaptive
-limit, retry budget), the outbox, the log's tail, its readiness checks, and each downstream
-service's readiness (its ``/readyz``, asked at each request, a second at most).
+"""What the console's health view shows: every protools replica's admission and breakers, from
+the health board (:mod:`metallica.protools.board`, which :func:`snapshot` feeds); and in full
+for the replica that serves it: its admission (limit, in progress, queued, refusals by reason),
+each downstream service's guard (breaker, adaptive limit, retry budget), the outbox, the log's
+tail, its readiness checks, and each downstream service's readiness (its ``/readyz``, asked at
+each request, a second at most).
 
 Read from the live objects protools' app keeps on ``app.state`` (the same ones ``/metrics``
 reads), at each request; nothing here changes anything.
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from metallica.protools import board
 from metallica.protools.flow import Admission, DownstreamGuard
 from metallica.protools.metrics import ProtoolsMetrics
 from metallica.protools.relay import Relay
@@ -73,6 +76,79 @@ async def _readiness(downstream: Mapping[str, Sequence[str]]) -> list[Readiness]
 
 
 @dataclass(frozen=True)
+class ReplicaRow:
+    """One protools replica as the board last heard of it."""
+
+    replica: str
+    this: bool  # the replica serving the page
+    age: float
+    silent: bool
+    ready: bool
+    admission_limit: int
+    admission_in_flight: int
+    queued: int
+    refused: int
+    breakers: str  # "generator closed, mailer open"
+    log_lag: float
+
+
+def replica_row(found: board.ReplicaReport, this: str) -> ReplicaRow:
+    """A board report as a row; what an older or newer replica left out reads as zero."""
+    report = found.report
+    admission = report.get("admission", {})
+    breakers = ", ".join(
+        f"{guard.get('service', '?')} {guard.get('breaker', '?')}"
+        for guard in report.get("guards", [])
+    )
+    return ReplicaRow(
+        replica=found.replica,
+        this=found.replica == this,
+        age=round(found.age, 1),
+        silent=found.silent,
+        ready=bool(report.get("ready")) and not found.silent,
+        admission_limit=int(admission.get("limit", 0)),
+        admission_in_flight=int(admission.get("in_flight", 0)),
+        queued=int(admission.get("queued", 0)),
+        refused=int(sum(report.get("refusals", {}).values())),
+        breakers=breakers,
+        log_lag=float(report.get("log", {}).get("lag", 0.0)),
+    )
+
+
+def _guards(state: Any) -> list[GuardView]:
+    relay: Relay = state.relay
+    guards: dict[str, DownstreamGuard] = dict(relay.guards)
+    return [
+        GuardView(
+            service=name,
+            breaker=guard.breaker.state,
+            limit=guard.limiter.limit,
+            in_flight=guard.limiter.in_flight,
+            budget=round(guard.budget.available, 1),
+        )
+        for name, guard in sorted(guards.items())
+    ]
+
+
+async def snapshot(state: Any) -> dict[str, Any]:
+    """What the replica whose ``app.state`` this is alone knows of its health, for the board."""
+    admission: Admission = state.admission
+    tailer: LogTailer = state.tailer
+    ready, _ = await run_readiness_checks(state)
+    return {
+        "ready": ready,
+        "admission": {
+            "limit": admission.limiter.limit,
+            "in_flight": admission.limiter.in_flight,
+            "queued": admission.queue.length,
+        },
+        "refusals": _refusals(state.metrics),
+        "guards": [vars(guard) for guard in _guards(state)],
+        "log": {"position": tailer.position, "lag": round(tailer.lag_seconds, 3)},
+    }
+
+
+@dataclass(frozen=True)
 class HealthReport:
     replica: str
     admission_limit: int
@@ -89,6 +165,7 @@ class HealthReport:
     ready: bool
     checks: dict[str, dict[str, Any]]
     services: list[Readiness]
+    replicas: list[ReplicaRow]
 
 
 def _refusals(metrics: ProtoolsMetrics) -> dict[str, float]:
@@ -106,10 +183,10 @@ async def report(state: Any) -> HealthReport:
     """The health of the replica whose ``app.state`` this is."""
     service: WorkflowService = state.service
     admission: Admission = state.admission
-    relay: Relay = state.relay
     tailer: LogTailer = state.tailer
-    guards: dict[str, DownstreamGuard] = dict(relay.guards)
-    outbox = await in_thread(service.outbox_summary)
+    outbox, replicas = await asyncio.gather(
+        in_thread(service.outbox_summary), in_thread(board.read, service.database)
+    )
     (ready, checks), services = await asyncio.gather(
         run_readiness_checks(state), _readiness(getattr(state, "downstream", {}))
     )
@@ -120,16 +197,7 @@ async def report(state: Any) -> HealthReport:
         queued=admission.queue.length,
         queue_standing=bool(admission.queue.standing),
         refusals=_refusals(state.metrics),
-        guards=[
-            GuardView(
-                service=name,
-                breaker=guard.breaker.state,
-                limit=guard.limiter.limit,
-                in_flight=guard.limiter.in_flight,
-                budget=round(guard.budget.available, 1),
-            )
-            for name, guard in sorted(guards.items())
-        ],
+        guards=_guards(state),
         outbox_depth=outbox.depth,
         outbox_oldest_age=round(outbox.oldest_age, 1),
         log_position=tailer.position,
@@ -138,4 +206,5 @@ async def report(state: Any) -> HealthReport:
         ready=ready,
         checks=checks,
         services=services,
+        replicas=[replica_row(found, service.replica_id) for found in replicas],
     )

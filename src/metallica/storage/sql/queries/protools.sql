@@ -377,3 +377,17 @@ ORDER BY global_position LIMIT 1;
 -- The events at these positions (:ids), in order.
 SELECT global_position, stream_id, version, type, data, recorded_at, schema_version
 FROM events WHERE global_position IN ({ids_from_json}) ORDER BY global_position;
+
+-- name: report_replica_health
+-- A replica's latest health report (JSON in :report), replacing its previous one.
+INSERT INTO replica_health (replica_id, reported_at, report)
+VALUES (:replica_id, {now}, :report)
+ON CONFLICT (replica_id) DO UPDATE SET reported_at = excluded.reported_at, report = excluded.report;
+
+-- name: forget_silent_replicas
+-- The reports of replicas silent for :keep seconds (gone, or renamed).
+DELETE FROM replica_health WHERE reported_at < {now} - :keep;
+
+-- name: replica_health_reports
+-- Every replica's latest report, with its age by the database's clock.
+SELECT replica_id, report, {now} - reported_at AS age FROM replica_health ORDER BY replica_id;
