@@ -27,13 +27,15 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from metallica.client import ProtoolsClient
 from metallica.stack import LocalStack
-from tests.integration.conftest import StackFactory
+from tests.integration.conftest import Observed, StackFactory
 from tests.integration.test_console import ALICE, AUDITOR, CLIENTS
 
 # One backend is enough here: what the browser sees does not depend on it (the console's
@@ -189,6 +191,28 @@ def _the_tour(
     )
     nothing_secret_shown()
 
+    # The keyboard: "/" goes to the search field; a row's link keeps the focus while the list
+    # refreshes around it (a new workflow comes in at the top).
+    ActionChains(browser).send_keys("/").perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "q"
+    link = f"open-{first['workflow_id']}"
+    for _ in range(10):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element.get_attribute("id") == link:
+            break
+    assert browser.switch_to.active_element.get_attribute("id") == link
+    later = create("paula")
+    passwords.append(later["password"])
+    until(
+        browser,
+        lambda d: (
+            "completed"
+            in d.find_element(By.CSS_SELECTOR, f'tr[data-workflow="{later["workflow_id"]}"]').text
+        ),
+        "the next row, without a reload",
+    )
+    assert browser.switch_to.active_element.get_attribute("id") == link
+
     # A workflow through a fault: the first generator replica drops its answer after storing
     # the password (in doubt, "reset"), the retry asks the other one with the same key. While
     # it runs, its page follows it live.
@@ -266,3 +290,95 @@ def _the_tour(
     for password in passwords:
         for answer_url, body in received:
             assert password not in body, f"the password is in {answer_url}"
+
+
+def test_a_workflow_through_a_timeout_a_killed_replica_and_a_park(
+    stack_factory: StackFactory, browser: webdriver.Chrome, screenshots: Path
+) -> None:
+    """What an operator sees of an incident: the first generator replica stores the password
+    and answers too late (a timeout, in doubt), the second was killed (refused), the circuit
+    opens and the step parks, the replica comes back, and the retry with the same key gets the
+    password stored by the call that timed out. The workflow's page draws each of these; the
+    health page shows the dead replica while it is down."""
+    stack = stack_factory(
+        replicas=2,
+        **CLIENTS,
+        METALLICA_CALL_TIMEOUT="1",
+        METALLICA_BREAKER_FAILURES="2",
+        METALLICA_BREAKER_OPEN_SECONDS="1",
+    )
+    stack.stop_replica("protools", 1)  # one relay: one breaker sees every failure
+    url = stack.urls("protools")[0]
+    generators = stack.urls("generator")
+    # Its first call stores the password and answers after 2.5 s: the call gives up at 1 s.
+    fault(stack, 0, point="after_persist", action="delay", delay_ms=2500)
+    stack.kill("generator", 1)  # SIGKILL; down until started again (this stack is not supervised)
+    log_in(browser, url, AUDITOR)
+    until(browser, lambda d: d.current_url.endswith("/console/workflows"), "the workflows")
+    with ProtoolsClient(url, ALICE) as alice:
+        accepted = alice.create_password("quentin", wait=0)
+        assert accepted.status_code in (200, 202), accepted.text
+        workflow_id = accepted.json()["workflow_id"]
+        page = f"{url}/console/workflows/{workflow_id}"
+        browser.get(page)
+        park = until(
+            browser,
+            lambda d: d.find_element(By.CSS_SELECTOR, "#timeline rect.parked"),
+            "a park on the timeline, without a reload",
+        )
+        assert "parked: circuit-open" in (park.get_attribute("innerHTML") or "")
+
+        browser.get(url + "/console/health")
+        dead = f"{generators[1]}"
+        until(
+            browser,
+            lambda d: any(
+                dead in row.text and "not ready" in row.text
+                for row in d.find_elements(By.CSS_SELECTOR, "table.readiness tr")
+            ),
+            "the killed replica, not ready",
+        )
+        browser.save_screenshot(str(screenshots / "incident-health.png"))
+        stack.start_replica("generator", 1)
+
+        browser.get(page)
+        until(
+            browser,
+            lambda d: d.find_element(By.ID, "workflow-status").text == "completed",
+            "the workflow completed",
+        )
+        done = alice.workflow(workflow_id).json()
+        events = alice.events(workflow_id).json()["events"]
+    password = done["password"]
+    observed = Observed(stack)
+    assert observed.holds_password("quentin", password)  # the one stored by the timed-out call
+    assert observed.password_count() == 1
+    assert len(observed.mails()) == 1
+
+    calls = [
+        e["data"]
+        for e in events
+        if e["type"] in ("StepAttemptFailed", "StepSucceeded")
+        and e["data"]["step"] == "generate_password"
+    ]
+    labels = [
+        g.get_attribute("aria-label") or ""
+        for g in browser.find_elements(By.CSS_SELECTOR, "#timeline g.attempt")
+    ]
+    generate = [label for label in labels if label.startswith("generate_password ")]
+    assert len(generate) == len(calls), labels
+    assert any(f"to {generators[0]}: failed in doubt (timeout)" in label for label in generate), (
+        generate
+    )
+    refused = f"to {generators[1]}: failed"  # in doubt too, after the timeout: the step is
+    assert any(refused in label and "(connection-refused)" in label for label in generate), generate
+    assert f"to {calls[-1]['replica']}: succeeded" in generate[-1]
+    parks = browser.find_elements(By.CSS_SELECTOR, "#timeline rect.parked")
+    assert parks
+    assert all("circuit-open" in (p.get_attribute("innerHTML") or "") for p in parks)
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.attempts tr.outcome-parked")
+    assert len(rows) == len(parks)
+    browser.save_screenshot(str(screenshots / "incident.png"))
+    assert password not in browser.page_source
+    for answer_url, body in bodies_received(browser):
+        assert password not in body, f"the password is in {answer_url}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metallica.protools import board
-from metallica.protools.console.health import replica_row
+from metallica.protools.console.health import replica_row, with_this_one
 
 
 def test_a_report_reads_as_a_row_with_its_breakers_and_refusals() -> None:
@@ -33,3 +33,20 @@ def test_a_silent_replica_is_not_ready_and_what_a_report_lacks_reads_as_zero() -
     assert row.silent
     assert not row.ready
     assert (row.admission_limit, row.refused, row.breakers, row.log_lag) == (0, 0, "", 0.0)
+
+
+def test_a_replica_that_said_it_stopped_is_stopped_not_silent() -> None:
+    stopped = board.ReplicaReport("protools-2", board.SILENT_AFTER * 10, {"stopped": True})
+    row = replica_row(stopped, "protools-1")
+    assert (row.stopped, row.silent, row.ready) == (True, False, False)
+
+
+def test_this_replicas_row_is_what_it_knows_now_not_its_last_report() -> None:
+    old = board.ReplicaReport("protools-1", 1.9, {"ready": False})
+    other = board.ReplicaReport("protools-0", 0.5, {"ready": True})
+    rows = with_this_one([old, other], "protools-1", {"ready": True})
+    assert [(r.replica, r.this, r.age, r.ready) for r in rows] == [
+        ("protools-0", False, 0.5, True),
+        ("protools-1", True, 0.0, True),
+    ]
+    assert [r.replica for r in with_this_one([], "protools-1", {"ready": True})] == ["protools-1"]

@@ -83,6 +83,23 @@ def test_each_attempt_is_a_bar_with_its_replica_duration_and_outcome() -> None:
     assert built.deadline_on_axis
 
 
+def test_the_table_lists_attempts_and_parks_as_they_happened() -> None:
+    built = timeline.build(a_workflow_through_a_timeout_and_a_park())
+    assert built is not None
+    described = [
+        f"{e.step} {e.number} {e.outcome}"
+        if isinstance(e, timeline.Attempt)
+        else f"{e.step} {e.attempt} parked"
+        for e in built.in_order
+    ]
+    assert described == [
+        "generate_password 1 failed in doubt",
+        "generate_password 2 parked",
+        "generate_password 2 succeeded",
+        "send_mail 1 succeeded",
+    ]
+
+
 def test_the_drawing_places_bars_in_time_order_and_the_deadline_last() -> None:
     built = timeline.build(a_workflow_through_a_timeout_and_a_park())
     assert built is not None

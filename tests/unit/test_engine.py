@@ -778,3 +778,53 @@ def test_a_success_clears_the_parked_reason() -> None:
         state, outcome_of(state, GENERATE, 1, Succeeded(GENERATED), now=T0 + 2), now=T0 + 2
     )
     assert state.parked == {}
+
+
+def test_a_retry_held_past_its_backoff_is_parked_in_the_same_decision() -> None:
+    """The failure that opens the circuit says so: the retry is due when the circuit lets a
+    probe through (not after its backoff), and the history has the park with its reason."""
+    state = started()
+    hold = engine.Hold("circuit-open", "generator's circuit is open", 1.25)
+    decision = engine.decide_outcome(
+        state,
+        DEFINITION,
+        GENERATE,
+        1,
+        Retry("connection-refused"),
+        now=T0 + 1,
+        replica="http://generator-2",
+        elapsed_ms=2.0,
+        random=lambda: 0.5,
+        hold=hold,
+    )
+    assert types(decision.events) == [ATTEMPT_FAILED, engine.PARKED]
+    assert decision.events[0].data["retry_in"] == 0.1  # the backoff, as without the hold
+    assert decision.events[1].data == {
+        "step": GENERATE,
+        "attempt": 2,
+        "reason": "circuit-open",
+        "detail": "generator's circuit is open",
+        "resume_in": 1.25,
+    }
+    assert decision.retry_at == T0 + 2.25
+    after = commit(state, decision, now=T0 + 1)
+    assert after.parked == {GENERATE: "circuit-open"}
+    assert after.attempts == {GENERATE: 1}
+
+
+def test_a_hold_shorter_than_the_backoff_or_a_step_that_ends_parks_nothing() -> None:
+    state = started()
+    short = engine.Hold("circuit-open", "why", 0.05)
+    decision = engine.decide_outcome(
+        state, DEFINITION, GENERATE, 1, Retry("timeout"), now=T0 + 1, replica="r",
+        elapsed_ms=1.0, random=lambda: 0.5, hold=short,
+    )  # fmt: skip
+    assert types(decision.events) == [ATTEMPT_FAILED]
+    assert decision.retry_at == pytest.approx(T0 + 1.1)
+    long = engine.Hold("circuit-open", "why", 5.0)
+    for outcome in (Succeeded(GENERATED), Failed({"type": "refused", "title": "no"})):
+        ended = engine.decide_outcome(
+            state, DEFINITION, GENERATE, 1, outcome, now=T0 + 1, replica="r",
+            elapsed_ms=1.0, random=lambda: 0.5, hold=long,
+        )  # fmt: skip
+        assert engine.PARKED not in types(ended.events)

@@ -4,8 +4,9 @@ A replica's admission (limit, in progress, queued, refusals), its guards of the 
 calls (breaker, adaptive limit, retry budget) and its log tail live in its memory alone: the
 console served by one replica could show only that one. So each replica writes a snapshot of
 them every :data:`REPORT_SECONDS` into its row of ``replica_health``, in the database they all
-share, and the console reads every row. A snapshot older than :data:`SILENT_AFTER` says the
-replica has stopped reporting (stopped, crashed, cut off from the database); one older than
+share, and the console reads every row. A replica that stops says so in its row
+(:func:`sign_off`); a snapshot older than :data:`SILENT_AFTER` says the replica has stopped
+reporting without saying so (crashed, frozen, cut off from the database); one older than
 :data:`FORGET_AFTER` is deleted by the next report of any replica (a replica gone for good, or
 renamed).
 
@@ -49,6 +50,11 @@ def publish(database: Database, replica_id: str, report: Mapping[str, Any]) -> N
             report=json.dumps(report, sort_keys=True),
         )
         tx.execute("forget_silent_replicas", keep=FORGET_AFTER)
+
+
+def sign_off(database: Database, replica_id: str) -> None:
+    """The replica stops: its row says so (``stopped``), rather than going silent."""
+    publish(database, replica_id, {"stopped": True})
 
 
 def read(database: Database) -> list[ReplicaReport]:

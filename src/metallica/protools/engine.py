@@ -398,6 +398,17 @@ def decide_attempt(
     return Decision(events=(NewEvent(FAILED, failed),))
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Why a retry must wait longer than its backoff, and how long: the service's circuit
+    opened (or was open) as the attempt failed, so the next attempt would not be let through
+    before ``seconds``."""
+
+    reason: str
+    detail: str
+    seconds: float
+
+
 def decide_outcome(
     state: WorkflowState,
     definition: WorkflowDefinition,
@@ -410,8 +421,11 @@ def decide_outcome(
     elapsed_ms: float,
     random: Callable[[], float],
     next_replica: str | None = None,
+    hold: Hold | None = None,
 ) -> Decision:
-    """The events (and next message) that record one attempt's outcome."""
+    """The events (and next message) that record one attempt's outcome. A retry that must
+    wait past its backoff (``hold``) is parked in the same commit: the history says why the
+    step waits, and the message is due when the wait ends, not before."""
     step = definition.step(step_name)
     common = _attempt_fields(step_name, attempt, replica, elapsed_ms)
     if isinstance(outcome, Succeeded):
@@ -453,6 +467,23 @@ def decide_outcome(
     if now > state.deadline and not in_doubt and not step.finish_past_deadline:
         ended = NewEvent(FAILED, {"step": step_name, "error": deadline_exceeded(state, step_name)})
         return Decision(events=(failed_attempt, ended))
+    if hold is not None and hold.seconds > delay:
+        after_failure = evolve(
+            state,
+            RecordedEvent(
+                0, state.workflow_id, state.version + 1, ATTEMPT_FAILED, failed_attempt.data, now
+            ),
+        )
+        parked = decide_park(
+            after_failure,
+            step_name,
+            attempt + 1,
+            reason=hold.reason,
+            detail=hold.detail,
+            delay=hold.seconds,
+            now=now,
+        )
+        return Decision(events=(failed_attempt, *parked.events), retry_at=parked.retry_at)
     return Decision(events=(failed_attempt,), retry_at=now + delay)
 
 

@@ -43,6 +43,7 @@ from metallica.protools.subscription_routes import subscription_routes
 from metallica.protools.subscriptions import Subscriptions
 from metallica.protools.tailer import LogTailer
 from metallica.protools.watchers import Watchers, wait_for_state
+from metallica.storage.errors import StorageError
 from metallica.threads import in_thread
 from metallica.web.app import (
     authenticated,
@@ -97,6 +98,14 @@ async def _report_health(state: Any) -> float:
     snapshot = await console_health.snapshot(state)
     await in_thread(board.publish, service.database, service.replica_id, snapshot)
     return board.REPORT_SECONDS
+
+
+async def _sign_off(service: WorkflowService) -> None:
+    """Tell the board this replica stops; a database that cannot be told leaves it silent."""
+    try:
+        await in_thread(board.sign_off, service.database, service.replica_id)
+    except StorageError as error:
+        logger.warning("metallica.board_sign_off_failed", extra={"error": error.code})
 
 
 def create_app(settings: ProtoolsSettings) -> Starlette:
@@ -205,6 +214,7 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
         board_task = asyncio.get_running_loop().create_task(
             keep_running(reporting, functools.partial(_report_health, app.state), asyncio.sleep)
         )
+        stack.push_async_callback(_sign_off, service)  # once the reports have stopped
         stack.push_async_callback(_cancel, board_task)
         stack.callback(tailer.close)  # first: the streams end, saying why
         logger.info("metallica.protools_started", extra={"replica": replica_id})

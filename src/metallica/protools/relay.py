@@ -51,7 +51,14 @@ from metallica.faults import FaultPoints
 from metallica.overload.breaker import OPEN
 from metallica.protools import store
 from metallica.protools.clients import ServiceClients
-from metallica.protools.engine import COMPLETED_STATUS, Outcome, Response, Retry, WorkflowState
+from metallica.protools.engine import (
+    COMPLETED_STATUS,
+    Hold,
+    Outcome,
+    Response,
+    Retry,
+    WorkflowState,
+)
 from metallica.protools.flow import DownstreamGuard, FlowSettings
 from metallica.protools.loops import LoopHealth, keep_running, sleep_unless_woken
 from metallica.protools.metrics import ProtoolsMetrics
@@ -239,6 +246,7 @@ class Relay:
             if isinstance(outcome, Retry):
                 self._metrics.retries.labels(message.destination, outcome.reason).inc()
             await self._hit("before_record")
+            hold = self._hold_after(outcome, guard)
             recorded = await self._record(
                 message,
                 outcome,
@@ -246,6 +254,7 @@ class Relay:
                 elapsed_ms=elapsed_ms,
                 next_replica=self._clients.replica_for(call, message.attempts + 1),
                 known=known,
+                hold=hold,
             )
             await self._hit("after_record")
         except StorageError as error:
@@ -269,6 +278,16 @@ class Relay:
             status = "completed" if recorded.state.status == COMPLETED_STATUS else "failed"
             self._metrics.workflows.labels(status).inc()
         return recorded.message, recorded.state
+
+    def _hold_after(self, outcome: Outcome, guard: DownstreamGuard) -> Hold | None:
+        """A failed attempt's retry, held back while the service's circuit is open (this
+        failure may have opened it). Without this, the retry would wait just as long, unseen:
+        the recovery loop claims no message for an open circuit, so no park would say why."""
+        if not isinstance(outcome, Retry) or guard.breaker.state != OPEN:
+            return None
+        seconds = guard.breaker.opens_again_in() + _JITTER.uniform(0, BREAKER_PARK_JITTER)
+        self._metrics.parked.labels(guard.name, "circuit-open").inc()
+        return Hold("circuit-open", f"{guard.name}'s circuit is open", seconds)
 
     async def _hold_back(
         self, message: store.OutboxMessage, guard: DownstreamGuard, delivery: Delivery
@@ -328,6 +347,7 @@ class Relay:
         elapsed_ms: float,
         next_replica: str,
         known: WorkflowState | None,
+        hold: Hold | None = None,
     ) -> Recorded:
         """Record an outcome, retrying in place while the database is briefly unavailable or
         busy: the call was made, and what it learnt must not be thrown away (a success lost
@@ -355,6 +375,7 @@ class Relay:
                         elapsed_ms=elapsed_ms,
                         next_replica=next_replica,
                         known=known,
+                        hold=hold,
                     )
                 )
         raise AssertionError("unreachable: stamina raises once it gives up")

@@ -345,8 +345,10 @@ class WorkflowService:
         elapsed_ms: float,
         next_replica: str | None = None,
         known: engine.WorkflowState | None = None,
+        hold: engine.Hold | None = None,
     ) -> Recorded:
-        """Commit one attempt's outcome: its events, the outbox change, the next call.
+        """Commit one attempt's outcome: its events, the outbox change, the next call; a retry
+        with a ``hold`` is parked in the same commit (:func:`engine.decide_outcome`).
 
         Fenced on the lease: only the holder of this attempt's lease reschedules or ends the
         message. A replica that lost it (its lease ran out mid-call and another replica claimed
@@ -380,6 +382,7 @@ class WorkflowService:
                     replica=replica,
                     elapsed_ms=elapsed_ms,
                     next_replica=next_replica,
+                    hold=hold,
                 )
                 return self.writer.run(record)
             except store.VersionConflict:
@@ -409,6 +412,7 @@ class WorkflowService:
         replica: str,
         elapsed_ms: float,
         next_replica: str | None,
+        hold: engine.Hold | None = None,
     ) -> Recorded:
         lease = store.lock_message(tx, message.id)
         held = lease is not None and lease.held_by(self.replica_id, message.attempts)
@@ -429,7 +433,16 @@ class WorkflowService:
                 store.complete(tx, message.id)  # another attempt recorded the step first
             return Recorded(None, False, None, fenced=not held, late=bool(late.events))
         return self._apply(
-            tx, message, outcome, state, now, replica, elapsed_ms, next_replica, held=held
+            tx,
+            message,
+            outcome,
+            state,
+            now,
+            replica,
+            elapsed_ms,
+            next_replica,
+            held=held,
+            hold=hold,
         )
 
     def _apply(
@@ -444,11 +457,12 @@ class WorkflowService:
         next_replica: str | None,
         *,
         held: bool,
+        hold: engine.Hold | None = None,
     ) -> Recorded:
         """Decide what the outcome means for the workflow at ``state`` and commit it: the
         lease holder's way, or (``held=False``) the way of a replica that lost its lease."""
         decide = (
-            functools.partial(engine.decide_outcome, next_replica=next_replica)
+            functools.partial(engine.decide_outcome, next_replica=next_replica, hold=hold)
             if held
             else engine.decide_fenced_outcome
         )

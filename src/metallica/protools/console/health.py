@@ -82,7 +82,8 @@ class ReplicaRow:
     replica: str
     this: bool  # the replica serving the page
     age: float
-    silent: bool
+    silent: bool  # no report for a while: crashed, frozen, or cut off from the database
+    stopped: bool  # it said so as it stopped
     ready: bool
     admission_limit: int
     admission_in_flight: int
@@ -100,12 +101,14 @@ def replica_row(found: board.ReplicaReport, this: str) -> ReplicaRow:
         f"{guard.get('service', '?')} {guard.get('breaker', '?')}"
         for guard in report.get("guards", [])
     )
+    stopped = bool(report.get("stopped"))
     return ReplicaRow(
         replica=found.replica,
         this=found.replica == this,
         age=round(found.age, 1),
-        silent=found.silent,
-        ready=bool(report.get("ready")) and not found.silent,
+        silent=found.silent and not stopped,
+        stopped=stopped,
+        ready=bool(report.get("ready")) and not found.silent and not stopped,
         admission_limit=int(admission.get("limit", 0)),
         admission_in_flight=int(admission.get("in_flight", 0)),
         queued=int(admission.get("queued", 0)),
@@ -132,9 +135,13 @@ def _guards(state: Any) -> list[GuardView]:
 
 async def snapshot(state: Any) -> dict[str, Any]:
     """What the replica whose ``app.state`` this is alone knows of its health, for the board."""
+    ready, _ = await run_readiness_checks(state)
+    return _snapshot(state, ready)
+
+
+def _snapshot(state: Any, ready: bool) -> dict[str, Any]:
     admission: Admission = state.admission
     tailer: LogTailer = state.tailer
-    ready, _ = await run_readiness_checks(state)
     return {
         "ready": ready,
         "admission": {
@@ -206,5 +213,14 @@ async def report(state: Any) -> HealthReport:
         ready=ready,
         checks=checks,
         services=services,
-        replicas=[replica_row(found, service.replica_id) for found in replicas],
+        replicas=with_this_one(replicas, service.replica_id, _snapshot(state, ready)),
     )
+
+
+def with_this_one(
+    reports: Sequence[board.ReplicaReport], this: str, live: Mapping[str, Any]
+) -> list[ReplicaRow]:
+    """The board's rows, this replica's as it is now (its last report may be 2 s old)."""
+    others = [found for found in reports if found.replica != this]
+    now = board.ReplicaReport(this, 0.0, live)
+    return [replica_row(found, this) for found in sorted([*others, now], key=lambda r: r.replica)]

@@ -90,6 +90,13 @@ class Timeline:
         return max([0.001, *ends])
 
     @property
+    def in_order(self) -> list[Attempt | Park]:
+        """The attempts and parks as they happened (an attempt when it was made)."""
+        dated: list[tuple[float, Attempt | Park]] = [(a.start, a) for a in self.attempts]
+        dated += [(p.at, p) for p in self.parks]
+        return [entry for _, entry in sorted(dated, key=lambda pair: pair[0])]
+
+    @property
     def deadline_on_axis(self) -> bool:
         """Whether the deadline is drawn: when it is near what happened (a workflow that took
         20 ms against a 30 s deadline would be a dot at the left of its own axis)."""

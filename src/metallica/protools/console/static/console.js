@@ -13,6 +13,29 @@
     if (status) status.textContent = text;
   }
 
+  // Put a fragment in place of an element's children; the element that had the keyboard's
+  // focus in there has it again in the new ones (found by its id), so a live refresh does not
+  // throw a keyboard user back to the top of the page.
+  function replace(target, html) {
+    const active = document.activeElement;
+    const focused = active && active.id && target.contains(active) ? active.id : null;
+    target.innerHTML = html;
+    if (focused) {
+      const again = document.getElementById(focused);
+      if (again) again.focus({ preventScroll: true });
+    }
+  }
+
+  // "/" puts the keyboard in the page's search field, as on most consoles (not while typing).
+  document.addEventListener("keydown", function (event) {
+    const search = document.getElementById("q");
+    const typing = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
+    if (event.key === "/" && search && !typing && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      event.preventDefault();
+      search.focus();
+    }
+  });
+
   // Replace an element's children with a fragment the server renders, at most once per `gap`
   // milliseconds however many events ask for it.
   function refresher(url, target, gap) {
@@ -24,7 +47,7 @@
       try {
         const answer = await fetch(url, { credentials: "same-origin", cache: "no-store" });
         if (answer.status === 401) { window.location.assign(prefix + "/login"); return; }
-        if (answer.ok) target.innerHTML = await answer.text();
+        if (answer.ok) replace(target, await answer.text());
       } catch (error) {
         say("Could not refresh: " + error);
       }
