@@ -256,6 +256,9 @@ class Relay:
                 known=known,
                 hold=hold,
             )
+            state = recorded.state
+            if hold is not None and state is not None and message.step in state.parked:
+                self._count_park(message, hold.reason, hold.seconds, attempt=message.attempts + 1)
             await self._hit("after_record")
         except StorageError as error:
             # The lease runs out and the message is claimed again: nothing is lost.
@@ -279,6 +282,21 @@ class Relay:
             self._metrics.workflows.labels(status).inc()
         return recorded.message, recorded.state
 
+    def _count_park(
+        self, message: store.OutboxMessage, reason: str, delay: float, *, attempt: int
+    ) -> None:
+        self._metrics.parked.labels(message.destination, reason).inc()
+        logger.info(
+            "metallica.step_parked",
+            extra={
+                "workflow_id": message.stream_id,
+                "step": message.step,
+                "attempt": attempt,
+                "reason": reason,
+                "resume_in": round(delay, 3),
+            },
+        )
+
     def _hold_after(self, outcome: Outcome, guard: DownstreamGuard) -> Hold | None:
         """A failed attempt's retry, held back while the service's circuit is open (this
         failure may have opened it). Without this, the retry would wait just as long, unseen:
@@ -286,7 +304,6 @@ class Relay:
         if not isinstance(outcome, Retry) or guard.breaker.state != OPEN:
             return None
         seconds = guard.breaker.opens_again_in() + _JITTER.uniform(0, BREAKER_PARK_JITTER)
-        self._metrics.parked.labels(guard.name, "circuit-open").inc()
         return Hold("circuit-open", f"{guard.name}'s circuit is open", seconds)
 
     async def _hold_back(
@@ -321,20 +338,10 @@ class Relay:
     async def _park(
         self, message: store.OutboxMessage, reason: str, detail: str, delay: float
     ) -> None:
-        self._metrics.parked.labels(message.destination, reason).inc()
         state = await in_thread(
             self._service.park, message, reason=reason, detail=detail, delay=delay
         )
-        logger.info(
-            "metallica.step_parked",
-            extra={
-                "workflow_id": message.stream_id,
-                "step": message.step,
-                "attempt": message.attempts,
-                "reason": reason,
-                "resume_in": round(delay, 3),
-            },
-        )
+        self._count_park(message, reason, delay, attempt=message.attempts)
         self._watchers.notify(message.stream_id, state)
         self.wake()
 
