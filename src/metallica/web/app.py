@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
@@ -96,12 +96,16 @@ def health_check(health: DescribesHealth) -> ReadinessCheck:
     return check
 
 
-async def run_readiness_checks(state: Any) -> tuple[bool, dict[str, dict[str, Any]]]:
-    """Whether every readiness check of the app whose ``state`` this is passes, and each one's
-    result (a failing check is the answer, not an error)."""
+async def run_readiness_checks(
+    state: Any, *, without: Collection[str] = ()
+) -> tuple[bool, dict[str, dict[str, Any]]]:
+    """Whether every readiness check of the app whose ``state`` this is passes (but those named
+    in ``without``), and each one's result (a failing check is the answer, not an error)."""
     checks: dict[str, ReadinessCheck] = getattr(state, "readiness_checks", {})
     results: dict[str, dict[str, Any]] = {}
     for name, check in checks.items():
+        if name in without:
+            continue
         try:
             results[name] = await within(READINESS_TIMEOUT, check())
         except Exception as error:
