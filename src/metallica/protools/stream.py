@@ -25,6 +25,7 @@ its throughput (``bench/README.md``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -93,10 +94,13 @@ async def follow(
     heartbeat: float,
     max_duration: float,
     metrics: ProtoolsMetrics,
+    pace: float = 0.0,
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     """The events after ``query.after`` that ``query`` admits for ``reader``, live, until the
     client leaves, the tailer ends this follower or ``max_duration`` seconds have passed (see
-    the module's docstring)."""
+    the module's docstring). ``pace``: the least seconds between two writes; what comes
+    meanwhile waits in the follower's buffer and goes out in the next write (a person's
+    console needs no more than a few updates a second)."""
     sent = query.after
     reason = "client-left"
     ends_at = time.monotonic() + max_duration
@@ -138,5 +142,7 @@ async def follow(
                 if fresh:
                     yield _messages(log, fresh)
                     sent = fresh[-1].event.global_position
+                    if pace > 0:
+                        await asyncio.sleep(min(pace, max(0.0, ends_at - time.monotonic())))
     finally:
         metrics.followers_ended.labels(reason).inc()

@@ -62,6 +62,9 @@ HEADERS = {
 }
 PAGE_SIZE = 50
 SEARCH_MAX = 64
+# The least seconds between two writes of a console's stream: the pages refresh at most every
+# 200 ms anyway, and each write goes down the HTTP stack's send chain whatever it carries.
+STREAM_PACE = 0.1
 FORM_MAX = 4096  # bytes of a login or logout form
 STATUSES = ("", "running", "completed", "failed")
 LIVE_TYPES = (engine.STARTED, engine.COMPLETED, engine.FAILED)  # what changes the list
@@ -342,6 +345,7 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
             heartbeat=settings.stream_heartbeat,
             max_duration=settings.stream_max_duration,
             metrics=request.app.state.metrics,
+            pace=STREAM_PACE,
         )
         response = EventSourceResponse(
             events,
