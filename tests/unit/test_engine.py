@@ -71,6 +71,7 @@ def outcome_of(
     now: float,
     random: Callable[[], float] = lambda: 0.5,
     definition: WorkflowDefinition = DEFINITION,
+    hold: engine.Hold | None = None,
 ) -> Decision:
     return engine.decide_outcome(
         state,
@@ -82,6 +83,7 @@ def outcome_of(
         replica="http://generator-1",
         elapsed_ms=12.345,
         random=random,
+        hold=hold,
     )
 
 
@@ -785,18 +787,7 @@ def test_a_retry_held_past_its_backoff_is_parked_in_the_same_decision() -> None:
     probe through (not after its backoff), and the history has the park with its reason."""
     state = started()
     hold = engine.Hold("circuit-open", "generator's circuit is open", 1.25)
-    decision = engine.decide_outcome(
-        state,
-        DEFINITION,
-        GENERATE,
-        1,
-        Retry("connection-refused"),
-        now=T0 + 1,
-        replica="http://generator-2",
-        elapsed_ms=2.0,
-        random=lambda: 0.5,
-        hold=hold,
-    )
+    decision = outcome_of(state, GENERATE, 1, Retry("connection-refused"), now=T0 + 1, hold=hold)
     assert types(decision.events) == [ATTEMPT_FAILED, engine.PARKED]
     assert decision.events[0].data["retry_in"] == 0.1  # the backoff, as without the hold
     assert decision.events[1].data == {
@@ -815,16 +806,10 @@ def test_a_retry_held_past_its_backoff_is_parked_in_the_same_decision() -> None:
 def test_a_hold_shorter_than_the_backoff_or_a_step_that_ends_parks_nothing() -> None:
     state = started()
     short = engine.Hold("circuit-open", "why", 0.05)
-    decision = engine.decide_outcome(
-        state, DEFINITION, GENERATE, 1, Retry("timeout"), now=T0 + 1, replica="r",
-        elapsed_ms=1.0, random=lambda: 0.5, hold=short,
-    )  # fmt: skip
+    decision = outcome_of(state, GENERATE, 1, Retry("timeout"), now=T0 + 1, hold=short)
     assert types(decision.events) == [ATTEMPT_FAILED]
     assert decision.retry_at == pytest.approx(T0 + 1.1)
     long = engine.Hold("circuit-open", "why", 5.0)
     for outcome in (Succeeded(GENERATED), Failed({"type": "refused", "title": "no"})):
-        ended = engine.decide_outcome(
-            state, DEFINITION, GENERATE, 1, outcome, now=T0 + 1, replica="r",
-            elapsed_ms=1.0, random=lambda: 0.5, hold=long,
-        )  # fmt: skip
+        ended = outcome_of(state, GENERATE, 1, outcome, now=T0 + 1, hold=long)
         assert engine.PARKED not in types(ended.events)

@@ -78,6 +78,14 @@ LIMIT_PARK_SECONDS = (0.2, 1.0)
 _JITTER = random.Random()
 BREAKER_PARK_JITTER = 0.5
 
+
+def _circuit_open(guard: DownstreamGuard) -> tuple[str, str, float]:
+    """A park for ``guard``'s open circuit: its reason, its detail, and until the circuit lets a
+    probe through (plus a jitter, so the parked steps do not all come back at once)."""
+    wait = guard.breaker.opens_again_in() + _JITTER.uniform(0, BREAKER_PARK_JITTER)
+    return "circuit-open", f"{guard.name}'s circuit is open", wait
+
+
 # Told, when a delivery stops, how long it spent in this replica's own work (not waiting on the
 # services) if it ended the workflow; None if the workflow goes on later.
 Finished = Callable[[float | None], None]
@@ -303,8 +311,7 @@ class Relay:
         the recovery loop claims no message for an open circuit, so no park would say why."""
         if not isinstance(outcome, Retry) or guard.breaker.state != OPEN:
             return None
-        seconds = guard.breaker.opens_again_in() + _JITTER.uniform(0, BREAKER_PARK_JITTER)
-        return Hold("circuit-open", f"{guard.name}'s circuit is open", seconds)
+        return Hold(*_circuit_open(guard))
 
     async def _hold_back(
         self, message: store.OutboxMessage, guard: DownstreamGuard, delivery: Delivery
@@ -314,8 +321,7 @@ class Relay:
         it back through ``guard.learn``)."""
         breaker, retry = guard.breaker, message.attempts > 1
         if not breaker.allow():
-            wait = breaker.opens_again_in() + _JITTER.uniform(0, BREAKER_PARK_JITTER)
-            return "circuit-open", f"{guard.name}'s circuit is open", wait
+            return _circuit_open(guard)
         if retry and not guard.budget.try_spend():
             breaker.abandoned()
             return (
