@@ -70,6 +70,14 @@ def _pid(answer: httpx.Response) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
+def _tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a replica's log, for the error that says it died (CI keeps no file)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"(unreadable: {error})"
+
+
 @dataclass
 class LocalStack:
     """The three services, ``replicas`` of each, with per-service databases under ``data_dir``.
@@ -247,7 +255,7 @@ class LocalStack:
             if replica.process.poll() is not None:
                 raise RuntimeError(
                     f"{replica.name} exited with {replica.process.returncode}; "
-                    f"see {replica.log_path}"
+                    f"the end of {replica.log_path}:\n{_tail(replica.log_path)}"
                 )
             try:
                 answer = httpx.get(replica.url + "/healthz", timeout=1)

@@ -87,3 +87,55 @@ def test_a_service_that_does_not_migrate_waits_for_the_deployment_to_migrate(
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_replica_waits_while_another_holds_the_database_then_migrates(tmp_path: Path) -> None:
+    # Replicas started together open and migrate one database at once. One that meets the
+    # other's write lock past its lock timeout waits (and says so), rather than exiting: CI
+    # saw the second protools replica of a stack die at start with status 3.
+    import logging
+    import sqlite3
+    import threading
+
+    from metallica.storage import Timeouts
+    from metallica.storage.migrate import current_version, latest_version
+    from metallica.web.app import open_migrated
+
+    path = tmp_path / "protools.db"
+    waited = threading.Event()
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "database.waiting":
+                waited.set()
+
+    peer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    peer.execute("PRAGMA journal_mode = WAL")
+    peer.execute("BEGIN IMMEDIATE")  # the other replica, in the middle of its migration
+
+    def finish_when_waited_for() -> None:
+        waited.wait(30)
+        peer.execute("COMMIT")
+
+    handler = Waiting()
+    logging.getLogger("metallica.web").addHandler(handler)
+    holder = threading.Thread(target=finish_when_waited_for)
+    holder.start()
+    try:
+        database = open_migrated(
+            f"sqlite:///{path}",
+            "protools",
+            timeouts=Timeouts(lock=0.2, statement=5, idle_in_transaction=5),
+            pool_size=1,
+            wait=20,
+        )
+    finally:
+        waited.set()
+        holder.join(35)
+        peer.close()
+        logging.getLogger("metallica.web").removeHandler(handler)
+    try:
+        assert waited.is_set()
+        assert current_version(database) == latest_version(database)
+    finally:
+        database.close()

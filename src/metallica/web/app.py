@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metallica.faults import ATTEMPT_HEADER, InjectedDrop, current_attempt
-from metallica.storage import Database, StorageUnavailable, Timeouts, open_database
+from metallica.storage import Database, StorageBusy, StorageUnavailable, Timeouts, open_database
 from metallica.storage.migrate import check_at_start, verify
 from metallica.threads import in_thread, within
 from metallica.web.access import TraceMiddleware
@@ -189,10 +189,16 @@ def open_migrated(
     to ``wait`` seconds in all for it to answer: each try is given what is left of ``wait``, so
     the service gives up on time.
 
+    A database that is busy is waited for too: replicas started together open and migrate the
+    same database at once, and one of them meets the other's lock (a migration holding the
+    write lock past ``timeouts.lock``; on SQLite also the moments when a connection recovers
+    or cleans up the WAL, when SQLite answers busy without waiting at all). Refusing to start
+    for that left a replica of a two-replica stack dead at start in CI.
+
     Each failed try is logged (``database.waiting``, with the seconds waited so far, measured,
     and the cause), so an operator sees the service waiting rather than a silent hang; past
-    ``wait`` the last error is raised, saying how long it waited. (stamina, used before, counts
-    only its own sleeps, not the tries: its log said 5 s after a minute.)
+    ``wait`` the last error is raised, of its own kind, saying how long it waited. (stamina,
+    used before, counts only its own sleeps, not the tries: its log said 5 s after a minute.)
     """
     started = time.monotonic()
     pause = 0.2
@@ -212,10 +218,10 @@ def open_migrated(
                 database.close()
                 raise
             return database
-        except StorageUnavailable as error:
+        except (StorageUnavailable, StorageBusy) as error:
             waited = time.monotonic() - started
             if waited + pause >= wait:
-                raise StorageUnavailable(f"{error.detail} (gave up after {waited:.0f} s)") from None
+                raise type(error)(f"{error.detail} (gave up after {waited:.0f} s)") from None
             logger.warning(
                 "database.waiting",
                 extra={
