@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -232,6 +233,50 @@ def test_the_stream_follows_new_events_with_secrets_masked(browser: httpx.Client
     follower.join(WAIT)
     assert {event["workflow_id"] for event in seen} == {created["workflow_id"]}
     assert created["password"] not in json.dumps(seen)
+
+
+def test_a_page_follows_the_log_from_where_it_was_read_so_nothing_between_is_missed(
+    browser: httpx.Client, url: str
+) -> None:
+    # A workflow that completes after its page was read, but before the page's script has
+    # connected its stream, must still reach the page: CI saw one stay "running" for good when
+    # the stream started at the head it met on connecting.
+    log_in(browser)
+    page = browser.get("/console/workflows").text
+    match = re.search(r'data-after="(\d+)"', page)
+    assert match, "the page says where its script follows the log from"
+    read_at = int(match.group(1))
+    created = create(url, "frank")  # started and completed before the stream is connected
+
+    def events_after(position: str, *, header: bool = False) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        params = {"type": ["WorkflowStarted", "WorkflowCompleted"]}
+        headers = {"Last-Event-ID": position} if header else {}
+        if not header:
+            params["after"] = [position]
+        with browser.stream(
+            "GET", "/console/stream", params=params, headers=headers, timeout=WAIT
+        ) as answer:
+            assert answer.status_code == 200
+            until = time.monotonic() + WAIT  # heartbeats come every 0.2 s: the loop turns
+            for line in answer.iter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+                    if seen[-1]["type"] == "WorkflowCompleted":
+                        return seen
+                if time.monotonic() > until:
+                    return seen
+        return seen
+
+    for header in (False, True):  # a reconnecting page sends its last position as a header
+        seen = events_after(str(read_at), header=header)
+        assert [event["type"] for event in seen] == ["WorkflowStarted", "WorkflowCompleted"]
+        assert {event["workflow_id"] for event in seen} == {created["workflow_id"]}
+    head = max(event["position"] for event in seen)
+    for wrong in ("-1", "x", str(head + 1000)):
+        refused = browser.get("/console/stream", params={"after": wrong})
+        assert refused.status_code == 400, (wrong, refused.text)
+        assert "after" in refused.text
 
 
 def test_logging_out_needs_the_pages_csrf_token(browser: httpx.Client) -> None:

@@ -236,9 +236,16 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
             "when": _when,
         }
 
+    async def log_head(request: Request) -> int:
+        """The log's head, read before a live page's data: the page's script follows the log
+        from there, so an event committed while the page was on its way is not missed."""
+        event_log: log.EventLog = request.app.state.log
+        return await in_thread(event_log.head)
+
     async def workflows_page(request: Request, session: Session) -> Response:
+        after = await log_head(request)
         context = await rows_context(request)
-        return render(request, "workflows.html", {"session": session, **context})
+        return render(request, "workflows.html", {"session": session, "after": after, **context})
 
     async def workflows_rows(request: Request, session: Session) -> Response:
         return render(request, "workflow_rows.html", await rows_context(request))
@@ -269,10 +276,11 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
         }
 
     async def workflow_page(request: Request, session: Session) -> Response:
+        after = await log_head(request)
         context = await workflow_context(request)
         if context is None:
             return render(request, "missing.html", {"session": session}, status=404)
-        return render(request, "workflow.html", {"session": session, **context})
+        return render(request, "workflow.html", {"session": session, "after": after, **context})
 
     async def workflow_panel(request: Request, session: Session) -> Response:
         context = await workflow_context(request)
@@ -325,7 +333,11 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
         return render(request, "health_panel.html", {"health": report})
 
     async def live(request: Request, session: Session) -> Response:
-        """The log from its head on, filtered by type and workflow: what the pages follow."""
+        """The log, filtered by type and workflow: what the pages follow. From ``after`` (the
+        head the page was read at), or the ``Last-Event-ID`` a reconnecting page sends, else
+        from the head: a page that followed from the head it met on connecting missed what
+        committed between its reading and its stream (CI saw a workflow's page stay "running"
+        after the workflow had completed)."""
         types = tuple(t for t in request.query_params.getlist("type") if t in EVENT_TYPES)
         workflow_id = request.query_params.get("workflow_id", "")
         if workflow_id:
@@ -333,9 +345,13 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
                 workflow_id = str(uuid.UUID(workflow_id))
             except ValueError:
                 return secured(PlainTextResponse("workflow_id must be a UUID", 400))
+        head = await log_head(request)
+        try:
+            after = _resume_position(request, head)
+        except (BadRequest, PositionPastHead) as error:
+            return secured(PlainTextResponse(error.detail, 400))
         event_log: log.EventLog = request.app.state.log
-        head = await in_thread(event_log.head)
-        query = log.LogQuery(after=head, types=types, workflow_id=workflow_id)
+        query = log.LogQuery(after=after, types=types, workflow_id=workflow_id)
         events = stream.follow(
             request.app.state.tailer,
             event_log,
@@ -381,6 +397,21 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
         Route(f"{PREFIX}/stream", fragment(live), methods=["GET"]),
         Mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static"),
     ]
+
+
+def _resume_position(request: Request, head: int) -> int:
+    """Where a console's stream starts: the ``Last-Event-ID`` of a page reconnecting, else its
+    ``after``, else the head; a 400 for a position that is not one or lies past the head."""
+    resumed = request.headers.get("last-event-id")
+    if resumed is not None:
+        after, field = log.position(resumed, field="Last-Event-ID"), "Last-Event-ID"
+    elif "after" in request.query_params:
+        after, field = log.position(request.query_params["after"], field="after"), "after"
+    else:
+        return head
+    if after > head:
+        raise log.past_head(head, field=field)
+    return after
 
 
 def _masked(event: engine.RecordedEvent, secret_fields: frozenset[str]) -> engine.RecordedEvent:

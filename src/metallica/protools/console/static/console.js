@@ -59,9 +59,13 @@
     };
   }
 
-  // Follow the console's stream (an EventSource reconnects by itself, from the head).
+  // Follow the console's stream from the log's position the page was read at (data-after), so
+  // that nothing committed while the page was on its way is missed; an EventSource reconnects
+  // by itself, sending the last position it had (Last-Event-ID), which the server prefers.
   function follow(query, onEvent) {
-    const source = new EventSource(prefix + "/stream" + (query ? "?" + query : ""));
+    const from = body.dataset.after ? "after=" + encodeURIComponent(body.dataset.after) : "";
+    const params = [query, from].filter(Boolean).join("&");
+    const source = new EventSource(prefix + "/stream" + (params ? "?" + params : ""));
     source.onopen = function () { say("Live"); body.dataset.live = "connected"; };
     source.onerror = function () { say("Reconnecting to the live log..."); body.dataset.live = "reconnecting"; };
     source.onmessage = function (message) { onEvent(JSON.parse(message.data)); };
