@@ -319,15 +319,10 @@ def create_app(settings: ProtoolsSettings) -> Starlette:
     async def stream_log(request: Request) -> Response:
         known_query(request, *log.STREAM_PARAMETERS)
         query = log.log_query(request.query_params, paged=False)
-        last_event_id = request.headers.get("last-event-id")
-        if last_event_id is not None:  # a client resuming: it overrides ?after
-            after = log.position(last_event_id, field="Last-Event-ID")
-            query = dataclasses.replace(query, after=after)
         event_log: log.EventLog = request.app.state.log
         head = await in_thread(event_log.head)
-        if query.after > head:
-            field = "after" if last_event_id is None else "Last-Event-ID"
-            raise log.past_head(head, field=field)
+        after = log.resume_after(query.after, request.headers.get("last-event-id"), head)
+        query = dataclasses.replace(query, after=after)
         events = stream.follow(
             request.app.state.tailer,
             event_log,

@@ -121,6 +121,18 @@ def past_head(head: int, *, field: str) -> PositionPastHead:
     )
 
 
+def resume_after(requested: int, last_event_id: str | None, head: int) -> int:
+    """Where a stream starts: after the ``Last-Event-ID`` a reconnecting client sends (it
+    overrides the position asked for in the query), else after ``requested``; a 400 naming
+    the field for a position that is not one or lies past the log's ``head``."""
+    field = "after"
+    if last_event_id is not None:
+        requested, field = position(last_event_id, field="Last-Event-ID"), "Last-Event-ID"
+    if requested > head:
+        raise past_head(head, field=field)
+    return requested
+
+
 def log_query(query: Mapping[str, str], *, paged: bool = True) -> LogQuery:
     """A :class:`LogQuery` from a request's query parameters: ``after`` a position, ``limit``
     1 to :data:`LOG_LIMIT_MAX` (pages only), ``type`` one event type or several,

@@ -347,7 +347,9 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
                 return secured(PlainTextResponse("workflow_id must be a UUID", 400))
         head = await log_head(request)
         try:
-            after = _resume_position(request, head)
+            asked = request.query_params.get("after")
+            requested = head if asked is None else log.position(asked, field="after")
+            after = log.resume_after(requested, request.headers.get("last-event-id"), head)
         except (BadRequest, PositionPastHead) as error:
             return secured(PlainTextResponse(error.detail, 400))
         event_log: log.EventLog = request.app.state.log
@@ -397,21 +399,6 @@ def console_routes(settings: ConsoleSettings) -> list[BaseRoute]:
         Route(f"{PREFIX}/stream", fragment(live), methods=["GET"]),
         Mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static"),
     ]
-
-
-def _resume_position(request: Request, head: int) -> int:
-    """Where a console's stream starts: the ``Last-Event-ID`` of a page reconnecting, else its
-    ``after``, else the head; a 400 for a position that is not one or lies past the head."""
-    resumed = request.headers.get("last-event-id")
-    if resumed is not None:
-        after, field = log.position(resumed, field="Last-Event-ID"), "Last-Event-ID"
-    elif "after" in request.query_params:
-        after, field = log.position(request.query_params["after"], field="after"), "after"
-    else:
-        return head
-    if after > head:
-        raise log.past_head(head, field=field)
-    return after
 
 
 def _masked(event: engine.RecordedEvent, secret_fields: frozenset[str]) -> engine.RecordedEvent:
