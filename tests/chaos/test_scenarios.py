@@ -13,51 +13,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from metallica.lab.harness import Lab, LabConfig
+from metallica.lab.harness import Lab
 from metallica.lab.scenarios import FAULT_SCENARIOS, SCENARIOS, run_scenario
-from metallica.load.pg_cluster import ThrowawayCluster
-from tests.pg_admin import create_database, drop_database, with_database
+from tests.labs import VARIANTS, variant_lab
 
-VARIANTS = [
-    pytest.param(("sqlite", 1), id="sqlite-1", marks=pytest.mark.xdist_group("sqlite-1")),
-    pytest.param(("sqlite", 3), id="sqlite-3", marks=pytest.mark.xdist_group("sqlite-3")),
-    pytest.param(
-        ("postgres", 1),
-        id="postgres-1",
-        marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres-1")],
-    ),
-    pytest.param(
-        ("postgres", 3),
-        id="postgres-3",
-        marks=[pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("postgres-3")],
-    ),
-]
+# The burst scenario runs alone, after the parallel suite (tests/overload/test_burst.py): it
+# holds idle replicas to "no refusal", which needs the machine idle too. Beside two other
+# workers, the 60 commands reach protools' admission queue spread over its own busy event loop
+# while the adaptive limit stays near its floor (4), and the queue grows for longer than
+# CoDel's interval, which is what a standing queue is: CI saw 43 of 60 refused.
+SCENARIOS_HERE = [name for name in FAULT_SCENARIOS if name != "burst"]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    backend, replicas = request.param
-    config = LabConfig(replicas=replicas, log_level="DEBUG")
-    created: list[str] = []
-    server_url = ""
-    if backend == "postgres":
-        server_url = request.getfixturevalue("postgres_server_url")
-        urls = {}
-        for service in ("protools", "generator", "mailer"):
-            created.append(create_database(server_url))
-            urls[service] = with_database(server_url, created[-1])
-        cluster: ThrowawayCluster | None = request.getfixturevalue("restartable_cluster")
-        config = LabConfig(
-            replicas=replicas, database_urls=urls, cluster=cluster, log_level="DEBUG"
-        )
-    with Lab(config, tmp_path_factory.mktemp(f"lab-{backend}-{replicas}")) as running:
+    with variant_lab(request, tmp_path_factory) as running:
         yield running
-    for dbname in created:
-        drop_database(server_url, dbname)
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", FAULT_SCENARIOS)
+@pytest.mark.parametrize("name", SCENARIOS_HERE)
 def test_scenario(lab: Lab, name: str) -> None:
     result = run_scenario(lab, SCENARIOS[name])
 

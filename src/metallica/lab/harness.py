@@ -176,6 +176,8 @@ class BaseLab(abc.ABC):
         except ValueError:
             return
         record.workflow_id = body.get("workflow_id", record.workflow_id)
+        if response.status_code in (429, 503):
+            record.refusals.append(code_of(body) or str(response.status_code))
         if response.status_code == 200 and body.get("status") == "completed":
             record.told, record.password = OK, body["password"]
         elif response.status_code == 200 and body.get("status") == "failed":

@@ -11,6 +11,7 @@ import datetime
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -433,7 +434,12 @@ def _burst(lab: Lab) -> list[Check]:
     taken = sorted({r.error or "" for r in records if r.told == FAILED})
     slowest = max(elapsed)
     return [
-        Check("no command refused", not refused, f"{len(refused)} of {len(records)} refused"),
+        Check(
+            "no command refused",
+            not refused,
+            f"{len(refused)} of {len(records)} refused "
+            f"({dict(Counter(code for r in records for code in r.refusals))})",
+        ),
         Check(
             "each answered with its outcome within its Prefer: wait",
             answered == len(records) and slowest <= BURST_WAIT + 1,
