@@ -176,8 +176,9 @@ class BaseLab(abc.ABC):
         except ValueError:
             return
         record.workflow_id = body.get("workflow_id", record.workflow_id)
-        if response.status_code in (429, 503):
-            record.refusals.append(code_of(body) or str(response.status_code))
+        if response.status_code in (429, 503):  # the code, and the detail that says which limit
+            detail = str(body.get("detail") or "")[:48]
+            record.refusals.append(f"{code_of(body) or response.status_code}: {detail}")
         if response.status_code == 200 and body.get("status") == "completed":
             record.told, record.password = OK, body["password"]
         elif response.status_code == 200 and body.get("status") == "failed":
