@@ -28,7 +28,7 @@ class ClientRecord:
     error: str | None = None
     statuses: list[int | str] = field(default_factory=list)
     posts: int = 0
-    refusals: list[str] = field(default_factory=list)  # each 429/503's problem code
+    refusals: list[str] = field(default_factory=list)  # each 429/503: its code and detail
 
 
 def summarize(records: Iterable[ClientRecord]) -> dict[str, int]:
